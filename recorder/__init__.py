@@ -1,0 +1,1 @@
+"""booktape recorder: venue collectors, transports, durable store and the embedded simulator."""

@@ -1,0 +1,10 @@
+"""`recorder` command: run the daemon, the simulator, and dataset status."""
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+@click.version_option(package_name="booktape")
+def main() -> None:
+    """booktape recorder: record venues' books and trades into a Parquet dataset."""

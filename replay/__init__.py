@@ -1,0 +1,1 @@
+"""booktape replay: ordered reads, the numpy book engine, outputs and the DuckDB catalog."""
