@@ -1,0 +1,200 @@
+"""DuckDB over the dataset root: one view per table of `schemas.TABLES`, a catalog file, and `replay sql`.
+
+Every view is `<typed empty row set> UNION ALL BY NAME read_parquet(<glob>, allow_empty=true)`, so a table
+with no files yet still has its columns and types, and the glob is re-evaluated by every query: files that
+arrive after `connect()` are seen without reconnecting. DuckDB's glob does not skip hidden files, so the
+glob itself excludes names starting with `_` or `.` (temporary and internal files) and any directory that
+is not `exchange=*/pair=*/date=*` (such as `_log/`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import duckdb
+import pyarrow as pa
+
+import schemas
+
+#: DuckDB type of each partition column, as the views declare it.
+PARTITION_TYPES = {"exchange": "VARCHAR", "pair": "VARCHAR", "date": "DATE"}
+#: Tables whose view keeps only the newest version of each row (by `latest_by`); `<name>_all` keeps every
+#: version. `trades` is deliberately not here: the recorder already de-duplicates it, so its view stays raw.
+LATEST_VIEWS = ("candles",)
+CATALOG_NAME = "catalog.duckdb"
+FORMATS = ("table", "csv", "json", "parquet")
+#: Rows per box in table output: DuckDB's renderer draws at most this many rows at once.
+_BOX_ROWS = 10_000
+
+
+def duckdb_type(type_: pa.DataType) -> str:
+    """The DuckDB type a Parquet column of this Arrow type reads as."""
+    if pa.types.is_decimal(type_):
+        return f"DECIMAL({type_.precision},{type_.scale})"
+    if pa.types.is_timestamp(type_):
+        unit = {"s": "_S", "ms": "_MS", "us": "", "ns": "_NS"}[type_.unit]
+        return f"TIMESTAMPTZ{unit}" if type_.tz else f"TIMESTAMP{unit}"
+    simple = {
+        pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.binary(): "BLOB", pa.large_binary(): "BLOB",
+        pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.bool_(): "BOOLEAN",
+        pa.float64(): "DOUBLE", pa.date32(): "DATE",
+    }
+    try:
+        return simple[type_]
+    except KeyError:
+        raise TypeError(f"no DuckDB type mapped for Arrow type {type_}") from None
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _glob(root: Path, table: str) -> str:
+    """The glob of a table's data files: partition directories only, no `_`/`.` names."""
+    return str(root / table / "exchange=*" / "pair=*" / "date=*" / "[!_.]*.parquet")
+
+
+def view_sql(root: Path, table: schemas.Table) -> str:
+    """SELECT every column of `table` (schema columns, then partition columns) over the files under `root`."""
+    typed = dict(zip(table.schema.names, map(duckdb_type, table.schema.types))) | PARTITION_TYPES
+    empty = ", ".join(f"NULL::{t} AS {_ident(c)}" for c, t in typed.items())
+    hive = "{" + ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in PARTITION_TYPES.items()) + "}"
+    scan = (f"read_parquet({_literal(_glob(root, table.name))}, hive_partitioning = true, hive_types = {hive}, "
+            "union_by_name = true, allow_empty = true)")
+    columns = ", ".join(map(_ident, typed))
+    return f"SELECT {columns} FROM (SELECT {empty} WHERE false UNION ALL BY NAME SELECT * FROM {scan})"
+
+
+def latest_sql(table: schemas.Table, source: str) -> str:
+    """SELECT the newest version (by time column, then capture order) of each `latest_by` key per partition."""
+    key = ", ".join(map(_ident, ("exchange", "pair", *table.latest_by)))
+    newest = ", ".join(f"{_ident(c)} DESC" for c in (table.time_column, *table.order_by))
+    return f"SELECT * FROM {_ident(source)} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {newest}) = 1"
+
+
+def create_views(con: duckdb.DuckDBPyConnection, root: str | os.PathLike[str]) -> None:
+    """Create (or replace) the view of every table over `root`, with absolute paths."""
+    root = Path(root).resolve()
+    for table in schemas.TABLES.values():
+        if table.name in LATEST_VIEWS:
+            all_name = f"{table.name}_all"
+            con.execute(f"CREATE OR REPLACE VIEW {_ident(all_name)} AS {view_sql(root, table)}")
+            con.execute(f"CREATE OR REPLACE VIEW {_ident(table.name)} AS {latest_sql(table, all_name)}")
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW {_ident(table.name)} AS {view_sql(root, table)}")
+
+
+def connect(root: str | os.PathLike[str], *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (session time zone UTC) with a view per table over the dataset `root`."""
+    con = duckdb.connect(database)
+    con.execute("SET TimeZone = 'UTC'")
+    create_views(con, root)
+    return con
+
+
+def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | None = None) -> Path:
+    """Write a DuckDB file holding the views (default `<root>/catalog.duckdb`), atomically; return its path.
+
+    The views hold the root as an absolute path: DuckDB resolves relative paths against the opener's working
+    directory, not the file's, so absolute is the only form that works from anywhere. Moving the dataset
+    needs `replay sql --write-catalog` again.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root not found: {root}")
+    target = Path(path).resolve() if path else root / CATALOG_NAME
+    if any(target.is_relative_to(root / name) for name in schemas.TABLES):
+        raise ValueError(f"the catalog must not be inside a table directory: {target}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)  # DuckDB creates the file itself and refuses an empty one
+    try:
+        con = duckdb.connect(tmp)
+        try:
+            create_views(con, root)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        for leftover in (tmp, tmp + ".wal"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return target
+
+
+def _print_table(rel: duckdb.DuckDBPyRelation) -> None:
+    """Draw every row with DuckDB's box renderer, a box per `_BOX_ROWS` rows; all columns unless on a terminal."""
+    width = None if sys.stdout.isatty() else 1_000_000
+    reader = rel.fetch_record_batch(_BOX_ROWS)
+    drawer = duckdb.connect()  # the query's connection is busy streaming the result
+    drawer.execute("SET TimeZone = 'UTC'")
+    drawn = False
+    for batch in reader:
+        drawer.from_arrow(pa.Table.from_batches([batch])).show(max_rows=batch.num_rows, max_width=width)
+        drawn = True
+    if not drawn:
+        drawer.from_arrow(reader.schema.empty_table()).show(max_width=width)
+
+
+def _write(rel: duckdb.DuckDBPyRelation, con: duckdb.DuckDBPyConnection, fmt: str, output: str | None) -> None:
+    """Write the result as CSV or newline-delimited JSON to `output`, or to stdout when no output is given."""
+    with tempfile.TemporaryDirectory(prefix="booktape-sql-") as tmp:
+        target = output or os.path.join(tmp, f"result.{fmt}")
+        if fmt == "parquet":
+            rel.write_parquet(target)
+        else:
+            rel.create_view("_booktape_result")
+            con.execute(f"COPY _booktape_result TO {_literal(target)} (FORMAT {fmt})")
+        if not output:
+            with open(target, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+
+
+@click.command("sql")
+@click.argument("query", required=False)
+@click.option("--root", envvar="BOOKTAPE_ROOT", default="./data", show_default="$BOOKTAPE_ROOT or ./data",
+              type=click.Path(file_okay=False), help="Dataset root.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table: boxes for people; csv, json (one object a line): stdout for scripts; parquet: --output.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to this file.")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+@click.option("--write-catalog", "catalog", is_flag=True, help="(Re)write <root>/catalog.duckdb for the duckdb CLI or notebooks.")
+def sql(query: str | None, root: str, fmt: str, output: str | None, limit: int | None, catalog: bool) -> None:
+    """Run SQL over every table of the dataset (views: raw, book_events, trades, candles, candles_all, ...)."""
+    if not os.path.isdir(root):
+        raise click.ClickException(f"dataset root not found: {root}")
+    if fmt == "parquet" and not output:
+        raise click.ClickException("--format parquet needs --output FILE")
+    if fmt == "table" and output:
+        raise click.ClickException("--output needs --format csv, json or parquet")
+    if not query and not catalog:
+        raise click.ClickException("give a query, or --write-catalog")
+    try:
+        if catalog:
+            click.echo(f"wrote {write_catalog(root)}", err=True)
+        if not query:
+            return
+        con = connect(root)
+        rel = con.sql(query)
+        if rel is None:
+            return
+        if limit is not None:
+            rel = rel.limit(limit)
+        if fmt == "table":
+            _print_table(rel)
+        else:
+            _write(rel, con, fmt, output)
+    except (duckdb.Error, OSError, ValueError) as e:
+        raise click.ClickException(str(e).strip().splitlines()[0]) from None
