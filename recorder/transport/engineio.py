@@ -1,0 +1,459 @@
+"""socket.io over engine.io (protocol 3 and 4), websocket transport only, root namespace only.
+
+Wire format (shared/exchanges.md §5):
+
+=================  ===========================================  =====================================
+item               EIO=3                                        EIO=4
+=================  ===========================================  =====================================
+open               ``0{"sid","pingInterval","pingTimeout",..}``  same
+heartbeat          client sends ``2`` every pingInterval,        server sends ``2``, client answers ``3``
+                   server answers ``3``
+namespace connect  server auto-sends ``40``                     client sends ``40``, server ``40{"sid"}``
+event              ``42["name",arg...]``                        same
+=================  ===========================================  =====================================
+
+Behaviour:
+  * any ``2`` (ping) is answered with ``3`` (+ the same payload); with ``client_pings`` (default:
+    EIO=3) a task owned by the client sends ``2`` every pingInterval.
+  * v4: ``40`` is sent right after the open packet and ``40`` is awaited (``open_timeout``).
+    v3: ``40`` is awaited for ``connect_wait`` s; if none came we send ``40`` ourselves (harmless).
+  * after the namespace connect the caller's ``emits`` (raw frames, e.g.
+    ``42["subscribe","book_X"]``) are sent in order.
+  * liveness: if nothing at all arrives (no frame, no ping, no pong) for
+    ``pingInterval + pingTimeout + heartbeat_grace`` seconds: ``TransportError("heartbeat timeout ...")``.
+  * engine.io close ``1``, socket.io disconnect ``41``, connect error ``44``, a websocket close or
+    error: ``TransportError``.
+  * malformed frames (bad JSON, unknown packet type, empty, binary) never raise: they are
+    yielded as ``Frame(kind="malformed", raw=..., error=...)`` and the stream continues.
+
+Pull model: frames are read in the consumer's task (no reader task, no unbounded queue);
+v4 pings are answered while the consumer is inside ``__anext__``, so iterate promptly.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+
+from .base import Frame, TransportError, text_bytes, ws_connect_kwargs
+from .websocket import _connect_error, close_description
+
+__all__ = ["SocketIOClient", "parse_packet", "socketio_url"]
+
+# pingInterval 0 (python-engineio reports int(seconds)*1000 for sub-second intervals): never spin
+MIN_PING_INTERVAL = 0.05
+DEFAULT_PING_INTERVAL_MS = 25000
+DEFAULT_PING_TIMEOUT_MS = 20000
+_CLOSE_TEXT_LIMIT = 200
+
+
+def socketio_url(base_url: str, eio: int, *, path: str = "socket.io", query: Mapping[str, str] | None = None) -> str:
+    """``<base>/<path>/?EIO=<v>&transport=websocket`` (http(s) mapped to ws(s))."""
+    base = base_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://"):]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://"):]
+    q = {"EIO": str(eio), "transport": "websocket"}
+    if query:
+        q.update(query)
+    p = path.strip("/")
+    return f"{base}/{p}/?{urlencode(q)}" if p else f"{base}/?{urlencode(q)}"
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        # orjson rejects integers beyond 64 bits and NaN/Infinity; the stdlib accepts them
+        return json.loads(payload)
+
+
+# Results of parse_packet for engine.io / socket.io control packets (kind, detail)
+OPEN, CLOSE, PING, PONG, NS_CONNECT, NS_DISCONNECT, NS_ERROR = (
+    "open", "close", "ping", "pong", "ns_connect", "ns_disconnect", "ns_error",
+)
+
+
+def parse_packet(raw: bytes, ts_recv: int) -> tuple[str | None, Any, Frame | None]:
+    """Parse one websocket text frame.
+
+    Returns ``(control, detail, frame)``: ``control`` is one of the constants above (and
+    ``frame`` None) for transport-level packets on the root namespace, else ``control`` is
+    None and ``frame`` is what to hand to the consumer.
+    """
+    if not raw:
+        return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv, error="empty frame")
+    eio_type = raw[0]
+    if eio_type == 0x34:  # '4' message
+        return _parse_socketio(raw, ts_recv)
+    if eio_type == 0x32:  # '2' ping
+        return PING, raw[1:], None
+    if eio_type == 0x33:  # '3' pong
+        return PONG, raw[1:], None
+    if eio_type == 0x30:  # '0' open
+        try:
+            obj = _loads(raw[1:])
+        except ValueError as exc:
+            return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv, error=f"bad open packet: {exc}")
+        if not isinstance(obj, dict):
+            return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv, error="open packet is not an object")
+        return OPEN, obj, None
+    if eio_type == 0x31:  # '1' close
+        return CLOSE, None, None
+    if eio_type in (0x35, 0x36):  # '5' upgrade, '6' noop
+        return None, None, Frame(kind="other", raw=raw, ts_recv=ts_recv)
+    return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv,
+                             error=f"unknown engine.io packet type {chr(eio_type)!r}")
+
+
+def _parse_socketio(raw: bytes, ts_recv: int) -> tuple[str | None, Any, Frame | None]:
+    if len(raw) < 2:
+        return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv, error="empty socket.io packet")
+    sio_type = raw[1]
+    i = 2
+    nsp = b"/"
+    if i < len(raw) and raw[i] == 0x2F:  # '/' namespace
+        comma = raw.find(b",", i)
+        if comma < 0:
+            nsp, i = raw[i:], len(raw)
+        else:
+            nsp, i = raw[i:comma], comma + 1
+    root = nsp == b"/"
+    if sio_type == 0x32:  # '2' EVENT
+        j = i
+        while j < len(raw) and 0x30 <= raw[j] <= 0x39:  # ack id
+            j += 1
+        if not root:
+            return None, None, Frame(kind="other", raw=raw, ts_recv=ts_recv)
+        try:
+            data = _loads(raw[j:])
+        except (ValueError, RecursionError) as exc:
+            return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv, error=f"bad event JSON: {exc}"[:300])
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv, error="event payload is not [name, ...]")
+        return None, None, Frame(kind="event", raw=raw, ts_recv=ts_recv, name=data[0], args=data[1:])
+    if sio_type == 0x30:  # '0' CONNECT
+        if not root:
+            return None, None, Frame(kind="other", raw=raw, ts_recv=ts_recv)
+        detail = None
+        if i < len(raw):
+            try:
+                detail = _loads(raw[i:])
+            except ValueError:
+                detail = None
+        return NS_CONNECT, detail, None
+    if sio_type == 0x31:  # '1' DISCONNECT
+        if not root:
+            return None, None, Frame(kind="other", raw=raw, ts_recv=ts_recv)
+        return NS_DISCONNECT, None, None
+    if sio_type == 0x34:  # '4' ERROR (v3) / CONNECT_ERROR (v4)
+        if not root:
+            return None, None, Frame(kind="other", raw=raw, ts_recv=ts_recv)
+        return NS_ERROR, raw[i:], None
+    if sio_type in (0x33, 0x35, 0x36):  # ACK, BINARY_EVENT, BINARY_ACK
+        return None, None, Frame(kind="other", raw=raw, ts_recv=ts_recv)
+    return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv,
+                             error=f"unknown socket.io packet type {chr(sio_type)!r}")
+
+
+def _short(b: bytes) -> str:
+    return b[:_CLOSE_TEXT_LIMIT].decode("utf-8", "replace")
+
+
+class SocketIOClient:
+    """``async with SocketIOClient(session, "wss://host", eio=3) as sio: async for f in sio: ...``
+
+    ``__aiter__``/``__anext__`` (or ``recv()``) yield ``Frame`` objects and raise
+    ``TransportError`` when the connection ends for any reason (never StopAsyncIteration).
+    ``handshake`` is the decoded open packet; ``namespace_sid`` the sid from ``40{"sid"}`` (v4).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        eio: int = 3,
+        emits: Sequence[str] = (),
+        heartbeat_grace: float = 5.0,
+        open_timeout: float = 10.0,
+        connect_wait: float = 1.0,
+        close_timeout: float = 2.0,
+        client_pings: bool | None = None,
+        path: str = "socket.io",
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_msg_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        if eio not in (3, 4):
+            raise ValueError("eio must be 3 or 4")
+        self._session = session
+        self.eio = eio
+        self.url = socketio_url(base_url, eio, path=path, query=query)
+        self.emits = list(emits)
+        self.heartbeat_grace = heartbeat_grace
+        self.open_timeout = open_timeout
+        self.connect_wait = connect_wait
+        self.close_timeout = close_timeout
+        self.client_pings = (eio == 3) if client_pings is None else client_pings
+        self._headers = headers
+        self._max_msg_size = max_msg_size
+
+        self.handshake: dict = {}
+        self.namespace_sid: str | None = None
+        self.ping_interval = DEFAULT_PING_INTERVAL_MS / 1000
+        self.ping_timeout = DEFAULT_PING_TIMEOUT_MS / 1000
+        self.idle_limit = self.ping_interval + self.ping_timeout + heartbeat_grace
+
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ping_task: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
+        self._pending: collections.deque[Frame] = collections.deque()
+        self._ns_connected = False
+        self._last_rx = 0.0
+        self._dead: str | None = None
+        self._close_code: int | None = None
+        self.pings_sent = 0
+        self.pongs_received = 0
+        self.pings_answered = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> "SocketIOClient":
+        failure: str | None = None
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                await self._open()
+        except TransportError as exc:
+            failure = str(exc)
+        except (aiohttp.ClientError, OSError) as exc:  # OSError includes TimeoutError
+            failure = f"socket.io connect failed ({self.url}): {_connect_error(exc)}"
+        except BaseException:
+            await self.close()
+            raise
+        if failure is not None:
+            # outside the except block: aiohttp errors may reference request headers
+            await self.close()
+            raise TransportError(failure, close_code=self._close_code)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ws = await self._session.ws_connect(
+            self.url,
+            autoping=True,
+            autoclose=True,
+            heartbeat=None,
+            headers=self._headers,
+            max_msg_size=self._max_msg_size,
+            **ws_connect_kwargs(self.close_timeout),
+        )
+        # open packet
+        msg = await self._ws.receive()
+        ts = time.time_ns()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise self._msg_error(msg, "waiting for the open packet")
+        raw = text_bytes(msg.data)
+        control, detail, _ = parse_packet(raw, ts)
+        if control != OPEN:
+            raise TransportError(f"expected engine.io open packet, got {_short(raw)!r}")
+        self.handshake = detail
+        pi = detail.get("pingInterval", DEFAULT_PING_INTERVAL_MS)
+        pt = detail.get("pingTimeout", DEFAULT_PING_TIMEOUT_MS)
+        self.ping_interval = float(pi) / 1000 if isinstance(pi, (int, float)) else DEFAULT_PING_INTERVAL_MS / 1000
+        self.ping_timeout = float(pt) / 1000 if isinstance(pt, (int, float)) else DEFAULT_PING_TIMEOUT_MS / 1000
+        self.idle_limit = self.ping_interval + self.ping_timeout + self.heartbeat_grace
+        self._last_rx = loop.time()
+        if self.client_pings:
+            self._ping_task = asyncio.create_task(self._ping_loop(), name=f"eio-ping {self.url}")
+
+        # namespace connect
+        if self.eio == 4:
+            await self._send("40")
+            while not self._ns_connected:
+                await self._buffer_one()
+        else:
+            try:
+                async with asyncio.timeout(self.connect_wait):
+                    while not self._ns_connected:
+                        await self._buffer_one()
+            except TimeoutError:
+                await self._send("40")  # server did not auto-connect: ask (harmless if ignored)
+        for raw_emit in self.emits:
+            await self._send(raw_emit)
+
+    async def _buffer_one(self) -> None:
+        frame = await self._next_frame()
+        if frame is not None:
+            self._pending.append(frame)
+
+    async def close(self) -> None:
+        """Stop the heartbeat task and close the socket (idempotent, cancellation-safe,
+        bounded by close_timeout)."""
+        task, self._ping_task = self._ping_task, None
+        try:
+            if task is not None:
+                task.cancel()
+                try:
+                    await asyncio.wait([task])  # raises only our own cancellation
+                finally:
+                    if task.done() and not task.cancelled():
+                        task.exception()  # retrieve: a failure was already surfaced via the socket
+        finally:
+            await self._close_ws()
+
+    async def _close_ws(self) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        try:
+            if self._dead is None and self._ns_connected:
+                async with asyncio.timeout(self.close_timeout):
+                    async with self._send_lock:
+                        await ws.send_str("41")  # leave the namespace (best effort)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError, RuntimeError):
+            pass
+        try:
+            await ws.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ sending
+    async def _send(self, text: str) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise TransportError("socket.io connection is closed")
+        try:
+            async with self._send_lock:
+                await ws.send_str(text)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            raise TransportError(f"socket.io send failed: {type(exc).__name__}") from None
+
+    async def emit_raw(self, raw: str) -> None:
+        """Send a raw socket.io frame, e.g. ``42["subscribe","book_BTC_USD"]``."""
+        await self._send(raw)
+
+    async def emit(self, name: str, *args: Any) -> None:
+        """Send ``42[name, *args]``."""
+        await self._send("42" + orjson.dumps([name, *args]).decode())
+
+    async def _ping_loop(self) -> None:
+        """EIO=3 heartbeat: send ``2`` every pingInterval (owned by this client; cancelled in close())."""
+        interval = max(self.ping_interval, MIN_PING_INTERVAL)
+        while True:
+            await asyncio.sleep(interval)
+            await self._send("2")
+            self.pings_sent += 1
+
+    # ------------------------------------------------------------------ receiving
+    def __aiter__(self) -> "SocketIOClient":
+        return self
+
+    async def __anext__(self) -> Frame:
+        return await self.recv()
+
+    async def recv(self) -> Frame:
+        """Next frame for the consumer; raises TransportError when the connection is over."""
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            frame = await self._next_frame()
+            if frame is not None:
+                return frame
+
+    def _die(self, reason: str) -> TransportError:
+        if self._dead is None:
+            self._dead = reason
+        return TransportError(self._dead, close_code=self._close_code)
+
+    def _msg_error(self, msg: aiohttp.WSMessage, when: str = "") -> TransportError:
+        ws = self._ws
+        assert ws is not None
+        self._close_code = ws.close_code if ws.close_code is not None else self._close_code
+        where = f" while {when}" if when else ""
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            return self._die(f"websocket error{where}: {type(msg.data).__name__} {close_description(ws)}")
+        return self._die(f"connection closed by server{where}: {close_description(ws, msg)}")
+
+    async def _next_frame(self) -> Frame | None:
+        """Read one websocket message; handle control packets; return a consumer frame or None."""
+        if self._dead is not None:
+            raise TransportError(self._dead, close_code=self._close_code)
+        ws = self._ws
+        if ws is None:
+            raise TransportError("socket.io client not connected")
+        task = self._ping_task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            await self._abort()
+            raise self._die(f"heartbeat send failed: {task.exception()}")
+        loop = asyncio.get_running_loop()
+        remaining = self._last_rx + self.idle_limit - loop.time()
+        msg = None
+        if remaining > 0:
+            try:
+                msg = await ws.receive(timeout=remaining)
+            except TimeoutError:
+                msg = None
+        if msg is None:
+            await self._abort()
+            raise self._die(
+                f"heartbeat timeout: nothing received for {self.idle_limit:.3f}s "
+                f"(pingInterval {self.ping_interval:.3f}s + pingTimeout {self.ping_timeout:.3f}s "
+                f"+ grace {self.heartbeat_grace:.3f}s)"
+            )
+        ts = time.time_ns()
+        t = msg.type
+        if t == aiohttp.WSMsgType.BINARY:
+            self._last_rx = loop.time()
+            return Frame(kind="malformed", raw=bytes(msg.data), ts_recv=ts, binary=True,
+                         error="binary frame (binary attachments are not supported)")
+        if t != aiohttp.WSMsgType.TEXT:
+            err = self._msg_error(msg)
+            await self._abort()
+            raise err
+        self._last_rx = loop.time()
+        raw = text_bytes(msg.data)
+        control, detail, frame = parse_packet(raw, ts)
+        if control is None:
+            return frame
+        if control == PING:
+            self.pings_answered += 1
+            await self._send("3" + detail.decode("utf-8", "replace") if detail else "3")
+            return None
+        if control == PONG:
+            self.pongs_received += 1
+            return None
+        if control == NS_CONNECT:
+            if self._ns_connected:
+                return Frame(kind="other", raw=raw, ts_recv=ts)
+            self._ns_connected = True
+            if isinstance(detail, dict) and isinstance(detail.get("sid"), str):
+                self.namespace_sid = detail["sid"]
+            return None
+        if control == OPEN:
+            return Frame(kind="other", raw=raw, ts_recv=ts)
+        await self._abort()
+        if control == CLOSE:
+            raise self._die("engine.io close packet from server")
+        if control == NS_DISCONNECT:
+            raise self._die("socket.io disconnect (41) from server")
+        raise self._die(f"socket.io error packet from server: {_short(raw)!r}")
+
+    async def _abort(self) -> None:
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            self._close_code = ws.close_code
+            try:
+                await ws.close()
+            except Exception:
+                pass
