@@ -1,0 +1,200 @@
+"""BitBay adapter: the legacy signed Trading API (`method=orderbook`) and the legacy public API.
+
+Pure functions. Facts in shared/exchanges.md §4.1-4.2 and seed 004.
+
+Decisions:
+- Trading API book entries are offers whose `price` is the value of the whole offer: the level
+  price is rate = price / quantity, computed exactly with `decimal`; a rate that is not exact
+  (rate * quantity != price, or more than 18 fractional digits) is a ParseError "inexact rate".
+  Offers at equal rates are summed into one level whose `count` is the number of offers.
+- Error bodies `{"code": 502, "message": "Invalid sign"}` become ParseError "venue error 502: ...";
+  `trading_error` returns (code, message) so the feed can classify them (ERROR_CODES, seed 004).
+- Public trades: `type` is the taker side; `tid` is kept verbatim as trade_id (a digit string);
+  `date` is unix seconds. Public books ([[price, amount]]) are sorted best first and equal prices
+  summed (count None: the venue does not say how many orders).
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Mapping
+from urllib.parse import urlencode
+
+from recorder.rows import Level, Parsed, ParseError, Trade
+from recorder.venues import signing
+from recorder.venues.common import (
+    EXACT, build_levels, canon_pair, dec, guard, int_id, is_pos, loads, pair_joined, split_market, ts_seconds,
+)
+
+TRADING_HOST = "https://bitbay.net"
+TRADING_PATH = "/API/Trading/tradingApi.php"
+PUBLIC_BASE = "https://bitbay.net/API/Public"
+CATEGORIES = ("trades", "orderbook", "ticker", "market", "all")
+#: Trading API error codes (seed 004).
+ERROR_CODES = {
+    400: "At least one parameter wasn't set", 401: "Invalid order type", 402: "No orders with specified currencies",
+    403: "Invalid payment currency name", 404: "Error. Wrong transaction type", 405: "Order with this id doesn't exist",
+    406: "No enough money or crypto", 408: "Invalid currency name", 501: "Invalid public key", 502: "Invalid sign",
+    503: "Invalid moment parameter. Request time doesn't match current server time", 504: "Invalid method",
+    505: "Key has no permission for this action", 506: "Account locked. Please contact with customer service",
+    509: "The BIC/SWIFT is required for this currency", 510: "Invalid market name",
+}
+
+
+# ------------------------------------------------------------------------------- Trading API
+def trading_request(key: str, secret: str, method: str, params: Mapping[str, object],
+                    moment: int) -> tuple[str, str, dict[str, str]]:
+    """(url_path, form body, headers) of a signed Trading API POST; `moment` is unix seconds."""
+    body = signing.bitbay_body(method, moment, params)
+    headers = {"API-Key": key, "API-Hash": signing.bitbay_hash(secret, body),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    return TRADING_PATH, body, headers
+
+
+def orderbook_params(pair: str) -> dict[str, str]:
+    """Params of `method=orderbook` for a pair: order_currency (base) and payment_currency (quote)."""
+    base, quote = canon_pair(pair).split("_")
+    return {"order_currency": base, "payment_currency": quote}
+
+
+def _error_of(d: object) -> tuple[int | None, str] | None:
+    if type(d) is not dict or "bids" in d or "asks" in d:
+        return None
+    if "code" in d:
+        code = d["code"]
+        try:
+            code = int_id(code)
+        except ParseError:
+            code = None
+        msg = d.get("message")
+        if msg is None:
+            msg = ERROR_CODES.get(code, "") if code is not None else ""
+        return code, str(msg)[:200]
+    if "error" in d:
+        return None, str(d["error"])[:200]
+    return None
+
+
+def trading_error(body: bytes | str) -> tuple[int | None, str] | None:
+    """(code, message) when the body is a Trading API error, else None (also None for bad JSON)."""
+    try:
+        return _error_of(loads(body))
+    except ParseError:
+        return None
+
+
+def _raise_error(d: object) -> None:
+    err = _error_of(d)
+    if err is not None:
+        raise ParseError(f"venue error {err[0]}: {err[1]}")
+
+
+def _rate(price: str, qty: str, what: str) -> str:
+    p, q = Decimal(price), Decimal(qty)
+    try:
+        rate = EXACT.divide(p, q)
+        ok = EXACT.multiply(rate, q) == p
+    except ArithmeticError:
+        ok = False
+    if not ok:
+        raise ParseError(f"{what}: inexact rate {price} / {qty}")
+    text = format(EXACT.normalize(rate), "f")
+    try:
+        return dec(text, f"{what} rate")
+    except ParseError:
+        raise ParseError(f"{what}: inexact rate {price} / {qty} (more than 18 fractional digits)") from None
+
+
+@guard("bitbay orderbook")
+def parse_trading_orderbook(body: bytes | str, pair: str) -> Parsed:
+    """`method=orderbook` body to levels: rate = price / quantity exactly, equal rates summed, best first."""
+    pair = canon_pair(pair)
+    quote = pair.split("_")[1]
+    d = loads(body)
+    _raise_error(d)
+    if type(d) is not dict:
+        raise ParseError(f"orderbook: expected an object, got {type(d).__name__}")
+    levels: list[Level] = []
+    for side, key in (("bid", "bids"), ("ask", "asks")):
+        rows = d[key]
+        if type(rows) is not list:
+            raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
+        entries = []
+        for i, o in enumerate(rows):
+            what = f"{key}[{i}]"
+            if type(o) is not dict:
+                raise ParseError(f"{what}: expected an object, got {type(o).__name__}")
+            try:
+                cur = o.get("currency")
+                if cur is not None and (type(cur) is not str or cur.upper() != quote):
+                    raise ParseError(f"{what}.currency: {cur!r} is not the pair's quote {quote}")
+                price = dec(o["price"], f"{what}.price")
+                qty = dec(o["quantity"], f"{what}.quantity")
+            except KeyError as e:
+                raise ParseError(f"{what}: missing key {e}") from None
+            if not is_pos(price) or not is_pos(qty):
+                raise ParseError(f"{what}: price and quantity must be > 0, got {price} / {qty}")
+            entries.append((_rate(price, qty, what), qty, None))
+        levels += build_levels(side, entries, aggregate=True, count_entries=True)
+    return Parsed(pair, None, levels=levels)
+
+
+# -------------------------------------------------------------------------------- public API
+def public_url(base: str, market: str, category: str, since: int | str | None = None,
+               sort: str | None = None) -> str:
+    """`<base>/BTCPLN/<category>.json[?since=<tid>&sort=asc|desc]`; market `BTC_PLN`, `BTC-PLN` or `BTCPLN`."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; one of {CATEGORIES}")
+    if sort not in (None, "asc", "desc"):
+        raise ValueError(f"sort must be asc or desc, got {sort!r}")
+    q = [(k, v) for k, v in (("since", since), ("sort", sort)) if v is not None]
+    m = pair_joined(split_market(market))
+    return f"{base.rstrip('/')}/{m}/{category}.json" + (f"?{urlencode(q)}" if q else "")
+
+
+@guard("bitbay trades")
+def parse_public_trades(body: bytes | str, pair: str | None = None) -> Parsed:
+    """Public `trades.json` (`date` seconds, numbers, `tid` string; `type` = taker side) to trades."""
+    d = loads(body)
+    _raise_error(d)
+    if type(d) is not list:
+        raise ParseError(f"trades: expected a list, got {type(d).__name__}")
+    out: list[Trade] = []
+    for i, t in enumerate(d):
+        if type(t) is not dict:
+            raise ParseError(f"[{i}]: expected an object, got {type(t).__name__}")
+        try:
+            tid = t["tid"]
+            int_id(tid, f"[{i}].tid")
+            typ = t["type"]
+            if typ not in ("buy", "sell"):
+                raise ParseError(f"[{i}].type: unknown side {typ!r} (expected buy or sell)")
+            price = dec(t["price"], f"[{i}].price")
+            amount = dec(t["amount"], f"[{i}].amount")
+            ts = ts_seconds(t["date"], f"[{i}].date")
+        except KeyError as e:
+            raise ParseError(f"[{i}]: missing key {e}") from None
+        if not is_pos(price) or not is_pos(amount):
+            raise ParseError(f"[{i}]: trade price and amount must be > 0, got {price} x {amount}")
+        out.append(Trade(ts, tid if type(tid) is str else str(tid), price, amount, typ))
+    return Parsed(None if pair is None else canon_pair(pair), None, trades=out)
+
+
+@guard("bitbay public orderbook")
+def parse_public_orderbook(body: bytes | str, pair: str) -> Parsed:
+    """Public `orderbook.json` ({"bids": [[price, amount]], "asks": [...]}) to levels, best first."""
+    d = loads(body)
+    _raise_error(d)
+    if type(d) is not dict:
+        raise ParseError(f"orderbook: expected an object, got {type(d).__name__}")
+    levels: list[Level] = []
+    for side, key in (("bid", "bids"), ("ask", "asks")):
+        rows = d[key]
+        if type(rows) is not list:
+            raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
+        entries = []
+        for i, r in enumerate(rows):
+            if type(r) is not list or len(r) < 2:
+                raise ParseError(f"{key}[{i}]: expected [price, amount], got {str(r)[:40]}")
+            entries.append((dec(r[0], f"{key}[{i}].price"), dec(r[1], f"{key}[{i}].amount"), None))
+        levels += build_levels(side, entries, aggregate=True)
+    return Parsed(canon_pair(pair), None, levels=levels)

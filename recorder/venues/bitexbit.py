@@ -1,0 +1,58 @@
+"""bitexbit adapter: a BTC-Alpha fork, so every parser is btcalpha's; only hosts and a few rules differ.
+
+Differences (shared/exchanges.md §2, seeds 000/001):
+- hosts: `wss://bitexbit.com`, `https://bitexbit.com/api/v1/`, charts `https://bitexbit.com/api/charts/`,
+  private gateway `https://www.bitexbit.com/api/gateway/` (X-API-Key / X-Signature / X-Nonce headers);
+- cancel messages always carry `cancel_order_id` (required here; `oid` is still the cancelled order);
+- `exchanges/` documents `offset` and `ordering` (`id` | `-id`, default `-id`), limit default 100;
+- only the `orderbook/<PAIR>/` form exists (no 2017 `orderbook/?pair=` legacy form).
+"""
+from __future__ import annotations
+
+from recorder.rows import Parsed
+from recorder.venues import btcalpha as _alpha
+from recorder.venues import signing
+from recorder.venues.common import guard
+
+WS_URL = "wss://bitexbit.com"
+REST_BASE = "https://bitexbit.com/api/v1/"
+CHARTS_BASE = "https://bitexbit.com/api/charts/"
+GATEWAY_BASE = "https://www.bitexbit.com/api/gateway/"
+CHART_TYPES = _alpha.CHART_TYPES
+
+#: v1 private headers (X-KEY / X-SIGN / X-NONCE) and gateway headers (X-API-Key / X-Signature / X-Nonce).
+auth_headers = signing.btcalpha_headers
+gateway_headers = signing.bitexbit_gateway_headers
+
+# Identical to BTC-Alpha: one code path.
+channel = _alpha.channel
+pair_of_event = _alpha.pair_of_event
+exchanges_url = _alpha.exchanges_url
+parse_trades = _alpha.parse_trades
+chart_type = _alpha.chart_type
+charts_url = _alpha.charts_url
+parse_candles = _alpha.parse_candles
+parse_pairs = _alpha.parse_pairs
+pairs_url = _alpha.pairs_url
+
+
+def socket_url(base: str = WS_URL, eio: int = 3) -> str:
+    """engine.io websocket URL of bitexbit's socket.io server (EIO version unknown; 3 assumed)."""
+    return _alpha.socket_url(base, eio)
+
+
+@guard("book event")
+def parse_book_event(event_name: str, arg: object) -> Parsed:
+    """BTC-Alpha's book event parser, with `cancel_order_id` required on cancels."""
+    return _alpha._parse_book(event_name, arg, True)
+
+
+def orderbook_url(base: str, pair: str, group: int = 0, limit_sell: int | None = None,
+                  limit_buy: int | None = None) -> str:
+    """`orderbook/<PAIR>/?limit_sell&limit_buy&group`."""
+    return _alpha.orderbook_url(base, pair, group, limit_sell, limit_buy)
+
+
+def parse_orderbook(body: bytes | str, pair: str, ts_recv_ns: int, group: int = 0) -> Parsed:
+    """REST book: group=0 -> `R` + `S` per order; group=1 -> levels (see btcalpha.parse_orderbook)."""
+    return _alpha.parse_orderbook(body, pair, ts_recv_ns, group)
