@@ -1,0 +1,317 @@
+"""Crash-safe partitioned Parquet store: durable log first, then Parquet by table/exchange/pair/date/hour.
+
+append() validates a batch and writes it as one CRC frame to the writer's log segment
+(`<root>/_log/<writer>/`); a background thread fsyncs the log every `fsync_interval` seconds, seals
+segments (by size, age, wall-clock hour or memory pressure) and converts sealed segments into Parquet,
+then merges each closed hour into one file. open() recovers whatever a crash left behind.
+
+Overflow policy (bounded memory): data not yet in Parquet (`pending_bytes`, the log backlog, which is
+also what one conversion may hold in memory) is capped at `max_pending_bytes`. An append that would go
+beyond blocks until conversion frees room, for at most `overload_timeout` seconds, then raises
+StoreError("store overloaded ..."); that call writes nothing. A single batch bigger than the cap is refused.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from schemas import TABLES
+
+from . import compact as _compact
+from . import log as _log
+from .fsutil import fsync_dir, makedirs
+from .seq import SeqLease
+from .validate import to_batch
+from .writer import StoreError, check_key, convert, partition_path
+
+__all__ = ["Store", "StoreError", "partition_path"]
+
+_log_ = logging.getLogger(__name__)
+WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+#: Background compaction looks at closed hours at most this often (seconds).
+COMPACT_EVERY = 30.0
+
+
+class Store:
+    """One writer's handle on a dataset root (see the module docstring)."""
+
+    def __init__(self, root, writer: str, *, fsync_interval: float = 1.0,
+                 max_pending_bytes: int = 64 << 20, segment_bytes: int = 128 << 20,
+                 seal_interval: float = 60.0, overload_timeout: float = 30.0):
+        if not isinstance(writer, str) or not WRITER_RE.fullmatch(writer):
+            raise StoreError(f"bad writer id {writer!r} (must match {WRITER_RE.pattern})")
+        self.root = Path(root)
+        self.writer = writer
+        self._log_dir = self.root / "_log" / writer
+        self._fsync_interval = fsync_interval
+        self._max_pending = max_pending_bytes
+        self._seal_bytes = max(1, min(segment_bytes, max_pending_bytes // 2))
+        self._seal_interval = seal_interval
+        self._overload_timeout = overload_timeout
+        self._seq = SeqLease(self.root)
+        self._lock = threading.Lock()          # segment writes, pending, counters
+        self._room = threading.Condition(self._lock)
+        self._sync_lock = threading.Lock()     # fsync vs. segment swap
+        self._convert_lock = threading.Lock()  # one conversion/compaction at a time in this process
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._seg: _log.Segment | None = None
+        self._seg_born = (0.0, 0)
+        self._sealed: deque[_log.Segment] = deque()
+        self._pending = 0
+        self._touched: set[tuple] = set()
+        self._lock_fd: int | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._last_compact = 0.0
+        self._stats = dict(rows_appended=0, batches_appended=0, bytes_logged=0, fsyncs=0, last_fsync_ts=None,
+                           segments_converted=0, files_written=0, compactions=0, rows_rejected=0,
+                           overloaded=0, last_error=None)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def open(self) -> "Store":
+        """Lock this writer id, recover its leftover log into Parquet, start the background thread."""
+        if self._lock_fd is not None:
+            return self
+        makedirs(self._log_dir)
+        makedirs(self.root / "_state")
+        lock_path = self.root / "_state" / f"writer-{self.writer}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"writer id {self.writer!r} is already open on {self.root} "
+                             f"(another Store holds {lock_path})") from None
+        self._lock_fd = fd
+        try:
+            with _compact.compaction_lock(self.root):
+                _compact.recover(self.root)
+            for path in _log.list_segments(self._log_dir):
+                self._convert(path, _log.recover(path))
+            self._seg = self._new_segment()
+        except BaseException:
+            self._release()
+            raise
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"store-{self.writer}", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Flush, convert everything to Parquet, compact closed hours, release the writer lock."""
+        if self._lock_fd is None:
+            return
+        try:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self.commit()
+            self._compact_touched()
+            seg, self._seg = self._seg, None
+            seg.close()
+            os.unlink(seg.path)
+            fsync_dir(self._log_dir)
+        finally:
+            self._release()
+
+    def __enter__(self) -> "Store":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- writing -------------------------------------------------------------------------------
+    def next_seq(self, n: int = 1) -> int:
+        """First of n consecutive seq numbers, unique in the root, increasing, never reused."""
+        return self._seq.next(n)
+
+    def append(self, table: str, exchange: str, pair: str, columns: Mapping[str, Sequence | pa.Array]) -> int:
+        """Validate one batch and frame it into the log (durable at the next fsync); rows appended."""
+        if self._lock_fd is None:
+            raise StoreError("store is not open")
+        if self._error is not None:
+            raise StoreError(f"store log failed: {self._error!r}")
+        try:
+            batch = to_batch(check_key(table, exchange, pair), columns)
+        except StoreError:
+            with self._lock:
+                self._stats["rows_rejected"] += 1
+            raise
+        if batch.num_rows == 0:
+            return 0
+        bufs = _log.encode(table, exchange, pair, batch)
+        size = sum(memoryview(b).nbytes for b in bufs)
+        if size > self._max_pending:
+            raise StoreError(f"{table}: batch of {size} bytes exceeds max_pending_bytes={self._max_pending}")
+        with self._room:
+            deadline = None
+            while self._pending + size > self._max_pending:
+                self._wake.set()
+                now = time.monotonic()
+                deadline = deadline or now + self._overload_timeout
+                if now >= deadline:
+                    self._stats["overloaded"] += 1
+                    raise StoreError(f"store overloaded: {self._pending} bytes not yet in Parquet "
+                                     f"(max_pending_bytes={self._max_pending}) for {self._overload_timeout}s; "
+                                     f"{table} batch of {batch.num_rows} rows refused")
+                self._room.wait(deadline - now)
+            self._seg.write(bufs)
+            self._pending += size
+            st = self._stats
+            st["rows_appended"] += batch.num_rows
+            st["batches_appended"] += 1
+            st["bytes_logged"] += size
+        if self._seg.size >= self._seal_bytes:
+            self._wake.set()
+        return batch.num_rows
+
+    def flush(self) -> None:
+        """fsync the log: everything appended before this call is durable on return."""
+        if self._error is not None:
+            raise StoreError(f"store log failed: {self._error!r}")
+        with self._sync_lock:
+            with self._lock:
+                seg = self._seg
+                if seg is None or seg.synced == seg.size:
+                    return
+                size, fd = seg.size, os.dup(seg.fd)
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                self._error = e
+                raise
+            finally:
+                os.close(fd)
+            with self._lock:
+                seg.synced = max(seg.synced, size)
+                self._stats["fsyncs"] += 1
+                self._stats["last_fsync_ts"] = time.time()
+
+    def commit(self) -> None:
+        """Flush, then turn the whole log so far into Parquet now."""
+        self.flush()
+        self._seal()
+        self._convert_sealed()
+
+    def compact(self) -> None:
+        """Merge every closed hour under the root into at most one file per table/partition/hour."""
+        with self._convert_lock, _compact.compaction_lock(self.root):
+            _compact.recover(self.root)
+            for table, directory, hod, hour in list(_compact.scan(self.root)):
+                if _compact.closed(hour):
+                    self._compact_one(table, directory, hod)
+
+    @property
+    def stats(self) -> dict:
+        """Counters for /metrics."""
+        with self._lock:
+            return dict(self._stats, pending_bytes=self._pending, sealed_segments=len(self._sealed))
+
+    # -- background ----------------------------------------------------------------------------
+    def _new_segment(self) -> _log.Segment:
+        seg = _log.Segment(_log.segment_path(self._log_dir, self._seq.next()))
+        fsync_dir(self._log_dir)
+        self._seg_born = (time.monotonic(), int(time.time() // 3600))
+        return seg
+
+    def _seal(self) -> None:
+        """Close the current segment (fsynced) and start a new one; the old one waits for conversion."""
+        with self._sync_lock:
+            if self._seg.size == 0:
+                return
+            new = self._new_segment()
+            with self._lock:
+                old, self._seg = self._seg, new
+            old.close()
+            with self._lock:
+                self._sealed.append(old)
+                self._stats["fsyncs"] += 1
+                self._stats["last_fsync_ts"] = time.time()
+
+    def _convert(self, path: Path, frames: list) -> None:
+        """Segment → Parquet (idempotent: deterministic names), then delete the segment."""
+        touched, files = convert(frames, self.root, self.writer, _log.segment_id(path))
+        os.unlink(path)
+        fsync_dir(self._log_dir)
+        with self._lock:
+            self._touched |= touched
+            self._stats["files_written"] += files
+            self._stats["segments_converted"] += 1
+
+    def _convert_sealed(self) -> None:
+        with self._convert_lock:
+            while True:
+                with self._lock:
+                    if not self._sealed:
+                        return
+                    seg = self._sealed[0]
+                self._convert(seg.path, _log.recover(seg.path))
+                with self._room:
+                    self._sealed.popleft()
+                    self._pending -= seg.size
+                    self._room.notify_all()
+
+    def _compact_one(self, table, directory: Path, hod: int) -> None:
+        if _compact.compact_hour(self.root, table, directory, hod):
+            with self._lock:
+                self._stats["compactions"] += 1
+
+    def _compact_touched(self) -> None:
+        """Compact the closed hours this writer has written to."""
+        with self._lock:
+            todo = sorted(t for t in self._touched if _compact.closed(t[2]))
+        if not todo:
+            return
+        with self._convert_lock, _compact.compaction_lock(self.root):
+            for directory, hod, hour in todo:
+                self._compact_one(TABLES[directory.relative_to(self.root).parts[0]], directory, hod)
+                _, waiting = _compact.final_files(self.root, directory, hod)
+                if not waiting:
+                    with self._lock:
+                        self._touched.discard((directory, hod, hour))
+        self._last_compact = time.monotonic()
+
+    def _due(self) -> bool:
+        seg, (born, hour) = self._seg, self._seg_born
+        if not seg.size:
+            return False
+        return (seg.size >= self._seal_bytes or self._pending > self._max_pending // 2
+                or time.monotonic() - born >= self._seal_interval or int(time.time() // 3600) != hour)
+
+    def _run(self) -> None:
+        tick = max(0.001, min(self._fsync_interval, self._seal_interval, 0.25))
+        last_sync = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(tick)
+            self._wake.clear()
+            try:
+                if time.monotonic() - last_sync >= self._fsync_interval:
+                    self.flush()
+                    last_sync = time.monotonic()
+                if self._stop.is_set():
+                    return
+                if self._due():
+                    self._seal()
+                self._convert_sealed()
+                if time.monotonic() - self._last_compact >= max(COMPACT_EVERY, self._seal_interval):
+                    self._compact_touched()
+            except Exception as e:  # keep the log going; conversion retries next tick
+                _log_.exception("store background work failed")
+                with self._lock:
+                    self._stats["last_error"] = repr(e)
+                time.sleep(tick)

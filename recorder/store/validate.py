@@ -1,0 +1,104 @@
+"""Turn caller columns into a record batch of the table's exact schema, or refuse with a clear StoreError.
+
+Decimals accept exact decimal strings, decimal.Decimal and int, never float, and never anything that would
+lose digits or overflow DECIMAL(38,18). Timestamps accept int ns or Arrow timestamps. Nothing is coerced
+across kinds (no strings into ints, no floats into ints).
+"""
+from __future__ import annotations
+
+import decimal
+from collections.abc import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import Table
+
+from .writer import StoreError
+
+# pyarrow wraps instead of failing for some string->decimal casts far beyond 38 digits; no legit
+# DECIMAL(38,18) value is >= 1e20, so anything whose float value is beyond this bound is refused.
+_DEC_LIMIT = 1.5e20
+
+
+def _kind_ok(src: pa.DataType, dst: pa.DataType) -> bool:
+    t = pa.types
+    if t.is_null(src) or src == dst:
+        return True
+    if t.is_decimal(dst):
+        return t.is_string(src) or t.is_large_string(src) or t.is_decimal(src) or t.is_integer(src)
+    if t.is_timestamp(dst):
+        return t.is_timestamp(src) or t.is_integer(src)
+    if t.is_integer(dst):
+        return t.is_integer(src)
+    if t.is_string(dst):
+        return t.is_string(src) or t.is_large_string(src)
+    if t.is_binary(dst):
+        return t.is_binary(src) or t.is_large_binary(src) or t.is_fixed_size_binary(src)
+    return False
+
+
+def _dec_text(v):
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, decimal.Decimal):
+        if not v.is_finite():
+            raise TypeError(f"non-finite decimal {v}")
+        return format(v, "f")
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    raise TypeError(f"{type(v).__name__} {v!r} (pass an exact decimal string, Decimal or int; never float)")
+
+
+def _to_array(values, field: pa.Field) -> pa.Array:
+    """Build or cast one column; raises TypeError/ValueError/pa.ArrowException on bad input."""
+    dst = field.type
+    if isinstance(values, np.ndarray):
+        values = pa.array(values)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        if not _kind_ok(values.type, dst):
+            raise TypeError(f"Arrow type {values.type} cannot hold {dst}")
+        src = values
+    elif isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise TypeError(f"expected a sequence of values, got {type(values).__name__}")
+    elif pa.types.is_decimal(dst):
+        src = pa.array([_dec_text(v) for v in values], pa.string())
+    else:
+        src = pa.array(values, dst)
+    arr = src.cast(dst, safe=True)
+    if pa.types.is_decimal(dst) and src.type != dst and not pa.types.is_integer(src.type):
+        limit = pc.max(pc.abs(src.cast(pa.float64()))).as_py()
+        if limit is not None and limit >= _DEC_LIMIT:
+            raise ValueError(f"value beyond DECIMAL(38,18) range (|x| ~ {limit:.3g})")
+    return arr
+
+
+def to_batch(table: Table, columns: Mapping) -> pa.RecordBatch:
+    """Validate `columns` against `table` and build the batch (exact schema, field metadata included)."""
+    if not isinstance(columns, Mapping):
+        raise StoreError(f"{table.name}: columns must be a mapping of column name to values")
+    names = table.columns
+    missing = [c for c in names if c not in columns]
+    unknown = [c for c in columns if c not in names]
+    if missing or unknown:
+        raise StoreError(f"{table.name}: missing columns {missing}, unknown columns {unknown}"
+                         f"; the table's columns are {names}")
+    arrays, length = [], None
+    for field in table.schema:
+        values = columns[field.name]
+        try:
+            arr = _to_array(values, field)
+        except (TypeError, ValueError, OverflowError, pa.ArrowException, decimal.DecimalException) as e:
+            raise StoreError(f"{table.name}.{field.name} ({field.type}): bad value: {e}") from None
+        if length is None:
+            length = len(arr)
+        elif len(arr) != length:
+            raise StoreError(f"{table.name}.{field.name}: {len(arr)} values, other columns have {length}")
+        if not field.nullable and arr.null_count:
+            first = arr.is_null().to_pylist().index(True)
+            raise StoreError(f"{table.name}.{field.name}: null at row {first} but the column is not nullable")
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=table.schema)
