@@ -133,12 +133,17 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
     return target
 
 
-def _print_table(rel: duckdb.DuckDBPyRelation) -> None:
+def _utc_connection() -> duckdb.DuckDBPyConnection:
+    """A scratch connection that renders timestamps in UTC."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _print_table(reader: pa.RecordBatchReader) -> None:
     """Draw every row with DuckDB's box renderer, a box per `_BOX_ROWS` rows; all columns unless on a terminal."""
     width = None if sys.stdout.isatty() else 1_000_000
-    reader = rel.fetch_record_batch(_BOX_ROWS)
-    drawer = duckdb.connect()  # the query's connection is busy streaming the result
-    drawer.execute("SET TimeZone = 'UTC'")
+    drawer = _utc_connection()
     drawn = False
     for batch in reader:
         drawer.from_arrow(pa.Table.from_batches([batch])).show(max_rows=batch.num_rows, max_width=width)
@@ -147,15 +152,13 @@ def _print_table(rel: duckdb.DuckDBPyRelation) -> None:
         drawer.from_arrow(reader.schema.empty_table()).show(max_width=width)
 
 
-def _write(rel: duckdb.DuckDBPyRelation, con: duckdb.DuckDBPyConnection, fmt: str, output: str | None) -> None:
-    """Write the result as CSV or newline-delimited JSON to `output`, or to stdout when no output is given."""
+def _write(reader: pa.RecordBatchReader, fmt: str, output: str | None) -> None:
+    """Stream the result as CSV, JSON (one object a line) or Parquet to `output`, or CSV/JSON to stdout."""
+    writer = _utc_connection()  # not the query's: the user's session and `SHOW TABLES` stay untouched
+    writer.register("result", reader)
     with tempfile.TemporaryDirectory(prefix="booktape-sql-") as tmp:
         target = output or os.path.join(tmp, f"result.{fmt}")
-        if fmt == "parquet":
-            rel.write_parquet(target)
-        else:
-            rel.create_view("_booktape_result")
-            con.execute(f"COPY _booktape_result TO {_literal(target)} (FORMAT {fmt})")
+        writer.execute(f"COPY result TO {_literal(target)} (FORMAT {fmt})")
         if not output:
             with open(target, "rb") as f:
                 shutil.copyfileobj(f, sys.stdout.buffer)
@@ -170,7 +173,8 @@ def _write(rel: duckdb.DuckDBPyRelation, con: duckdb.DuckDBPyConnection, fmt: st
               help="table: boxes for people; csv, json (one object a line): stdout for scripts; parquet: --output.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to this file.")
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
-@click.option("--write-catalog", "catalog", is_flag=True, help="(Re)write <root>/catalog.duckdb for the duckdb CLI or notebooks.")
+@click.option("--write-catalog", "catalog", is_flag=True,
+              help="(Re)write <root>/catalog.duckdb for the duckdb CLI or notebooks.")
 def sql(query: str | None, root: str, fmt: str, output: str | None, limit: int | None, catalog: bool) -> None:
     """Run SQL over every table of the dataset (views: raw, book_events, trades, candles, candles_all, ...)."""
     if not os.path.isdir(root):
@@ -186,15 +190,13 @@ def sql(query: str | None, root: str, fmt: str, output: str | None, limit: int |
             click.echo(f"wrote {write_catalog(root)}", err=True)
         if not query:
             return
-        con = connect(root)
-        rel = con.sql(query)
-        if rel is None:
-            return
+        rel = connect(root).sql(query)
         if limit is not None:
             rel = rel.limit(limit)
+        reader = rel.to_arrow_reader(_BOX_ROWS)
         if fmt == "table":
-            _print_table(rel)
+            _print_table(reader)
         else:
-            _write(rel, con, fmt, output)
+            _write(reader, fmt, output)
     except (duckdb.Error, OSError, ValueError) as e:
         raise click.ClickException(str(e).strip().splitlines()[0]) from None

@@ -17,10 +17,19 @@ directories whose names start with `_` or `.` are temporary or internal and are 
 
 Query any table with `replay sql --root DIR "SELECT ..."`, or open `<root>/catalog.duckdb`
 (written by `replay sql --write-catalog`) with the duckdb CLI or a notebook: one view per table,
-with the partition columns last. Timestamps are `TIMESTAMPTZ_NS` (exact nanoseconds, UTC);
-`epoch_ns(ts)` gives the integer. Prices and amounts are `DECIMAL(38,18)`, exact: multiplying two of
-them overflows 38 digits, so narrow them first, e.g. `price::DECIMAL(38,9) * amount::DECIMAL(38,9)`
-(exact while neither has more than 9 decimals), or use `DOUBLE` for estimates.
+with the partition columns last. Filter on `exchange`, `pair` and `date` first: DuckDB then opens
+only the matching directories.
+
+Timestamps are `TIMESTAMPTZ_NS`: exact nanoseconds, UTC. DuckDB has few functions for that type, so:
+`epoch_ns(ts_recv)` gives the exact integer; compare with a string or a `TIMESTAMPTZ_NS` literal
+(`ts_recv >= '2024-03-12 12:00:00+00'`, `TIMESTAMPTZ_NS '2024-03-12 12:00:00.000000001+00'`); and
+cast to microseconds for calendar functions (`date_trunc('hour', ts_recv::TIMESTAMPTZ)`,
+`ts_recv::TIMESTAMPTZ - INTERVAL 1 hour`), which `date_trunc`, `time_bucket`, `hour` and
+interval arithmetic refuse on `TIMESTAMPTZ_NS`.
+
+Prices and amounts are `DECIMAL(38,18)`, exact. Multiplying two of them overflows 38 digits, so
+narrow them first, e.g. `price::DECIMAL(38,9) * amount::DECIMAL(38,9)` (exact while neither has more
+than 9 decimals), or use `DOUBLE` for estimates.
 """
 
 

@@ -273,3 +273,10 @@ def test_replay_console_entry(dataset):
                   dataset.parent / "cwd", console=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["n", "2"]
+
+
+def test_sql_show_tables_lists_only_the_views(dataset):
+    out = run_sql(["--root", str(dataset), "--format", "json", "SHOW TABLES"], dataset.parent / "cwd")
+    assert out.returncode == 0, out.stderr
+    names = [json.loads(line)["name"] for line in out.stdout.splitlines()]
+    assert names == sorted([*schemas.TABLES, *(f"{t}_all" for t in LATEST_VIEWS)])
