@@ -73,6 +73,7 @@ class Store:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._last_compact = 0.0
+        self._scanned = False  # a full compaction pass has run since open()
         self._stats = dict(rows_appended=0, batches_appended=0, bytes_logged=0, fsyncs=0, last_fsync_ts=None,
                            segments_converted=0, files_written=0, compactions=0, rows_rejected=0,
                            overloaded=0, last_error=None)
@@ -117,6 +118,8 @@ class Store:
             self._thread.join()
             self.commit()
             self._compact_touched()
+            if not self._scanned:
+                self.compact()
             seg, self._seg = self._seg, None
             seg.close()
             os.unlink(seg.path)
@@ -212,9 +215,12 @@ class Store:
         """Merge every closed hour under the root into at most one file per table/partition/hour."""
         with self._convert_lock, _compact.compaction_lock(self.root):
             _compact.recover(self.root)
-            for table, directory, hod, hour in list(_compact.scan(self.root)):
-                if _compact.closed(hour):
+        for table, directory, hod, hour in list(_compact.scan(self.root)):
+            if _compact.closed(hour):  # locks per hour, so conversion is never held up for long
+                with self._convert_lock, _compact.compaction_lock(self.root):
                     self._compact_one(table, directory, hod)
+        self._scanned = True
+        self._last_compact = time.monotonic()
 
     @property
     def stats(self) -> dict:
@@ -308,7 +314,9 @@ class Store:
                 if self._due():
                     self._seal()
                 self._convert_sealed()
-                if time.monotonic() - self._last_compact >= max(COMPACT_EVERY, self._seal_interval):
+                if not self._scanned:  # once per open: hours a crash left uncompacted
+                    self.compact()
+                elif time.monotonic() - self._last_compact >= max(COMPACT_EVERY, self._seal_interval):
                     self._compact_touched()
             except Exception as e:  # keep the log going; conversion retries next tick
                 _log_.exception("store background work failed")

@@ -35,7 +35,7 @@ def _kind_ok(src: pa.DataType, dst: pa.DataType) -> bool:
     if t.is_string(dst):
         return t.is_string(src) or t.is_large_string(src)
     if t.is_binary(dst):
-        return t.is_binary(src) or t.is_large_binary(src) or t.is_fixed_size_binary(src)
+        return t.is_binary(src) or t.is_large_binary(src) or t.is_string(src)
     return False
 
 
@@ -67,7 +67,9 @@ def _to_array(values, field: pa.Field) -> pa.Array:
     elif pa.types.is_decimal(dst):
         src = pa.array([_dec_text(v) for v in values], pa.string())
     else:
-        src = pa.array(values, dst)
+        src = pa.array(values)  # inferred, so the kind check below sees what the caller really passed
+        if not _kind_ok(src.type, dst):
+            raise TypeError(f"values of type {src.type} cannot hold {dst}")
     arr = src.cast(dst, safe=True)
     if pa.types.is_decimal(dst) and src.type != dst and not pa.types.is_integer(src.type):
         limit = pc.max(pc.abs(src.cast(pa.float64()))).as_py()
