@@ -1,6 +1,10 @@
 """`recorder` command: run the daemon, the simulator, and dataset status."""
 from __future__ import annotations
 
+import asyncio
+import sys
+import tempfile
+
 import click
 
 
@@ -8,6 +12,55 @@ import click
 @click.version_option(package_name="booktape")
 def main() -> None:
     """booktape recorder: record venues' books and trades into a Parquet dataset."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="TOML config (see recorder.example.toml).")
+def run(config_path: str) -> None:
+    """Record the configured venues until SIGTERM/SIGINT."""
+    from recorder import config, daemon
+
+    try:
+        cfg = config.load(config_path)
+    except config.ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(daemon.run(cfg))
+
+
+@main.command()
+@click.option("--root", required=True, type=click.Path(file_okay=False, exists=True), help="Dataset root.")
+def status(root: str) -> None:
+    """Rows per table and venue, and the sessions events (gaps, rejects, restarts) of a dataset."""
+    from recorder.status import render, summarize
+
+    click.echo(render(summarize(root)), nl=False)
+
+
+@main.command()
+@click.option("--seconds", default=30.0, show_default=True, help="How long to record.")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: a temp dir).")
+@click.option("--pairs", default="BTC_USD,ETH_BTC", show_default=True)
+@click.option("--rate", default=50.0, show_default=True, help="Simulated messages per second per venue and pair.")
+@click.option("--seed", default=1, show_default=True)
+def demo(seconds: float, root: str | None, pairs: str, rate: float, seed: int) -> None:
+    """Simulator for all four venues + recorder for a while, then what was recorded."""
+    import logging
+
+    from recorder import daemon, demo as demo_mod
+    from recorder.status import render, summarize
+
+    daemon.setup_logging("kv", "warning", lambda s: s)
+    logging.getLogger("recorder").setLevel(logging.ERROR)
+    tmp = None
+    if root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="booktape-demo-")
+        root = tmp.name
+    click.echo(f"recording {seconds:g}s from the simulator ({pairs}, {rate:g} msg/s per venue and pair) into {root}")
+    asyncio.run(demo_mod.record(seconds, root, pairs=pairs.split(","), rate=rate, seed=seed))
+    click.echo(render(summarize(root)), nl=False)
+    if tmp is not None:
+        tmp.cleanup()
 
 
 from recorder.sim.cli import simulate  # noqa: E402

@@ -1,0 +1,44 @@
+"""Collectors: turn a venue's sockets and REST endpoints into raw + canonical rows (see docs/recorder.md).
+
+Pure logic lives in book.py, join.py, dedup.py and columns.py; l3.py, bitopro_ws.py and polling.py
+are the thin I/O loops; sink.py is the bounded path to the store.
+"""
+from __future__ import annotations
+
+from recorder.venues import bitbay, bitexbit, bitopro, btcalpha
+
+from .base import Feed, VenueContext
+from .bitopro_ws import BitoProStream
+from .l3 import L3BookFeed
+from .polling import BookPoller, CandlesPoller, TradesPoller
+
+MODULES = {"btcalpha": btcalpha, "bitexbit": bitexbit, "bitopro": bitopro, "bitbay": bitbay}
+
+
+def build(ctx: VenueContext, *, snapshot_interval: float = 3600.0) -> list[Feed]:
+    """Every feed the venue's configured channels call for."""
+    cfg, mod = ctx.cfg, MODULES[ctx.venue]
+    ch = set(cfg.channels)
+    feeds: list[Feed] = []
+    if ctx.venue in ("btcalpha", "bitexbit"):
+        if "book" in ch:
+            feeds.append(L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval))
+        if "grouped" in ch:
+            feeds.append(BookPoller(ctx, mod, "grouped"))
+    elif ctx.venue == "bitopro":
+        if "book" in ch:
+            feeds.append(BitoProStream(ctx, "book"))
+        if "trades" in ch:
+            feeds.append(BitoProStream(ctx, "trades"))
+        if "rest_book" in ch:
+            feeds.append(BookPoller(ctx, mod, "rest_book"))
+    elif "book" in ch:
+        feeds.append(BookPoller(ctx, mod, "book"))
+    if "trades" in ch:
+        feeds.append(TradesPoller(ctx, mod))
+    if "candles" in ch:
+        feeds.append(CandlesPoller(ctx, mod))
+    return feeds
+
+
+__all__ = ["Feed", "VenueContext", "build", "MODULES"]

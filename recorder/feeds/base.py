@@ -1,0 +1,106 @@
+"""What every feed of a venue shares: config, HTTP session and rate limiter, taps, trade memories."""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Protocol
+
+import aiohttp
+
+from recorder.config import VenueConfig
+from recorder.transport import HttpClient, HttpResult, RateLimiter
+from recorder.rows import ParseError, Parsed
+
+from .dedup import TradeDedup
+from .sink import Sink, Tap
+
+Healthy = Callable[[], None]
+
+
+class Feed(Protocol):
+    """A supervised unit: `run` works until it fails (raises); the supervisor restarts it."""
+
+    name: str
+
+    async def run(self, healthy: Healthy) -> None: ...
+
+
+class VenueContext:
+    """One venue's shared runtime: its config, HTTP plumbing (one rate-limit scope) and trade memories."""
+
+    def __init__(self, cfg: VenueConfig, http_session: aiohttp.ClientSession, sink: Sink, limiter: RateLimiter, *,
+                 backoff_base: float = 0.5, backoff_cap: float = 30.0, http_attempts: int = 4,
+                 cursors: dict[str, int] | None = None) -> None:
+        self.cfg = cfg
+        self.venue = cfg.name
+        self.http_session = http_session
+        self.sink = sink
+        self.limiter = limiter
+        limiter.configure(cfg.name, cfg.rate_limit, 1)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.http_attempts = http_attempts
+        self._dedup: dict[str, TradeDedup] = {}
+        self.cursors = dict(cursors or {})  # pair -> highest trade id already in the dataset
+
+    def tap(self, feed: str) -> Tap:
+        """A tap for one feed of this venue."""
+        return Tap(self.sink, self.venue, feed)
+
+    def dedup(self, pair: str) -> TradeDedup:
+        """The trade memory of a pair, shared by its socket and REST feeds."""
+        d = self._dedup.get(pair)
+        if d is None:
+            d = self._dedup[pair] = TradeDedup()
+        return d
+
+    def http(self, tap: Tap, session: int, stream: str) -> HttpClient:
+        """An HttpClient on the venue's scope whose 429s and errors become sessions rows."""
+        def hook(kind: str, d: dict) -> None:
+            what = f"{d.get('method')} {d.get('url')} attempt {d.get('attempt')}"
+            if kind == "rate_limited":
+                tap.event(session, stream, "rate_limited", f"{what}: HTTP 429, retry_after={d.get('retry_after')}, "
+                                                           f"waiting {d.get('delay', 0):.2f}s")
+            elif kind == "error":
+                tap.event(session, stream, "error", f"{what}: {d.get('error')}{' (giving up)' if d.get('final') else ''}")
+        return HttpClient(self.http_session, self.limiter, max_attempts=self.http_attempts,
+                          backoff_base=self.backoff_base, backoff_cap=self.backoff_cap, on_event=hook)
+
+
+async def fetch(http: HttpClient, tap: Tap, session: int, stream: str, pair: str | None, url: str,
+                parse: Callable[[HttpResult], Parsed], *, method: str = "GET", data=None, headers=None,
+                request: str | None = None) -> tuple[HttpResult, int, Parsed | None]:
+    """One REST call: the body goes to raw (rejected when not 200 or unparseable); returns (result, raw seq, parsed)."""
+    res = await http.request(method, url, scope=tap.exchange, data=data, headers=headers)
+    tap.metrics.inc("requests", tap.feed, res.attempts)
+    req = request or f"{method} {url}"
+    if res.status != 200:
+        seq = tap.reject(session, stream, pair, res.ts_recv, res.body, f"HTTP {res.status}", request=req)
+        return res, seq, None
+    try:
+        parsed = parse(res)
+    except ParseError as e:
+        seq = tap.reject(session, stream, pair, res.ts_recv, res.body, str(e), request=req)
+        return res, seq, None
+    seq = tap.raw(session, stream, pair, res.ts_recv, res.body, request=req)
+    return res, seq, parsed
+
+
+async def every(interval: float, step: Callable[[], "asyncio.Future | object"]) -> None:
+    """Run `await step()` at a fixed cadence (skipping missed ticks, never bursting to catch up)."""
+    loop = asyncio.get_running_loop()
+    nxt = loop.time()
+    while True:
+        await step()
+        nxt += interval
+        now = loop.time()
+        if nxt < now:
+            nxt = now
+        await asyncio.sleep(nxt - now)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for sessions/logs: the leaf errors of an exception (group), never a traceback."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(e) for e in exc.exceptions)[:400]
+    text = str(exc)
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:400]

@@ -1,0 +1,70 @@
+"""BitoPro websocket streams: ORDER_BOOK pushes (full top-N snapshots -> book_levels) and TRADE pushes."""
+from __future__ import annotations
+
+import asyncio
+
+from recorder.rows import ParseError
+from recorder.transport import TransportError, WebSocketClient
+from recorder.venues import bitopro
+
+from .base import Healthy, VenueContext, describe
+
+
+class BitoProStream:
+    """One websocket for all pairs of one kind ("book" or "trades"); the URL path selects the stream."""
+
+    def __init__(self, ctx: VenueContext, kind: str) -> None:
+        self.ctx, self.kind = ctx, kind
+        self.name = f"bitopro:ws_{kind}"
+
+    def url(self) -> str:
+        """The stream URL for every configured pair."""
+        cfg = self.ctx.cfg
+        if self.kind == "book":
+            return bitopro.orderbook_stream_url(cfg.urls["ws_url"], {p: cfg.book_limit for p in cfg.pairs})
+        return bitopro.trades_stream_url(cfg.urls["ws_url"], list(cfg.pairs))
+
+    async def run(self, healthy: Healthy) -> None:
+        """One connection, read until it fails."""
+        ctx = self.ctx
+        tap = ctx.tap(self.name)
+        session = tap.new_session()
+        stream = f"ws:{self.kind}"
+        pairs = set(ctx.cfg.pairs)
+        connected, reason = False, "connect failed"
+        try:
+            async with WebSocketClient(ctx.http_session, self.url(), idle_timeout=ctx.cfg.heartbeat) as ws:
+                connected = True
+                tap.event(session, stream, "connect", ws.url)
+                first = True
+                async for frame in ws:
+                    ts = frame.ts_recv
+                    try:
+                        parsed = bitopro.parse_ws(frame.raw)
+                    except ParseError as e:
+                        tap.reject(session, stream, None, ts, frame.raw, str(e))
+                        continue
+                    seq = tap.raw(session, stream, parsed.pair, ts, frame.raw)
+                    if parsed.pair in pairs:
+                        if parsed.levels:
+                            tap.levels(parsed.pair, session, parsed.ts_event, ts, seq, parsed.levels, "ws")
+                        if parsed.trades:
+                            tap.trades(parsed.pair, session, ts, ctx.dedup(parsed.pair).fresh(parsed.trades), "socket")
+                    if first:
+                        healthy()
+                        first = False
+                    if ctx.sink.full:
+                        await ctx.sink.room()
+        except asyncio.CancelledError:
+            reason = "stopping"
+            raise
+        except BaseException as e:
+            reason = describe(e)
+            raise
+        finally:
+            if connected:
+                tap.event(session, stream, "disconnect", reason)
+                if reason != "stopping":
+                    for p in ctx.cfg.pairs:
+                        tap.event(session, stream, "gap", f"{self.kind} stream lost", p)
+        raise TransportError("stream ended")  # pragma: no cover - the client raises instead of ending

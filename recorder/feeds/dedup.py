@@ -1,0 +1,111 @@
+"""Bounded memories that decide what is new: trades (by id and occurrence) and candle versions (pure)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Hashable, Iterable, Sequence
+
+from recorder.rows import Candle, Trade
+
+
+class Recent:
+    """A set that forgets its oldest keys beyond `capacity` (constant memory)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[Hashable, None] = OrderedDict()
+
+    def add(self, key: Hashable) -> bool:
+        """Remember key; False if it was already remembered."""
+        if key in self._keys:
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return True
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def trade_keys(trades: Sequence[Trade]) -> list[tuple]:
+    """Identity of each trade in one message: its id, or its content when the venue gives none.
+
+    The occurrence number tells identical trades in the same message apart, so a page listing two
+    equal trades yields two keys, and the same page seen again yields the same two keys.
+    """
+    seen: dict[tuple, int] = {}
+    out = []
+    for t in trades:
+        base = (t.trade_id,) if t.trade_id is not None else (t.ts_event, t.price, t.amount, t.taker_side)
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        out.append(base + (n,))
+    return out
+
+
+class TradeDedup:
+    """Trades seen from any source (socket, REST, backfill); `fresh` keeps the ones not written yet."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._seen = Recent(capacity)
+
+    def fresh(self, trades: Sequence[Trade]) -> list[Trade]:
+        """The trades of one message that are new, in message order; remembers them."""
+        out = []
+        for t, key in zip(trades, trade_keys(trades)):
+            if self._seen.add(key):
+                out.append(t)
+        return out
+
+
+def _int_id(trade_id: str | None) -> int | None:
+    if trade_id is not None and trade_id.isdigit():
+        return int(trade_id)
+    return None
+
+
+def max_trade_id(trades: Iterable[Trade]) -> int | None:
+    """Largest numeric trade id (None when the venue gives none)."""
+    ids = [i for i in (_int_id(t.trade_id) for t in trades) if i is not None]
+    return max(ids) if ids else None
+
+
+def needs_backfill(page: Sequence[Trade], cursor: int | None, limit: int) -> bool:
+    """A full page of `limit` trades whose oldest id is still above the cursor: the next page may hold more.
+
+    Ids may be shared across pairs (not contiguous per pair), so only "oldest id <= cursor" proves overlap.
+    """
+    if cursor is None or len(page) < limit:
+        return False
+    ids = [i for i in (_int_id(t.trade_id) for t in page) if i is not None]
+    return bool(ids) and min(ids) > cursor
+
+
+class CandleVersions:
+    """Latest version of each candle seen; `changed` keeps only new candles and changed versions."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self._last: OrderedDict[tuple[str, int], tuple] = OrderedDict()
+        self._keep = keep
+
+    def changed(self, candles: Iterable[Candle]) -> list[Candle]:
+        """Candles that differ from the version last seen (or were never seen), in ts_open order."""
+        out = []
+        for c in sorted(candles, key=lambda c: (c.resolution, c.ts_open)):
+            key = (c.resolution, c.ts_open)
+            val = (c.open, c.high, c.low, c.close, c.volume)
+            if self._last.get(key) != val:
+                self._last[key] = val
+                self._last.move_to_end(key)
+                out.append(c)
+        while len(self._last) > self._keep:
+            self._last.popitem(last=False)
+        return out
+
+    def latest_open(self, resolution: str) -> int | None:
+        """ts_open of the newest candle seen for a resolution."""
+        opens = [k[1] for k in self._last if k[0] == resolution]
+        return max(opens) if opens else None

@@ -1,0 +1,147 @@
+"""Per-pair state of an L3 stream: snapshot join at connect, hour-start snapshots, hourly REST check (pure).
+
+Methods take parsed events and return `Out` batches to write, in order; the feed does the I/O.
+The rule is written out in docs/recorder.md ("Joining the L3 snapshot to the stream").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recorder.rows import BookEvent
+
+from .book import Join, L3Book, book_from_snapshot, find_cut
+from .dedup import Recent
+
+HOUR_NS = 3600 * 10**9
+
+
+@dataclass(slots=True)
+class Out:
+    """Book events to write with one receive time and source message (msg_seq None: synthesized)."""
+
+    ts_recv: int
+    msg_seq: int | None
+    events: list[BookEvent]
+
+
+@dataclass(slots=True)
+class _Msg:
+    ts_recv: int
+    msg_seq: int
+    events: list[BookEvent]
+
+
+@dataclass
+class _Check:
+    base: L3Book
+    msgs: list[list[BookEvent]] = field(default_factory=list)
+
+
+class L3Join:
+    """One pair: buffers while joining, tracks the book, writes R+S at each hour's first event."""
+
+    def __init__(self, dedup_capacity: int = 50_000) -> None:
+        self.book: L3Book | None = None
+        self._buffer: list[_Msg] = []
+        self._sent_before = 0
+        self._hour: int | None = None
+        self._check: _Check | None = None
+        self._seen = Recent(dedup_capacity)
+        self.duplicates = 0
+        self.last_join: Join | None = None
+
+    @property
+    def joining(self) -> bool:
+        """True until a snapshot has been joined (events are buffered meanwhile)."""
+        return self.book is None
+
+    @property
+    def buffered(self) -> int:
+        """Messages waiting for the snapshot."""
+        return len(self._buffer)
+
+    def reset(self) -> None:
+        """Forget the book (connection lost): buffer again until the next snapshot."""
+        self.book, self._buffer, self._sent_before, self._check = None, [], 0, None
+
+    def request_sent(self) -> None:
+        """The connect/reconnect snapshot request is about to go out: everything buffered so far is in it."""
+        self._sent_before = len(self._buffer)
+
+    def on_message(self, events: list[BookEvent], ts_recv: int, msg_seq: int) -> list[Out]:
+        """A parsed stream message; returns what to write now (nothing while joining or for a duplicate)."""
+        if events:
+            key = tuple((e.action, e.order_id, e.trade_id) for e in events)
+            if not self._seen.add(key):
+                self.duplicates += 1
+                return []
+        if self.book is None:
+            self._buffer.append(_Msg(ts_recv, msg_seq, events))
+            return []
+        out: list[Out] = []
+        self._emit(ts_recv, msg_seq, events, out)
+        if self._check is not None:
+            self._check.msgs.append(events)
+        return out
+
+    def _emit(self, ts_recv: int, msg_seq: int | None, events: list[BookEvent], out: list[Out]) -> None:
+        hour = ts_recv // HOUR_NS
+        if hour != self._hour:
+            out.append(Out(ts_recv, None, self.book.snapshot_events(ts_recv)))
+            self._hour = hour
+        self.book.apply_all(events)
+        if events:
+            out.append(Out(ts_recv, msg_seq, events))
+
+    def on_snapshot(self, snapshot: list[BookEvent], ts_recv: int) -> list[Out]:
+        """Join the connect/reconnect snapshot (R + S events) to the buffered messages."""
+        snap_book = book_from_snapshot(snapshot)
+        amounts = {oid: o.amount for oid, o in snap_book.orders.items()}
+        j = find_cut(amounts, [m.events for m in self._buffer], self._sent_before)
+        self.last_join = j
+        post = self._buffer[j.cut:]
+        stamp = min([ts_recv] + [m.ts_recv for m in post[:1]])
+        self.book = snap_book
+        self._buffer = []
+        out = [Out(stamp, None, [BookEvent(stamp, "R")] + [e for e in snapshot if e.action == "S"])]
+        self._hour = stamp // HOUR_NS
+        for m in post:
+            self._emit(m.ts_recv, m.msg_seq, m.events, out)
+        return out
+
+    def start_check(self) -> None:
+        """An hourly REST snapshot is about to be requested: remember the book to compare it with."""
+        if self.book is not None:
+            self._check = _Check(self.book.copy())
+
+    def drop_check(self) -> None:
+        """The hourly snapshot failed: stop collecting messages for it."""
+        self._check = None
+
+    def on_check(self, snapshot: list[BookEvent], ts_recv: int) -> tuple[bool, str, list[Out]]:
+        """Compare the hourly snapshot with the tracked book at the cut; on mismatch resync to it.
+
+        Returns (matched, detail, rows to write: R + S of the snapshot advanced to now on mismatch).
+        """
+        chk, self._check = self._check, None
+        if chk is None or self.book is None:
+            return True, "no book to check", []
+        snap_book = book_from_snapshot(snapshot)
+        amounts = {oid: o.amount for oid, o in snap_book.orders.items()}
+        j = find_cut(amounts, chk.msgs, 0)
+        expected = chk.base
+        for evs in chk.msgs[:j.cut]:
+            expected.apply_all(evs)
+        want, got = expected.state(), snap_book.state()
+        if want == got:
+            return True, f"check ok: {len(got)} orders, cut {j.cut}/{len(chk.msgs)}", []
+        missing = len(got.keys() - want.keys())
+        extra = len(want.keys() - got.keys())
+        differ = sum(1 for k in got.keys() & want.keys() if got[k] != want[k])
+        for evs in chk.msgs[j.cut:]:
+            snap_book.apply_all(evs)
+        self.book = snap_book
+        self._hour = ts_recv // HOUR_NS
+        detail = (f"check mismatch: {missing} orders only in snapshot, {extra} only in tracked book, "
+                  f"{differ} differ; cut {j.cut}/{len(chk.msgs)}{'' if j.consistent else ' (inconsistent)'}")
+        return False, detail, [Out(ts_recv, None, snap_book.snapshot_events(ts_recv))]

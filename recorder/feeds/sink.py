@@ -1,0 +1,207 @@
+"""The path from feeds to the store: a bounded row buffer flushed by one writer task, and per-feed taps.
+
+Overflow policy: when `max_rows` rows are pending, feeds wait (`await sink.room()`) before reading
+more; nothing is dropped. A blocked socket then backs up into the kernel and, if the venue drops
+us, the loss is a recorded gap. Rows reach the store's durable log within `linger` seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Callable, Iterable, Protocol
+
+from recorder.metrics import Metrics
+from recorder.rows import BookEvent, Candle, Level, Trade
+from schemas import ALL_PAIRS
+
+from . import columns as C
+
+log = logging.getLogger("recorder.sink")
+#: sessions kinds that also bump a per-feed counter (rejects are counted in Tap.reject).
+_COUNTED = {"gap": "gaps", "rate_limited": "rate_limited", "error": "errors"}
+
+
+class StoreLike(Protocol):
+    """The part of recorder.store.Store the sink uses."""
+
+    def next_seq(self, n: int = 1) -> int: ...
+    def append(self, table: str, exchange: str, pair: str, columns) -> int: ...
+
+
+class Sink:
+    """Buffers rows per (table, exchange, pair); `run` appends them to the store every `linger` seconds."""
+
+    def __init__(self, store: StoreLike, metrics: Metrics, *, max_rows: int = 100_000, linger: float = 0.05,
+                 redact: Callable[[str], str] = lambda s: s) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self.linger = linger
+        self.redact = redact
+        self._buf: dict[tuple[str, str, str], list[tuple]] = defaultdict(list)
+        self.pending = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self.appended = 0
+
+    def next_seq(self, n: int = 1) -> int:
+        """First of n fresh seq numbers."""
+        return self.store.next_seq(n)
+
+    def add(self, table: str, exchange: str, pair: str, row: tuple) -> None:
+        """Queue one row."""
+        self._buf[(table, exchange, pair)].append(row)
+        self.pending += 1
+        if self.pending >= self.max_rows:
+            self._room.clear()
+            self._wake.set()
+
+    def extend(self, table: str, exchange: str, pair: str, rows: list[tuple]) -> None:
+        """Queue rows of one partition."""
+        if rows:
+            self._buf[(table, exchange, pair)].extend(rows)
+            self.pending += len(rows)
+            if self.pending >= self.max_rows:
+                self._room.clear()
+                self._wake.set()
+
+    @property
+    def full(self) -> bool:
+        """True while producers should wait."""
+        return not self._room.is_set()
+
+    async def room(self) -> None:
+        """Wait until the buffer is below its bound."""
+        await self._room.wait()
+
+    def _append_batch(self, batches: dict[tuple[str, str, str], list[tuple]]) -> int:
+        done = 0
+        for (table, exchange, pair), rows in batches.items():
+            try:
+                self.store.append(table, exchange, pair, C.to_columns(table, rows))
+                done += len(rows)
+            except Exception as e:  # one bad row must not lose its batch: retry one by one
+                log.error("store refused a batch; retrying row by row",
+                          extra={"fields": {"table": table, "exchange": exchange, "pair": pair, "error": str(e)}})
+                for row in rows:
+                    try:
+                        self.store.append(table, exchange, pair, C.to_columns(table, [row]))
+                        done += 1
+                    except Exception as e1:
+                        self.metrics.inc("errors", "sink")
+                        log.error("row dropped", extra={"fields": {"table": table, "error": str(e1)}})
+        return done
+
+    async def flush(self) -> None:
+        """Hand everything buffered to the store (in a worker thread; one flush at a time, in order)."""
+        async with self._flush_lock:
+            if not self._buf:
+                return
+            batches, self._buf = self._buf, defaultdict(list)
+            n = sum(len(r) for r in batches.values())
+            try:
+                await asyncio.to_thread(self._append_batch, batches)
+            finally:
+                self.pending -= n
+                self.appended += n
+                for (table, exchange, _), rows in batches.items():
+                    self.metrics.inc("rows", exchange, len(rows), table)
+                if self.pending < self.max_rows:
+                    self._room.set()
+
+    async def run(self) -> None:
+        """Writer loop: flush every `linger` seconds, or at once when the buffer is full."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.linger)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+
+class Tap:
+    """One feed's handle: writes raw messages, parsed rows and session events for one exchange."""
+
+    def __init__(self, sink: Sink, exchange: str, feed: str) -> None:
+        self.sink = sink
+        self.exchange = exchange
+        self.feed = feed
+        self.metrics = sink.metrics
+        self.log = logging.getLogger(f"recorder.feeds.{exchange}")
+
+    def new_session(self) -> int:
+        """A fresh session id (allocated from seq)."""
+        return self.sink.next_seq()
+
+    def raw(self, session: int, stream: str, pair: str | None, ts_recv: int, payload: bytes, *,
+            status: str = "ok", reason: str | None = None, request: str | None = None) -> int:
+        """Record one received message verbatim; returns its seq."""
+        seq = self.sink.next_seq()
+        self.metrics.seen(self.feed, len(payload))
+        self.sink.add("raw", self.exchange, pair or ALL_PAIRS, C.raw_row(ts_recv, seq, session, stream, payload, status,
+                                                                         reason, request))
+        return seq
+
+    def reject(self, session: int, stream: str, pair: str | None, ts_recv: int, payload: bytes, reason: str,
+               request: str | None = None) -> int:
+        """Keep a message that could not be parsed: raw row (rejected) plus a `reject` session row."""
+        seq = self.raw(session, stream, pair, ts_recv, payload, status="rejected", reason=reason[:500],
+                       request=request)
+        self.metrics.inc("rejects", self.feed)
+        self.event(session, stream, "reject", f"raw seq {seq}: {reason[:300]}", pair)
+        return seq
+
+    def event(self, session: int, stream: str, kind: str, detail: str | None = None, pair: str | None = None,
+              ts: int | None = None) -> None:
+        """A `sessions` row (connect, disconnect, snapshot, gap, resync, reject, rate_limited, error...)."""
+        detail = self.sink.redact(detail) if detail else detail
+        ts = time.time_ns() if ts is None else ts
+        seq = self.sink.next_seq()
+        self.sink.add("sessions", self.exchange, pair or ALL_PAIRS, C.session_row(ts, seq, session, stream, kind, detail))
+        counter = _COUNTED.get(kind)
+        if counter:
+            self.metrics.inc(counter, self.feed)
+        level = logging.INFO if kind in ("connect", "snapshot", "start", "stop") else logging.WARNING
+        if kind != "reject":
+            self.log.log(level, kind, extra={"fields": {"feed": self.feed, "stream": stream, "pair": pair,
+                                                        "session": session, "detail": detail}})
+
+    def events(self, pair: str, session: int, ts_recv: int, msg_seq: int | None, evs: Iterable[BookEvent]) -> None:
+        """book_events rows, seqs in order."""
+        evs = list(evs)
+        if not evs:
+            return
+        s0 = self.sink.next_seq(len(evs))
+        self.sink.extend("book_events", self.exchange, pair,
+                         [C.event_row(ev, ts_recv, s0 + i, session, msg_seq) for i, ev in enumerate(evs)])
+
+    def levels(self, pair: str, session: int, ts_event: int | None, ts_recv: int, snapshot_id: int,
+               lvs: list[Level], source: str) -> None:
+        """book_levels rows of one snapshot."""
+        if not lvs:
+            return
+        s0 = self.sink.next_seq(len(lvs))
+        self.sink.extend("book_levels", self.exchange, pair,
+                         [C.level_row(lv, ts_event, ts_recv, s0 + i, session, snapshot_id, source)
+                          for i, lv in enumerate(lvs)])
+
+    def trades(self, pair: str, session: int, ts_recv: int, trades: list[Trade], source: str) -> None:
+        """trades rows (already de-duplicated)."""
+        if not trades:
+            return
+        s0 = self.sink.next_seq(len(trades))
+        self.sink.extend("trades", self.exchange, pair,
+                         [C.trade_row(t, ts_recv, s0 + i, session, source) for i, t in enumerate(trades)])
+
+    def candles(self, pair: str, session: int, ts_recv: int, candles: list[Candle]) -> None:
+        """candles rows (only changed versions)."""
+        if not candles:
+            return
+        s0 = self.sink.next_seq(len(candles))
+        self.sink.extend("candles", self.exchange, pair,
+                         [C.candle_row(c, ts_recv, s0 + i, session) for i, c in enumerate(candles)])
