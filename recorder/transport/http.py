@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import aiohttp
@@ -63,7 +64,8 @@ class TokenBucket:
             raise ValueError("burst must be an integer >= 1")
         self.rate_per_s = float(rate_per_s)
         self.burst = int(burst)
-        self._interval_ns = max(1, math.ceil(_NS / self.rate_per_s))
+        # exact rational arithmetic: ceil(1e9 / rate) for the float rate as given
+        self._interval_ns = max(1, math.ceil(Fraction(_NS) / Fraction(self.rate_per_s)))
         self._tau_ns = (self.burst - 1) * self._interval_ns
         self._clock = clock_ns
         self._sleep = sleep
