@@ -82,6 +82,7 @@ class V3Server:
         if self.mode == "silent":
             async for _ in ws:  # swallow everything, answer nothing
                 pass
+            self.closed_at = time.monotonic()
             return ws
         if self.auto40:
             await ws.send_str("40")
@@ -471,3 +472,52 @@ def test_connect_refused_is_transport_error():
             return ei.value
 
     assert "connect failed" in str(run(main()))
+
+
+def test_cancelled_during_handshake_leaves_nothing_behind():
+    srv = V3Server(ping_interval_ms=100, ping_timeout_ms=5000, mode="silent")
+
+    async def main():
+        async with serve(srv.app()) as base, aiohttp.ClientSession() as session:
+            async def user():
+                async with SocketIOClient(session, base, eio=3, connect_wait=5.0):
+                    pass
+
+            task = asyncio.create_task(user())
+            await asyncio.sleep(0.3)  # inside the wait for 40; the ping task is running
+            task.cancel()
+            await asyncio.wait([task])
+            assert task.cancelled()
+            leftovers = [t for t in asyncio.all_tasks() if "eio-ping" in t.get_name()]
+            for _ in range(50):  # the server notices the close
+                if srv.closed_at is not None:
+                    break
+                await asyncio.sleep(0.02)
+            return leftovers
+
+    assert run(main()) == []
+    assert srv.closed_at is not None
+
+
+def test_v4_connect_error_is_transport_error():
+    class Refuse(V3Server):
+        async def handler(self, request):
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.send_str('0{"sid":"r","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}')
+            async for msg in ws:
+                if msg.data == "40":
+                    await ws.send_str('44{"message":"Not authorized"}')
+            return ws
+
+    srv = Refuse()
+
+    async def main():
+        async with serve(srv.app()) as base, aiohttp.ClientSession() as session:
+            with pytest.raises(TransportError) as ei:
+                async with SocketIOClient(session, base, eio=4):
+                    pass
+            return ei.value
+
+    err = run(main())
+    assert "error packet" in str(err) and "Not authorized" in str(err)

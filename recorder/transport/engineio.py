@@ -227,6 +227,8 @@ class SocketIOClient:
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "SocketIOClient":
+        if self._ws is not None:
+            raise RuntimeError("SocketIOClient connects once; create a new instance to reconnect")
         failure: str | None = None
         try:
             async with asyncio.timeout(self.open_timeout):

@@ -91,6 +91,8 @@ class WebSocketClient:
         return self._ws is None or self._ws.closed
 
     async def __aenter__(self) -> "WebSocketClient":
+        if self._ws is not None:
+            raise RuntimeError("WebSocketClient connects once; create a new instance to reconnect")
         failure: str | None = None
         try:
             async with asyncio.timeout(self.open_timeout):
