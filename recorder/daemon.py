@@ -110,8 +110,10 @@ class Daemon:
     """One recorder run over a config."""
 
     def __init__(self, cfg: Config, *, writer: str = "recorder", snapshot_interval: float = 3600.0,
-                 on_ready: Callable[["Daemon"], None] | None = None) -> None:
+                 on_ready: Callable[["Daemon"], None] | None = None,
+                 build: Callable[..., list] = feeds_mod.build) -> None:
         self.cfg = cfg
+        self.build = build
         self.writer = writer
         self.snapshot_interval = snapshot_interval
         self.on_ready = on_ready
@@ -159,7 +161,6 @@ class Daemon:
             except Exception as e:  # every failure is retried: the supervisor never gives up
                 err = describe(e)
             self.metrics.set("up", feed.name, 0)
-            self.metrics.inc("errors", feed.name)
             delay = backoff.next()
             tap.event(self._run_session, "supervisor", "error",
                       f"{feed.name} failed: {err}; restarting in {delay:.2f}s (attempt {backoff.attempt})")
@@ -192,7 +193,7 @@ class Daemon:
                         if "trades" in v.channels and v.name != "bitopro" else {}
                     ctx = VenueContext(v, http, sink, limiter, backoff_base=cfg.backoff_base,
                                        backoff_cap=cfg.backoff_cap, cursors=cursors)
-                    self._feeds += feeds_mod.build(ctx, snapshot_interval=self.snapshot_interval)
+                    self._feeds += self.build(ctx, snapshot_interval=self.snapshot_interval)
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(sink.run(), name="sink")
                     tasks = [tg.create_task(self._supervise(f), name=f.name) for f in self._feeds]

@@ -15,7 +15,7 @@ COUNTERS = {
     "gaps": "gaps written to sessions",
     "rejects": "messages kept raw with status rejected",
     "rate_limited": "requests answered 429 or delayed by the venue's limit",
-    "errors": "feed failures that caused a restart",
+    "errors": "errors written to sessions: feed failures (each restarts the feed) and failed requests",
     "requests": "HTTP requests sent",
     "dropped_duplicates": "trades or candle versions not written because already recorded",
     "book_anomalies": "fills/cancels of unknown orders, overfills and crossed books seen while tracking a book",

@@ -1,0 +1,125 @@
+"""Daemon skeleton with fake feeds: supervision and capped backoff, /metrics and /health, stop, logs."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+
+import aiohttp
+import duckdb
+
+from recorder import config
+from recorder.daemon import Daemon, LogFormatter, Redactor, setup_logging
+from recorder.metrics import Metrics
+
+
+def cfg_for(tmp_path, **rec):
+    return config.parse({"recorder": {"root": str(tmp_path / "data"), "backoff_base": 0.05, "backoff_cap": 0.2,
+                                      "fsync_interval": 0.2, **rec},
+                         "venues": {"btcalpha": {"pairs": ["BTC_USD"]}}}, env={})
+
+
+class FlakyFeed:
+    """Fails `fails` times, then reports healthy, writes a raw row per tick and runs until cancelled."""
+
+    def __init__(self, ctx, fails: int) -> None:
+        self.ctx, self.fails, self.name, self.runs = ctx, fails, "btcalpha:fake", []
+
+    async def run(self, healthy) -> None:
+        self.runs.append(time.monotonic())
+        if len(self.runs) <= self.fails:
+            raise ConnectionError(f"boom {len(self.runs)}")
+        healthy()
+        tap = self.ctx.tap(self.name)
+        session = tap.new_session()
+        while True:
+            tap.raw(session, "fake", "BTC_USD", time.time_ns(), b"tick")
+            await asyncio.sleep(0.05)
+
+
+def run_daemon(cfg, seconds, build, probe=None):
+    async def main():
+        d = Daemon(cfg, build=build)
+        task = asyncio.create_task(d.run())
+        await asyncio.sleep(seconds)
+        extra = await probe(d) if probe else None
+        t0 = time.monotonic()
+        d.stop()
+        code = await task
+        return d, code, time.monotonic() - t0, extra
+    return asyncio.run(main())
+
+
+def q(root, sql):
+    return duckdb.sql(sql.replace("$R", str(root))).fetchall()
+
+
+def test_failing_feed_is_restarted_with_capped_backoff_and_never_given_up(tmp_path):
+    feeds = []
+
+    def build(ctx, **_):
+        feeds.append(FlakyFeed(ctx, fails=8))
+        return feeds
+
+    cfg = cfg_for(tmp_path)
+    d, code, stop_s, _ = run_daemon(cfg, 3.0, build)
+    assert code == 0 and stop_s < 10
+    runs = feeds[0].runs
+    assert len(runs) >= 9  # eight failures, then a healthy run
+    gaps = [b - a for a, b in zip(runs, runs[1:])]
+    assert max(gaps) < 0.2 + 0.15  # never more than the cap (plus scheduling slack)
+    assert d.metrics.value("errors", "btcalpha:fake") == 8
+    assert d.metrics.value("reconnects", "btcalpha:fake") == 8
+    root = cfg.root
+    errors = q(root, "SELECT detail FROM read_parquet('$R/sessions/**/*.parquet') WHERE kind='error' ORDER BY seq")
+    assert len(errors) == 8 and "boom 1" in errors[0][0] and "restarting in" in errors[0][0]
+    kinds = [k for (k,) in q(root, "SELECT kind FROM read_parquet('$R/sessions/**/*.parquet') ORDER BY seq")]
+    assert kinds[0] == "start" and kinds[-1] == "stop"
+    n_raw = q(root, "SELECT count(*) FROM read_parquet('$R/raw/**/*.parquet')")[0][0]
+    assert n_raw > 10
+
+
+def test_metrics_and_health_endpoints(tmp_path):
+    def build(ctx, **_):
+        return [FlakyFeed(ctx, fails=0)]
+
+    async def probe(d):
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{d.port}/metrics") as r:
+                metrics = (r.status, r.headers["Content-Type"], await r.text())
+            async with s.get(f"http://127.0.0.1:{d.port}/health") as r:
+                health = (r.status, await r.json())
+        return metrics, health
+
+    _, code, _, (metrics, health) = run_daemon(cfg_for(tmp_path), 1.0, build, probe)
+    assert code == 0
+    status, ctype, text = metrics
+    assert status == 200 and ctype.startswith("text/plain")
+    assert 'booktape_messages_total{feed="btcalpha:fake"}' in text
+    assert 'booktape_rows_total{feed="btcalpha",table="raw"}' in text
+    assert 'booktape_up{feed="btcalpha:fake"} 1' in text
+    assert "booktape_queue_rows " in text
+    assert health[0] == 200 and health[1]["ok"] and health[1]["feeds"]["btcalpha:fake"]["up"]
+
+
+def test_metrics_render_is_prometheus_text():
+    m = Metrics(clock=lambda: 100.0)
+    m.inc("rows", "v", 3, table="trades")
+    m.seen('we"ird', 10)
+    m.set("lag_seconds", "v", 0.25)
+    text = m.render()
+    assert 'booktape_rows_total{feed="v",table="trades"} 3' in text
+    assert 'booktape_messages_total{feed="we\\"ird"} 1' in text
+    assert "# TYPE booktape_lag_seconds gauge" in text and 'booktape_lag_seconds{feed="v"} 0.25' in text
+
+
+def test_log_lines_are_structured_and_redacted():
+    buf = io.StringIO()
+    setup_logging("json", "info", Redactor(["hunter2-secret"]), buf)
+    logging.getLogger("recorder.x").warning("failed", extra={"fields": {"detail": "sig hunter2-secret bad", "n": 3}})
+    line = json.loads(buf.getvalue().strip())
+    assert line["msg"] == "failed" and line["n"] == 3 and line["detail"] == "sig *** bad"
+    kv = LogFormatter("kv", Redactor(["abc"])).format(logging.LogRecord("r", 20, "", 0, "x abc", None, None))
+    assert "abc" not in kv and "level=info" in kv
