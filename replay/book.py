@@ -1,0 +1,670 @@
+"""The numpy book engine: L3 books from book_events and L2 books from book_levels, one hour at a time.
+
+Prices and amounts become int64 ticks/lots at the smallest power of ten that makes every value of the
+hour integral (exact, checked to fit int64). Everything is vectorised except the L3 event loop, which
+is `replay.kernels.l3_run`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replay import kernels as K
+from replay import source
+from schemas import BBO, DEC, DEPTH, TS
+
+#: Largest price range (in ticks) mapped directly to level slots; wider hours use sorted unique prices.
+DIRECT_MAX = 1 << 20
+SIDES = ("bid", "ask")
+
+
+class ReplayError(ValueError):
+    """The data cannot be replayed exactly (e.g. a value that does not fit int64 ticks)."""
+
+
+# ---------------------------------------------------------------- exact decimals <-> int64
+
+
+def _words(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """A decimal128 column as (array, uint64 lo/hi words, validity)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], DEC)
+    n = len(arr)
+    w = np.frombuffer(arr.buffers()[1], np.uint64)[2 * arr.offset: 2 * (arr.offset + n)] if n else \
+        np.empty(0, np.uint64)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else np.ones(n, bool)
+    return arr, w, valid
+
+
+def scale_of(*columns) -> int:
+    """Smallest k such that every value of the columns times 10**k is an integer."""
+    return max([0] + [K.dec_scale(*_words(c)[1:]) for c in columns])
+
+
+def to_ints(column, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(value * 10**k as int64, validity) for a decimal column; ReplayError if a value does not fit."""
+    arr, w, valid = _words(column)
+    out = np.empty(len(valid), np.int64)
+    bad = K.dec_to_int(w, valid, k, out)
+    if bad >= 0:
+        raise ReplayError(f"{arr[bad].as_py()} is not an int64 multiple of 1e-{k}")
+    return out, valid
+
+
+def to_dec(x: np.ndarray, k: int, valid: np.ndarray | None = None) -> pa.Array:
+    """decimal128(38,18) array of x / 10**k (null where not valid)."""
+    x = np.ascontiguousarray(x, np.int64)
+    w = np.empty(2 * len(x), np.uint64)
+    K.int_to_dec(x, k, w)
+    mask = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(DEC, len(x), [mask, pa.py_buffer(w)])
+
+
+def text(v: int, k: int) -> str:
+    """Exact canonical decimal text of v / 10**k (no exponent, no trailing zeros)."""
+    s = str(abs(int(v))).rjust(k + 1, "0")
+    i, f = (s[:-k], s[-k:].rstrip("0")) if k else (s, "")
+    return ("-" if v < 0 else "") + i + ("." + f if f else "")
+
+
+def _strings(codes: np.ndarray, values: tuple[str, ...]) -> pa.Array:
+    """String array from small integer codes into values."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(values)).cast(pa.string())
+
+
+def _table(schema: pa.Schema, cols: dict) -> pa.Table:
+    """A table in the schema's column order."""
+    return pa.Table.from_arrays([cols[n] for n in schema.names], schema=schema)
+
+
+def _ts(x: np.ndarray) -> pa.Array:
+    return pa.array(x.astype(np.int64), pa.int64()).cast(TS)
+
+
+# ---------------------------------------------------------------- books
+
+
+@dataclass
+class Book:
+    """A book at one instant: orders (L3) or levels (L2) as int64 ticks/lots with their scales."""
+
+    l3: bool
+    seq: int
+    ts: int
+    gap: bool
+    side: np.ndarray
+    price: np.ndarray
+    amount: np.ndarray
+    price_scale: int
+    amount_scale: int
+    order_id: np.ndarray | None = None
+    count: np.ndarray | None = None
+
+    @property
+    def orders(self) -> list[tuple[str, Decimal, Decimal, int]]:
+        """Resting orders (side, price, amount, order_id), best price first, then time priority (L3)."""
+        return [(SIDES[s], Decimal(text(p, self.price_scale)), Decimal(text(a, self.amount_scale)), int(o))
+                for s, p, a, o in zip(self.side, self.price, self.amount, self.order_id)]
+
+    def _levels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(side, price, amount, count) per level, each side best first (orders are kept in that order)."""
+        if not self.l3:
+            return self.side, self.price, self.amount, self.count
+        if not len(self.side):
+            return self.side, self.price, self.amount, self.amount
+        st = np.nonzero(_changed(self.side, self.price))[0]
+        return (self.side[st], self.price[st], np.add.reduceat(self.amount, st),
+                np.diff(np.append(st, len(self.side))))
+
+    def levels(self, n: int | None = None) -> dict[str, list[tuple[Decimal, Decimal, int | None]]]:
+        """Top n levels per side as exact (price, amount, count), best first."""
+        side, price, amount, count = self._levels()
+        out = {}
+        for s, name in enumerate(SIDES):
+            m = np.nonzero(side == s)[0][:n]
+            out[name] = [(Decimal(text(price[i], self.price_scale)), Decimal(text(amount[i], self.amount_scale)),
+                          None if count is None or count[i] < 0 else int(count[i])) for i in m]
+        return out
+
+    def digest(self) -> str:
+        """sha256 of the canonical book: sorted lines `side price amount[ order_id]` as exact decimal text."""
+        if self.l3:
+            idx = np.lexsort((self.order_id, self.amount, self.price, -self.side))
+            lines = [f"{SIDES[self.side[i]]} {text(self.price[i], self.price_scale)} "
+                     f"{text(self.amount[i], self.amount_scale)} {self.order_id[i]}\n" for i in idx]
+        else:
+            idx = np.lexsort((self.amount, self.price, -self.side))
+            lines = [f"{SIDES[self.side[i]]} {text(self.price[i], self.price_scale)} "
+                     f"{text(self.amount[i], self.amount_scale)}\n" for i in idx]
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+@dataclass
+class HourResult:
+    """Everything one replayed hour produced."""
+
+    hour: int
+    kind: str
+    rows: int = 0
+    duplicates: int = 0
+    anomalies: dict[str, int] = field(default_factory=dict)
+    #: seq of the first occurrence of each anomaly kind.
+    first: dict[str, int] = field(default_factory=dict)
+    digest: str = ""
+    book: Book | None = None
+    bbo: pa.Table | None = None
+    depth: pa.Table | None = None
+    mismatches: list[str] = field(default_factory=list)
+    checked: int = 0
+
+
+@dataclass(frozen=True)
+class Depth:
+    """What to sample: top `levels` per side every `every` ns, or after every event when every is None."""
+
+    levels: int = 10
+    every: int | None = 1_000_000_000
+
+
+def _samples(ts_recv: np.ndarray, hour: int, every: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sample times, index of the last row with running-max ts_recv <= t) for interval sampling."""
+    t0 = -(-int(ts_recv[0]) // every) * every
+    times = np.arange(t0, hour + source.HOUR_NS, every, dtype=np.int64)
+    pos = np.searchsorted(np.maximum.accumulate(ts_recv), times, "right") - 1
+    return times, pos
+
+
+def _changed(*cols: np.ndarray) -> np.ndarray:
+    """Rows whose values differ from the previous row in any column (the first row always)."""
+    n = len(cols[0])
+    ch = np.zeros(n, bool)
+    ch[:1] = True
+    for c in cols:
+        ch[1:] |= c[1:] != c[:-1]
+    return ch
+
+
+def _bbo_table(ts_event, ts_recv, seq, bp, ba, ap, aa, gap, pk: int, ak: int) -> pa.Table:
+    """bbo rows (ticks/lots in, exact decimals out); a price of -1 means the side is empty."""
+    bv, av = bp >= 0, ap >= 0
+    return _table(BBO.schema, {
+        "ts_event": _ts(ts_event), "ts_recv": _ts(ts_recv), "seq": pa.array(seq, pa.int64()),
+        "bid_price": to_dec(bp, pk, bv), "bid_amount": to_dec(ba, ak, bv),
+        "ask_price": to_dec(ap, pk, av), "ask_amount": to_dec(aa, ak, av), "gap": pa.array(gap, pa.bool_())})
+
+
+def _depth_table(ts, seq, gap, price, amount, count, pk: int, ak: int) -> pa.Table:
+    """depth rows from (samples, 2 sides, levels) arrays; price -1 marks no level, count -1 unknown; asks first."""
+    ns, _, nlev = price.shape
+    price, amount = price[:, ::-1], amount[:, ::-1]
+    have = price >= 0
+    lv = np.broadcast_to(np.arange(nlev, dtype=np.int32), price.shape)[have]
+    sd = np.broadcast_to(np.array([1, 0], np.int8)[None, :, None], price.shape)[have]
+    rep = have.reshape(ns, -1).sum(1)
+    cnt = count[:, ::-1][have]
+    cnt = pa.array(cnt.astype(np.int32), mask=cnt < 0)
+    return _table(DEPTH.schema, {
+        "ts": _ts(np.repeat(ts, rep)), "seq": pa.array(np.repeat(seq, rep), pa.int64()),
+        "side": _strings(sd, SIDES), "level": pa.array(lv, pa.int32()),
+        "price": to_dec(price[have], pk), "amount": to_dec(amount[have], ak), "count": cnt,
+        "gap": pa.array(np.repeat(gap, rep), pa.bool_())})
+
+
+# ---------------------------------------------------------------- L3
+
+
+@dataclass
+class Events:
+    """One hour of book_events as int64 columns ready for the kernel."""
+
+    seq: np.ndarray
+    ts_event: np.ndarray
+    ts_recv: np.ndarray
+    act: np.ndarray
+    side: np.ndarray
+    oid: np.ndarray
+    pidx: np.ndarray
+    amt: np.ndarray
+    ok: np.ndarray
+    #: tick of each price index, and the scales (value = ticks / 10**scale).
+    ticks: np.ndarray
+    price_scale: int
+    amount_scale: int
+    observe: np.ndarray = None
+    gap: np.ndarray = None
+
+    @classmethod
+    def from_table(cls, tab: pa.Table, gap_seqs: np.ndarray | None = None) -> "Events":
+        """Vectorised conversion of seq-ordered book_events rows (exact decimals checked to fit int64)."""
+        codes = lambda c, vals: pc.fill_null(pc.index_in(tab.column(c), value_set=pa.array(vals)), -1) \
+            .to_numpy().astype(np.int8)
+        act, side = codes("action", K.ACTIONS), codes("side", SIDES)
+        pk, ak = scale_of(tab.column("price")), scale_of(tab.column("amount"))
+        px, pv = to_ints(tab.column("price"), pk)
+        amt, av = to_ints(tab.column("amount"), ak)
+        oidc = tab.column("order_id")
+        oid = pc.fill_null(oidc, 0).to_numpy()
+        ov = oidc.is_valid().to_numpy() if oidc.null_count else np.ones(len(oid), bool)
+        return cls.from_arrays(tab.column("seq").to_numpy(),
+                               pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy(),
+                               tab.column("ts_recv").cast(pa.int64()).to_numpy(), act, side, oid, px, amt, pk, ak,
+                               ov, pv, av, gap_seqs)
+
+    @classmethod
+    def from_arrays(cls, seq, ts_event, ts_recv, act, side, oid, px, amt, pk: int, ak: int,
+                    ov=None, pv=None, av=None, gap_seqs: np.ndarray | None = None) -> "Events":
+        """Events from int64 columns (price ticks, amount lots at scales pk, ak; validity masks optional)."""
+        n = len(seq)
+        ov, pv, av = (np.ones(n, bool) if v is None else v for v in (ov, pv, av))
+        ticks, pidx = _price_index(px, pv)
+        add = (act == K.A) | (act == K.S)
+        red = (act == K.F) | (act == K.P)
+        ok = (act == K.R) | ((act == K.C) & ov) | (red & ov & av & (amt > 0)) | \
+             (add & ov & av & pv & (side >= 0) & (amt > 0))
+        ev = cls(seq, ts_event, ts_recv, act, side, oid, pidx, amt, ok, ticks, pk, ak)
+        ev.observe, ev.gap = _observe_gap(act, seq, np.empty(0, np.int64) if gap_seqs is None else gap_seqs)
+        return ev
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+
+def _price_index(px: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tick per price index, price index per row or -1): direct offsets when the range is small."""
+    if not valid.any():
+        return np.zeros(1, np.int64), np.full(len(px), -1, np.int64)
+    v = px[valid]
+    lo, hi = int(v.min()), int(v.max())
+    pidx = np.full(len(px), -1, np.int64)
+    if hi - lo < DIRECT_MAX:
+        pidx[valid] = v - lo
+        return np.arange(lo, hi + 1, dtype=np.int64), pidx
+    ticks, inv = np.unique(v, return_inverse=True)
+    pidx[valid] = inv
+    return ticks, pidx
+
+
+def _observe_gap(act: np.ndarray, seq: np.ndarray, gap_seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """observe: the book after this event is a real state (not mid-snapshot); gap: not known exact.
+
+    The book is unknown from the hour's start, every R and every gap-kind sessions row until the
+    snapshot (R then its S rows) completes; a gap row at the completing event wins.
+    """
+    n = len(act)
+    snap = (act == K.R) | (act == K.S)
+    nxt_s = np.zeros(n, bool)
+    nxt_s[:-1] = act[1:] == K.S
+    observe = ~(snap & nxt_s)
+    rpos = np.nonzero(act == K.R)[0]
+    obs = np.nonzero(observe)[0]
+    ends = obs[np.searchsorted(obs, rpos)] if len(rpos) else rpos
+    gs = np.full(n, -1, np.int64)
+    sc = np.full(n, -1, np.int64)
+    if n:
+        gs[0] = 0
+    gs[rpos] = 2 * rpos
+    sp = np.searchsorted(seq, gap_seqs, "right")
+    sp = sp[sp < n]
+    gs[sp] = 2 * sp + 1
+    sc[ends] = 2 * ends
+    return observe, np.maximum.accumulate(gs) > np.maximum.accumulate(sc)
+
+
+class L3Replay:
+    """The order-level book over one hour's Events, advanced in place by the kernel."""
+
+    def __init__(self, ev: Events):
+        self.ev = ev
+        self.ht = np.full((1 << 12, 4), -1, np.int64)
+        self.shift = np.uint64(64 - 12)
+        self.live = np.zeros(1, np.int64)
+        self.lamt = np.zeros((2, len(ev.ticks)), np.int64)
+        self.lcnt = np.zeros((2, len(ev.ticks)), np.int64)
+        self.best = np.full(2, -1, np.int64)
+        self.counts = np.zeros(len(K.KINDS), np.int64)
+        self.first = np.full(len(K.KINDS), -1, np.int64)
+        self.crossed = np.zeros(1, np.bool_)
+        self.pos = 0
+
+    def run(self, stop: int, bbo: np.ndarray | None = None, samples: np.ndarray | None = None,
+            nlev: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply events up to index stop; fill bbo (4, n) per event; record top nlev at sample positions."""
+        e = self.ev
+        samples = np.zeros(0, np.int64) if samples is None else samples.astype(np.int64)
+        dp = np.empty((len(samples), 2, nlev), np.int64)
+        da, dc = np.empty_like(dp), np.empty_like(dp)
+        bbo = np.empty((4, 0), np.int64) if bbo is None else bbo
+        sptr = np.zeros(1, np.int64)
+        while self.pos < stop:
+            self.pos = K.l3_run(e.act, e.side, e.oid, e.pidx, e.amt, e.ok, e.observe, self.pos, stop, self.ht,
+                                self.shift, self.live, self.lamt, self.lcnt, self.best, self.counts, self.first,
+                                self.crossed, bbo, samples, sptr, dp, da, dc)
+            if self.pos < stop:
+                self.ht, self.shift = K.grow(self.ht, self.shift)
+        return dp, da, dc
+
+    def book(self) -> Book:
+        """The current book: live orders, bids best first then asks best first, time priority within a price."""
+        e = self.ev
+        ht = self.ht[self.ht[:, 1] != -1]
+        side, p = (ht[:, 1] & 1).astype(np.int8), ht[:, 1] >> 1
+        ht, side, p = (x[np.lexsort((ht[:, 3], np.where(side == 0, -p, p), side))] for x in (ht, side, p))
+        last = self.pos - 1
+        return Book(True, int(e.seq[last]) if last >= 0 else -1, int(e.ts_recv[last]) if last >= 0 else 0,
+                    bool(e.gap[last]) if last >= 0 else True, side, e.ticks[p], ht[:, 2].copy(),
+                    e.price_scale, e.amount_scale, order_id=ht[:, 0].copy())
+
+    def anomalies(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Counts per anomaly kind (every kind listed) and the seq of each kind's first occurrence."""
+        counts = {k: int(c) for k, c in zip(K.KINDS, self.counts)}
+        first = {k: int(self.ev.seq[f]) for k, f in zip(K.KINDS, self.first) if f >= 0}
+        return counts, first
+
+
+def replay_events(tab: pa.Table, hour: int | None = None, *, gap_seqs: np.ndarray | None = None,
+                  bbo: bool = False, depth: Depth | None = None, at: int | None = None,
+                  grouped: pa.Table | None = None) -> HourResult:
+    """Replay one hour of seq-ordered book_events rows (up to ts_recv <= at when given).
+
+    grouped: rest_grouped book_levels rows to verify against (mismatches listed in the result).
+    """
+    ev = Events.from_table(tab, gap_seqs)
+    n = len(ev)
+    hour = int(ev.ts_recv[0] - ev.ts_recv[0] % source.HOUR_NS) if hour is None and n else (hour or 0)
+    res = HourResult(hour, "l3", rows=n)
+    if n == 0:
+        return res
+    stop = n if at is None else int(np.searchsorted(np.maximum.accumulate(ev.ts_recv), at, "right"))
+    rp = L3Replay(ev)
+    samples, nlev, times = np.zeros(0, np.int64), 0, None
+    if depth is not None and depth.levels > 0:
+        nlev = depth.levels
+        if depth.every is None:
+            samples = np.nonzero(ev.observe)[0]
+            times = ev.ts_recv[samples]
+        else:
+            times, samples = _samples(ev.ts_recv, hour, depth.every)
+    gpos = gsnap = None
+    if grouped is not None and grouped.num_rows:
+        gsnap, gpos, glev = _grouped(grouped, ev.seq)
+        nlev_v = max(nlev, glev)
+    else:
+        nlev_v = nlev
+    allpos = samples if gpos is None else np.concatenate([samples, gpos])
+    order = np.argsort(allpos, kind="stable")
+    bb = np.empty((4, n), np.int64) if bbo else None
+    dp, da, dc = rp.run(stop, bb, allpos[order], nlev_v)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    res.anomalies, res.first = rp.anomalies()
+    res.book = rp.book()
+    res.digest = res.book.digest()
+    tk = ev.ticks
+    if bbo:
+        o = np.nonzero(ev.observe[:stop])[0]
+        b = bb[:, o]
+        g = ev.gap[o]
+        ch = o[_changed(b[0], b[1], b[2], b[3], g)]
+        b = bb[:, ch]
+        res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(b[0] >= 0, tk[b[0]], -1), b[1],
+                             np.where(b[2] >= 0, tk[b[2]], -1), b[3], ev.gap[ch], ev.price_scale, ev.amount_scale)
+    if nlev:
+        k = inv[:len(samples)]
+        keep = samples < stop
+        k, pos, times = k[keep], samples[keep], times[keep]
+        p = dp[k, :, :nlev]
+        res.depth = _depth_table(times, ev.seq[pos], ev.gap[pos], np.where(p >= 0, tk[p], -1), da[k, :, :nlev],
+                                 dc[k, :, :nlev], ev.price_scale, ev.amount_scale)
+    if gpos is not None:
+        k = inv[len(samples):]
+        res.mismatches, res.checked = _verify_grouped(gsnap, gpos, dp[k], da[k], ev)
+    return res
+
+
+def _grouped(grouped: pa.Table, seq: np.ndarray) -> tuple[list, np.ndarray, int]:
+    """Grouped REST snapshots: (per snapshot (id, {side: [(price, amount)]}), event position, max levels)."""
+    sid = grouped.column("snapshot_id").to_numpy()
+    side = grouped.column("side").to_pylist()
+    lev = grouped.column("level").to_numpy()
+    price, amount = grouped.column("price").to_pylist(), grouped.column("amount").to_pylist()
+    snaps: dict[int, dict[str, list]] = {}
+    for i in np.lexsort((lev, sid)):
+        snaps.setdefault(int(sid[i]), {"bid": [], "ask": []})[side[i]].append((price[i], amount[i]))
+    ids = np.array(sorted(snaps), np.int64)
+    pos = np.searchsorted(seq, ids, "left") - 1
+    most = max((len(v) for s in snaps.values() for v in s.values()), default=0)
+    return [(i, snaps[i]) for i in ids.tolist()], pos, most
+
+
+def _verify_grouped(snaps, pos, dp, da, ev: Events) -> tuple[list[str], int]:
+    """Compare the replayed top levels with each grouped REST snapshot taken outside a gap."""
+    out, checked = [], 0
+    for j, (sid, levels) in enumerate(snaps):
+        p = int(pos[j])
+        if p < 0 or ev.gap[p]:
+            continue
+        checked += 1
+        for s, name in enumerate(SIDES):
+            want = levels[name]
+            got = [(Decimal(text(ev.ticks[dp[j, s, k]], ev.price_scale)), Decimal(text(da[j, s, k], ev.amount_scale)))
+                   for k in range(len(want)) if dp[j, s, k] >= 0]
+            for k, w in enumerate(want):
+                g = got[k] if k < len(got) else None
+                if g is None or g[0] != w[0] or g[1] != w[1]:
+                    out.append(f"snapshot {sid} {name} level {k}: recorded {w[0]} x {w[1]}, replayed "
+                               + ("nothing" if g is None else f"{g[0]} x {g[1]}"))
+                    break
+    return out, checked
+
+
+# ---------------------------------------------------------------- L2
+
+
+def l2_source(tab: pa.Table) -> pa.Table:
+    """The L2 book rows of an hour: `ws` pushes when there are any, else `rest` books."""
+    src = tab.column("source")
+    for s in ("ws", "rest"):
+        m = pc.equal(src, s)
+        if pc.any(m).as_py():
+            return tab.filter(m)
+    return tab.schema.empty_table()
+
+
+@dataclass
+class Snapshots:
+    """L2 snapshots of one hour: rows sorted by (snapshot, side, level) with per-snapshot offsets."""
+
+    sid: np.ndarray
+    ts_event: np.ndarray
+    ts_recv: np.ndarray
+    start: np.ndarray
+    side: np.ndarray
+    level: np.ndarray
+    price: np.ndarray
+    amount: np.ndarray
+    count: np.ndarray
+    price_scale: int
+    amount_scale: int
+
+    @classmethod
+    def from_table(cls, tab: pa.Table) -> "Snapshots":
+        """Group book_levels rows by snapshot_id (vectorised)."""
+        sid = tab.column("snapshot_id").to_numpy()
+        side = pc.fill_null(pc.index_in(tab.column("side"), value_set=pa.array(SIDES)), -1).to_numpy().astype(np.int8)
+        lev = tab.column("level").to_numpy()
+        o = np.lexsort((lev, side, sid))
+        tab, sid, side, lev = tab.take(o), sid[o], side[o], lev[o]
+        pk, ak = scale_of(tab.column("price")), scale_of(tab.column("amount"))
+        price, amount = to_ints(tab.column("price"), pk)[0], to_ints(tab.column("amount"), ak)[0]
+        count = pc.fill_null(tab.column("count"), -1).to_numpy().astype(np.int64)
+        start = np.nonzero(_changed(sid))[0]
+        return cls(sid[start], pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy()[start],
+                   tab.column("ts_recv").cast(pa.int64()).to_numpy()[start], start, side, lev, price, amount,
+                   count, pk, ak)
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+    def row_snapshot(self) -> np.ndarray:
+        """Snapshot index of every row."""
+        return np.repeat(np.arange(len(self.sid)), np.diff(np.append(self.start, len(self.side))))
+
+    def top(self, snaps: np.ndarray, nlev: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(price, amount, count) arrays (len(snaps), 2, nlev) of the given snapshots; price -1 = no level."""
+        shape = (len(snaps), 2, nlev)
+        p, a, c = np.full(shape, -1, np.int64), np.zeros(shape, np.int64), np.full(shape, -1, np.int64)
+        size = np.diff(np.append(self.start, len(self.side)))[snaps]
+        j = np.repeat(np.arange(len(snaps)), size)
+        r = np.repeat(self.start[snaps] - np.cumsum(size) + size, size) + np.arange(len(j))
+        m = (self.level[r] < nlev) & (self.level[r] >= 0) & (self.side[r] >= 0)
+        j, r = j[m], r[m]
+        p[j, self.side[r], self.level[r]] = self.price[r]
+        a[j, self.side[r], self.level[r]] = self.amount[r]
+        c[j, self.side[r], self.level[r]] = self.count[r]
+        return p, a, c
+
+    def book(self, j: int, gap: bool = False) -> Book:
+        """The book of snapshot j (levels as recorded)."""
+        lo, hi = self.start[j], self.start[j + 1] if j + 1 < len(self.start) else len(self.side)
+        o = lo + np.lexsort((self.level[lo:hi], self.side[lo:hi]))
+        return Book(False, int(self.sid[j]), int(self.ts_recv[j]), gap, self.side[o], self.price[o],
+                    self.amount[o], self.price_scale, self.amount_scale, count=self.count[o])
+
+
+def l2_changes(sn: Snapshots) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Level changes between consecutive snapshots: (snapshot index, side, price, old, new amount; 0 = absent)."""
+    rs = sn.row_snapshot()
+    prev = rs + 1 < len(sn)
+    snap = np.concatenate([rs, rs[prev] + 1])
+    side = np.concatenate([sn.side, sn.side[prev]])
+    price = np.concatenate([sn.price, sn.price[prev]])
+    amt = np.concatenate([sn.amount, sn.amount[prev]])
+    cur = np.concatenate([np.ones(len(rs), bool), np.zeros(int(prev.sum()), bool)])
+    keep = snap > 0
+    snap, side, price, amt, cur = snap[keep], side[keep], price[keep], amt[keep], cur[keep]
+    o = np.lexsort((cur, price, side, snap))
+    snap, side, price, amt, cur = snap[o], side[o], price[o], amt[o], cur[o]
+    pair = np.zeros(len(snap), bool)
+    pair[:-1] = (snap[1:] == snap[:-1]) & (side[1:] == side[:-1]) & (price[1:] == price[:-1])
+    old = np.where(cur, 0, amt)
+    new = np.where(cur, amt, 0)
+    new[:-1] = np.where(pair[:-1], amt[1:], new[:-1])
+    lead = ~np.concatenate([[False], pair[:-1]])
+    m = lead & (old != new)
+    return snap[m], side[m], price[m], old[m], new[m]
+
+
+def _l2_checks(sn: Snapshots) -> list[str]:
+    """Consistency of each snapshot (contiguous levels, strictly ordered prices, positive amounts, not
+    crossed) and of consecutive snapshots (venue time never goes back)."""
+    out = []
+    rs = sn.row_snapshot()
+    grp = _changed(rs, sn.side)
+    gstart = np.maximum.accumulate(np.where(grp, np.arange(len(rs)), 0))
+    bad_level = sn.level != np.arange(len(rs)) - gstart
+    step = np.zeros(len(rs), bool)
+    step[1:] = ~grp[1:] & np.where(sn.side[1:] == 0, sn.price[1:] >= sn.price[:-1], sn.price[1:] <= sn.price[:-1])
+    for name, bad in (("levels not contiguous from 0", bad_level), ("prices not strictly ordered", step),
+                      ("amount not positive", sn.amount <= 0), ("side not bid/ask", sn.side < 0)):
+        for j in np.unique(rs[bad]):
+            out.append(f"snapshot {sn.sid[j]}: {name}")
+    top = sn.top(np.arange(len(sn)), 1)[0][:, :, 0]
+    for j in np.nonzero((top[:, 0] >= 0) & (top[:, 1] >= 0) & (top[:, 0] >= top[:, 1]))[0]:
+        out.append(f"snapshot {sn.sid[j]}: crossed (bid {text(top[j, 0], sn.price_scale)} >= ask "
+                   f"{text(top[j, 1], sn.price_scale)})")
+    back = np.nonzero(sn.ts_event[1:] < sn.ts_event[:-1])[0] + 1
+    out += [f"snapshot {sn.sid[j]}: ts_event goes back from snapshot {sn.sid[j - 1]}" for j in back]
+    return out
+
+
+def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Table | None = None,
+                  bbo: bool = False, depth: Depth | None = None, at: int | None = None,
+                  verify: bool = False) -> HourResult:
+    """Replay one hour of L2 snapshots (book_levels rows of one source) up to ts_recv <= at when given."""
+    tab = l2_source(tab)
+    res = HourResult(hour or 0, "l2", rows=tab.num_rows)
+    if tab.num_rows == 0:
+        return res
+    sn = Snapshots.from_table(tab)
+    if hour is None:
+        res.hour = hour = int(sn.ts_recv[0] - sn.ts_recv[0] % source.HOUR_NS)
+    run_ts = np.maximum.accumulate(sn.ts_recv)
+    last = len(sn) - 1 if at is None else int(np.searchsorted(run_ts, at, "right")) - 1
+    if last < 0:
+        return res
+    res.book = sn.book(last)
+    res.digest = res.book.digest()
+    if verify:
+        res.mismatches, res.checked = _l2_checks(sn), len(sn)
+    n = last + 1
+    if bbo:
+        p, a, _ = sn.top(np.arange(n), 1)
+        ch = np.nonzero(_changed(p[:, 0, 0], a[:, 0, 0], p[:, 1, 0], a[:, 1, 0]))[0]
+        res.bbo = _bbo_table(sn.ts_event[ch], sn.ts_recv[ch], sn.sid[ch], p[ch, 0, 0], a[ch, 0, 0], p[ch, 1, 0],
+                             a[ch, 1, 0], np.zeros(len(ch), bool), sn.price_scale, sn.amount_scale)
+    if depth is not None and depth.levels > 0:
+        if depth.every is None:
+            snaps, times = np.arange(n), sn.ts_recv[:n]
+        else:
+            times, snaps = _samples(sn.ts_recv, hour, depth.every)
+            keep = (snaps >= 0) & (snaps < n)
+            times, snaps = times[keep], snaps[keep]
+        gap = np.zeros(len(snaps), bool)
+        if gap_sessions is not None and gap_sessions.num_rows:
+            st = gap_sessions.column("ts").cast(pa.int64()).to_numpy()
+            sq = gap_sessions.column("seq").to_numpy()
+            o = np.argsort(st, kind="stable")
+            latest = np.maximum.accumulate(sq[o])
+            k = np.searchsorted(st[o], times, "right") - 1
+            gap = (k >= 0) & (np.where(k >= 0, latest[np.maximum(k, 0)], -1) > sn.sid[snaps])
+        p, a, c = sn.top(snaps, depth.levels)
+        res.depth = _depth_table(times, sn.sid[snaps], gap, p, a, c, sn.price_scale, sn.amount_scale)
+    return res
+
+
+# ---------------------------------------------------------------- from the dataset
+
+
+def kind(root, exchange: str, pair: str) -> str:
+    """'l3' when the pair has book_events, else 'l2' (book_levels snapshots)."""
+    return "l3" if source.dates(root, "book_events", exchange, pair) else "l2"
+
+
+def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *, bbo: bool = False,
+                depth: Depth | None = None, verify: bool = False, at: int | None = None,
+                book_kind: str | None = None) -> HourResult:
+    """Read one hour from the dataset root and replay it alone (the unit of parallelism)."""
+    book_kind = book_kind or kind(root, exchange, pair)
+    end = hour + source.HOUR_NS
+    if book_kind == "l3":
+        rd = source.hour_events(root, exchange, pair, hour)
+        seqs = np.empty(0, np.int64)
+        if rd.table.num_rows:
+            sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end + 60 * 10**9)
+            seqs = sess.column("seq").to_numpy()
+        grouped = None
+        if verify:
+            lv = source.hour_levels(root, exchange, pair, hour).table
+            grouped = lv.filter(pc.equal(lv.column("source"), "rest_grouped"))
+        res = replay_events(rd.table, hour, gap_seqs=seqs, bbo=bbo, depth=depth, at=at, grouped=grouped)
+    else:
+        rd = source.hour_levels(root, exchange, pair, hour)
+        sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end)
+        res = replay_levels(rd.table, hour, gap_sessions=sess, bbo=bbo, depth=depth, at=at, verify=verify)
+    res.hour, res.duplicates = hour, rd.duplicates
+    return res
+
+
+def book_at(root: str | os.PathLike, exchange: str, pair: str, ts: int) -> Book:
+    """The book at instant ts (every event with ts_recv <= ts of its hour applied)."""
+    hour = ts - ts % source.HOUR_NS
+    res = replay_hour(root, exchange, pair, hour, at=ts)
+    if res.book is None:
+        raise ReplayError(f"no {exchange} {pair} book data at or before {ts} in its hour")
+    return res.book

@@ -1,0 +1,321 @@
+"""The sequential parts of replay as small numba kernels: the L3 book loop and exact decimal128 <-> int64.
+
+Everything here is a loop that numpy cannot express (each event depends on the book the previous one
+left); callers in `replay.book` prepare and consume plain numpy arrays around it.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: Action codes (index into ACTIONS) and side codes.
+ACTIONS = ("R", "S", "A", "F", "C", "P")
+R, S, A, F, C, P = range(6)
+BID, ASK = 0, 1
+#: Conservation anomalies, counted per hour; the index is the code used by the kernel.
+KINDS = ("fill_unknown", "overfill", "fill_price", "cancel_unknown", "overcancel", "dup_add", "crossed", "invalid")
+FILL_UNKNOWN, OVERFILL, FILL_PRICE, CANCEL_UNKNOWN, OVERCANCEL, DUP_ADD, CROSSED, INVALID = range(8)
+
+_M32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, inline="always")
+def _div_small(l3, l2, l1, l0, d):
+    """128-bit value in four 32-bit limbs divided by d < 2**31: quotient limbs and remainder."""
+    r = l3 % d
+    q3 = l3 // d
+    c = (r << _S32) | l2
+    q2 = c // d
+    r = c % d
+    c = (r << _S32) | l1
+    q1 = c // d
+    r = c % d
+    c = (r << _S32) | l0
+    q0 = c // d
+    r = c % d
+    return q3, q2, q1, q0, r
+
+
+@njit(cache=True, inline="always")
+def _limbs(w, i):
+    """Magnitude limbs and sign of the i-th decimal128 unscaled value (w: uint64 pairs lo, hi)."""
+    lo = w[2 * i]
+    hi = w[2 * i + 1]
+    neg = (hi >> np.uint64(63)) != np.uint64(0)
+    if neg:
+        lo = ~lo + np.uint64(1)
+        hi = ~hi + (np.uint64(1) if lo == np.uint64(0) else np.uint64(0))
+    return hi >> _S32, hi & _M32, lo >> _S32, lo & _M32, neg
+
+
+@njit(cache=True)
+def dec_scale(w, valid):
+    """Smallest k (0..18) such that every valid decimal128(38,18) value times 10**k is an integer."""
+    need = 0
+    for i in range(valid.shape[0]):
+        if not valid[i]:
+            continue
+        l3, l2, l1, l0, neg = _limbs(w, i)
+        tz = 0
+        for _ in range(2):
+            q3, q2, q1, q0, r = _div_small(l3, l2, l1, l0, np.uint64(1000000000))
+            if r != np.uint64(0):
+                while r % np.uint64(10) == np.uint64(0):
+                    r //= np.uint64(10)
+                    tz += 1
+                break
+            tz += 9
+            l3, l2, l1, l0 = q3, q2, q1, q0
+        if 18 - tz > need:
+            need = 18 - tz
+    return need
+
+
+@njit(cache=True)
+def dec_to_int(w, valid, k, out):
+    """out = value * 10**k as int64 for decimal128(38,18) values; returns the first bad index or -1."""
+    e = 18 - k
+    d1 = np.uint64(10 ** min(e, 9))
+    d2 = np.uint64(10 ** (e - min(e, 9)))
+    for i in range(valid.shape[0]):
+        if not valid[i]:
+            out[i] = 0
+            continue
+        l3, l2, l1, l0, neg = _limbs(w, i)
+        l3, l2, l1, l0, r1 = _div_small(l3, l2, l1, l0, d1)
+        l3, l2, l1, l0, r2 = _div_small(l3, l2, l1, l0, d2)
+        if r1 != np.uint64(0) or r2 != np.uint64(0) or l3 != np.uint64(0) or l2 != np.uint64(0) \
+                or l1 >= np.uint64(0x80000000):
+            return i
+        v = np.int64((l1 << _S32) | l0)
+        out[i] = -v if neg else v
+    return -1
+
+
+@njit(cache=True)
+def int_to_dec(x, k, w):
+    """w (uint64 pairs lo, hi) = decimal128(38,18) unscaled values of x / 10**k."""
+    m = np.uint64(10 ** (18 - k))
+    m1 = m >> _S32
+    m0 = m & _M32
+    for i in range(x.shape[0]):
+        v = x[i]
+        neg = v < 0
+        a = np.uint64(-v) if neg else np.uint64(v)
+        a1 = a >> _S32
+        a0 = a & _M32
+        p00 = a0 * m0
+        p01 = a0 * m1
+        p10 = a1 * m0
+        p11 = a1 * m1
+        r0 = p00 & _M32
+        t = (p01 & _M32) + (p10 & _M32) + (p00 >> _S32)
+        r1 = t & _M32
+        t = (p01 >> _S32) + (p10 >> _S32) + (p11 & _M32) + (t >> _S32)
+        r2 = t & _M32
+        r3 = (p11 >> _S32) + (t >> _S32)
+        lo = r0 | (r1 << _S32)
+        hi = r2 | (r3 << _S32)
+        if neg:
+            lo = ~lo + np.uint64(1)
+            hi = ~hi + (np.uint64(1) if lo == np.uint64(0) else np.uint64(0))
+        w[2 * i] = lo
+        w[2 * i + 1] = hi
+
+
+@njit(cache=True, inline="always")
+def _home(key, shift):
+    """Home position of an order id in a table of 2**(64 - shift) entries (Fibonacci hashing)."""
+    return np.int64((np.uint64(key) * _GOLDEN) >> shift)
+
+
+@njit(cache=True, inline="always")
+def _find(ht, shift, key):
+    """Position of key in the order table (open addressing, linear probing); ht[pos, 1] == -1 when absent."""
+    mask = ht.shape[0] - 1
+    pos = _home(key, shift)
+    while ht[pos, 1] != -1 and ht[pos, 0] != key:
+        pos = (pos + 1) & mask
+    return pos
+
+
+@njit(cache=True, inline="always")
+def _delete(ht, shift, pos):
+    """Remove the entry at pos, shifting later entries of its probe run back (no tombstones)."""
+    mask = ht.shape[0] - 1
+    i = pos
+    j = pos
+    while True:
+        j = (j + 1) & mask
+        if ht[j, 1] == -1:
+            break
+        k = _home(ht[j, 0], shift)
+        if (k <= i or k > j) if i <= j else (k <= i and k > j):
+            ht[i, 0] = ht[j, 0]
+            ht[i, 1] = ht[j, 1]
+            ht[i, 2] = ht[j, 2]
+            ht[i, 3] = ht[j, 3]
+            i = j
+    ht[i, 1] = -1
+
+
+@njit(cache=True)
+def grow(ht, shift):
+    """The order table rehashed into twice the entries (and its new shift)."""
+    new = np.full((2 * ht.shape[0], 4), -1, np.int64)
+    nshift = shift - np.uint64(1)
+    for pos in range(ht.shape[0]):
+        if ht[pos, 1] != -1:
+            q = _find(new, nshift, ht[pos, 0])
+            for c in range(4):
+                new[q, c] = ht[pos, c]
+    return new, nshift
+
+
+@njit(cache=True, inline="always")
+def _remove(s, p, q, full, lamt, lcnt, best):
+    """Take q lots from level (s, p); when the order is gone drop its count and move the best if needed."""
+    lamt[s, p] -= q
+    if full:
+        lcnt[s, p] -= 1
+        if lcnt[s, p] == 0 and best[s] == p:
+            n = lcnt.shape[1]
+            if s == 0:
+                while p >= 0 and lcnt[0, p] == 0:
+                    p -= 1
+            else:
+                while p < n and lcnt[1, p] == 0:
+                    p += 1
+                if p == n:
+                    p = -1
+            best[s] = p
+
+
+@njit(cache=True, inline="always")
+def _sample(j, lamt, lcnt, best, dp, da, dc):
+    """Record the top dp.shape[2] levels of each side into sample row j (price index -1 = no level)."""
+    nlev = dp.shape[2]
+    n = lcnt.shape[1]
+    for s in range(2):
+        p = best[s]
+        k = 0
+        step = -1 if s == 0 else 1
+        while k < nlev and 0 <= p < n:
+            if lcnt[s, p] > 0:
+                dp[j, s, k] = p
+                da[j, s, k] = lamt[s, p]
+                dc[j, s, k] = lcnt[s, p]
+                k += 1
+            p += step
+        while k < nlev:
+            dp[j, s, k] = -1
+            da[j, s, k] = 0
+            dc[j, s, k] = 0
+            k += 1
+
+
+@njit(cache=True)
+def l3_run(act, side, oid, pidx, amt, ok, observe, start, stop, ht, shift, live,
+           lamt, lcnt, best, counts, first, crossed, bbo, samp, sptr, dp, da, dc):
+    """Apply events [start, stop) to the book in place, counting anomalies; returns the index reached.
+
+    ht holds live orders only: rows (order id, price index * 2 + side or -1 when empty, amount, event
+    index of the add). It returns early, before an add, when ht is half full (the caller grows it).
+    bbo (4, n) receives best bid index/amount and best ask index/amount after every event when it has
+    n columns; samp holds sorted event positions whose top levels are recorded into dp/da/dc.
+    """
+    record = bbo.shape[1] > 0
+    limit = ht.shape[0] // 2
+    ns = samp.shape[0]
+    j = sptr[0]
+    while j < ns and samp[j] < start:
+        _sample(j, lamt, lcnt, best, dp, da, dc)
+        j += 1
+    for i in range(start, stop):
+        a = act[i]
+        if not ok[i]:
+            counts[INVALID] += 1
+            if first[INVALID] < 0:
+                first[INVALID] = i
+        elif a == A or a == S:
+            if live[0] >= limit:
+                sptr[0] = j
+                return i
+            pos = _find(ht, shift, oid[i])
+            if ht[pos, 1] != -1:
+                counts[DUP_ADD] += 1
+                if first[DUP_ADD] < 0:
+                    first[DUP_ADD] = i
+            else:
+                s = side[i]
+                p = pidx[i]
+                ht[pos, 0] = oid[i]
+                ht[pos, 1] = p * 2 + s
+                ht[pos, 2] = amt[i]
+                ht[pos, 3] = i
+                live[0] += 1
+                lamt[s, p] += amt[i]
+                lcnt[s, p] += 1
+                if best[s] < 0 or (p > best[s] if s == 0 else p < best[s]):
+                    best[s] = p
+        elif a == R:
+            for pos in range(ht.shape[0]):
+                v = ht[pos, 1]
+                if v != -1:
+                    lamt[v & 1, v >> 1] = 0
+                    lcnt[v & 1, v >> 1] = 0
+                    ht[pos, 1] = -1
+            live[0] = 0
+            best[0] = -1
+            best[1] = -1
+        else:
+            pos = _find(ht, shift, oid[i])
+            v = ht[pos, 1]
+            if v == -1:
+                kind = FILL_UNKNOWN if a == F else CANCEL_UNKNOWN
+                counts[kind] += 1
+                if first[kind] < 0:
+                    first[kind] = i
+            else:
+                s = v & 1
+                p = v >> 1
+                rest = ht[pos, 2]
+                q = rest if a == C else amt[i]
+                if a == F and pidx[i] >= 0 and pidx[i] != p:
+                    counts[FILL_PRICE] += 1
+                    if first[FILL_PRICE] < 0:
+                        first[FILL_PRICE] = i
+                if q > rest:
+                    kind = OVERFILL if a == F else OVERCANCEL
+                    counts[kind] += 1
+                    if first[kind] < 0:
+                        first[kind] = i
+                    q = rest
+                full = q == rest
+                if full:
+                    _delete(ht, shift, pos)
+                    live[0] -= 1
+                else:
+                    ht[pos, 2] = rest - q
+                _remove(s, p, q, full, lamt, lcnt, best)
+        if observe[i]:
+            x = best[0] >= 0 and best[1] >= 0 and best[0] >= best[1]
+            if x and not crossed[0]:
+                counts[CROSSED] += 1
+                if first[CROSSED] < 0:
+                    first[CROSSED] = i
+            crossed[0] = x
+        if record:
+            b = best[0]
+            k = best[1]
+            bbo[0, i] = b
+            bbo[1, i] = lamt[0, b] if b >= 0 else 0
+            bbo[2, i] = k
+            bbo[3, i] = lamt[1, k] if k >= 0 else 0
+        while j < ns and samp[j] == i:
+            _sample(j, lamt, lcnt, best, dp, da, dc)
+            j += 1
+    sptr[0] = j
+    return stop
