@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from recorder.store import Store
 from schemas import BOOK_EVENTS, DEC
 
-T0 = 1_710_262_800 * 10**9  # 2024-03-12 17:00 UTC
+T0 = 1_710_265_800 * 10**9  # 2024-03-12 17:50 UTC: the run crosses an hour boundary
 
 
 def _dec(units: np.ndarray, scale: int) -> pa.Array:
@@ -68,3 +68,88 @@ def book_events(n: int, seed: int = 1) -> pa.Table:
         "trade_id": pa.array(trade_id, pa.int64(), mask=~fill),
         "taker_order_id": pa.array(taker, pa.int64(), mask=~fill),
     }, schema=BOOK_EVENTS.schema)
+
+
+def batches(t: pa.Table, size: int) -> list[dict]:
+    """The table as append() column mappings of Arrow arrays, `size` rows each."""
+    out = []
+    for b in t.to_batches(max_chunksize=size):
+        out.append({name: b.column(i) for i, name in enumerate(b.schema.names)})
+    return out
+
+
+def du(root: Path) -> tuple[int, list[Path]]:
+    files = [p for p in root.rglob("*.parquet") if "_log" not in p.parts]
+    return sum(p.stat().st_size for p in files), files
+
+
+def fsynced_write(t: pa.Table, path: Path, **opts) -> None:
+    pq.write_table(t, path, **opts)
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=3_000_000)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    data = book_events(args.rows)
+    n = data.num_rows
+    span_h = (data["ts_recv"][-1].value - data["ts_recv"][0].value) / 3.6e12
+    print(f"book_events rows: {n:,} over {span_h:.2f} h of ts_recv; append batches of {args.batch} rows")
+    cols = batches(data, args.batch)
+
+    # 1. into the durable log (background fsync every 1 s, final flush), no conversion during the run
+    big = 1 << 40
+    with Store(work / "log", "bench", max_pending_bytes=big, segment_bytes=big, seal_interval=1e9) as s:
+        c0, t0 = time.thread_time(), time.perf_counter()
+        for c in cols:
+            s.append("book_events", "btcalpha", "BTC_USD", c)
+        s.flush()
+        log_s, log_cpu = time.perf_counter() - t0, time.thread_time() - c0
+        logged = s.stats["bytes_logged"]
+        small = batches(data.slice(0, 200_000), 10)
+        t1 = time.perf_counter()
+        for c in small:
+            s.append("book_events", "btcalpha", "BTC_USD", c)
+        s.flush()
+        small_s = time.perf_counter() - t1
+    print(f"log ingest (fsync on): {n / log_s:,.0f} rows/s wall, {n / log_cpu:,.0f} rows/s per core of "
+          f"caller CPU, {logged / n:.1f} log B/row; 10-row batches: {200_000 / small_s:,.0f} rows/s")
+
+    # 2. end to end: append → log → Parquet (converted, fsynced, renamed, compacted) on close()
+    t0 = time.perf_counter()
+    with Store(work / "e2e", "bench") as s:
+        for c in cols:
+            s.append("book_events", "btcalpha", "BTC_USD", c)
+    e2e_s = time.perf_counter() - t0
+    st = s.stats
+    size, files = du(work / "e2e")
+    per_hour: dict = {}
+    for f in files:
+        per_hour[(f.parent, f.name[:3])] = per_hour.get((f.parent, f.name[:3]), 0) + 1
+    print(f"end to end to durable Parquet: {n / e2e_s:,.0f} rows/s ({st['segments_converted']} segments, "
+          f"{st['files_written']} files written, {st['compactions']} compactions)")
+    print(f"files per partition-hour after compaction: max {max(per_hour.values())} over {len(per_hour)} "
+          f"partition-hours")
+
+    # 3. baselines: plain pq.write_table of the same rows (default settings, then zstd), fsynced
+    t0 = time.perf_counter()
+    fsynced_write(data, work / "base.parquet")
+    base_s = time.perf_counter() - t0
+    base = (work / "base.parquet").stat().st_size
+    fsynced_write(data, work / "base_zstd.parquet", compression="zstd")
+    base_z = (work / "base_zstd.parquet").stat().st_size
+    print(f"bytes/row on disk: store {size / n:.2f}; baseline pq.write_table default {base / n:.2f} "
+          f"(store is {base / size:.2f}x smaller), zstd default {base_z / n:.2f} ({base_z / size:.2f}x)")
+    print(f"baseline pq.write_table default (one fsynced file, no log, no partitioning): {n / base_s:,.0f} rows/s; "
+          f"store end to end / baseline = {base_s / e2e_s:.2f}")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -59,13 +60,11 @@ def test_exact_round_trip_pyarrow_and_duckdb(tmp_path):
     want = [decimal.Decimal(p) for p in prices]
     assert t.column("price").to_pylist() == want and t.column("amount").to_pylist() == want
     assert t.column("ts_recv").cast(pa.int64()).to_pylist() == ts
-    assert t.schema == TABLES["trades"].schema and t.schema.field("price").metadata
-    rows = ddb(f"select price, amount, epoch_ns(ts_recv), epoch_ns(ts_event), typeof(price), typeof(ts_recv) "
+    assert t.schema.equals(TABLES["trades"].schema, check_metadata=True)
+    rows = ddb(f"select price, amount, epoch_ns(ts_recv), epoch_ns(ts_event) "
                f"from read_parquet('{tmp_path}/trades/**/*.parquet', hive_partitioning=true) order by seq")
     assert [r[0] for r in rows] == want and [r[1] for r in rows] == want
     assert [r[2] for r in rows] == ts and [r[3] for r in rows] == ts
-    assert {(r[4], r[5]) for r in rows} == {("DECIMAL(38,18)", "TIMESTAMP WITH TIME ZONE")} or \
-        {r[5] for r in rows} <= {"TIMESTAMP_NS WITH TIME ZONE", "TIMESTAMPTZ_NS", "TIMESTAMP WITH TIME ZONE"}
     cols = ddb(f"describe select * from read_parquet('{tmp_path}/trades/**/*.parquet', hive_partitioning=true)")
     types = {c[0]: c[1] for c in cols}
     assert types["price"] == "DECIMAL(38,18)" and types["ts_recv"] == "TIMESTAMPTZ_NS"
@@ -134,22 +133,23 @@ def test_partition_path(tmp_path):
 
 def test_rotation_by_hour_day_and_size_then_compaction(tmp_path):
     t_day_end = 1_710_287_999 * 10**9  # 2024-03-12 23:59:59
-    with Store(tmp_path, "w", segment_bytes=4096, max_pending_bytes=1 << 20) as s:
+    with Store(tmp_path, "w", segment_bytes=4096, max_pending_bytes=1 << 20, seal_interval=1e9) as s:
         # one batch spanning an hour and a day boundary is split by its ts_recv
         s.append("trades", "btcalpha", "BTC_USD", trades([1, 2, 3], ts=[t_day_end - HOUR, t_day_end, t_day_end + 2 * 10**9]))
-        for i in range(40):  # size rotation: many segments into one hour
+        for i in range(40):  # size rotation: the background thread seals every ~4 KiB
             s.append("trades", "btcalpha", "BTC_USD", trades(range(100 + 10 * i, 110 + 10 * i)))
-            s.commit() if i % 10 == 0 else None
-        s.flush()
-        before = s.stats
-        assert before["rows_appended"] == 403
+            deadline = time.monotonic() + 5
+            while s.stats["pending_bytes"] >= 4096 and time.monotonic() < deadline:
+                time.sleep(0.002)
+        assert s.stats["rows_appended"] == 403
+    assert s.stats["segments_converted"] >= 8
     base = tmp_path / "trades/exchange=btcalpha/pair=BTC_USD"
     assert sorted(p.name for p in base.iterdir()) == ["date=2024-03-12", "date=2024-03-13"]
     hours = {(p.parent.name, p.name[:3]) for p in parquet_files(tmp_path)}
     assert hours == {("date=2024-03-12", "h17"), ("date=2024-03-12", "h22"), ("date=2024-03-12", "h23"),
                      ("date=2024-03-13", "h00")}
     assert len(parquet_files(tmp_path)) == len(hours)  # compacted on close: one file per partition-hour
-    assert s.stats["compactions"] >= 1 and s.stats["segments_converted"] > 4
+    assert s.stats["compactions"] >= 1
     t = read_all(tmp_path)
     assert sorted(t.column("seq").to_pylist()) == [1, 2, 3] + list(range(100, 500))
     for f in parquet_files(tmp_path):

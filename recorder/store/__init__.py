@@ -5,6 +5,13 @@ append() validates a batch and writes it as one CRC frame to the writer's log se
 segments (by size, age, wall-clock hour or memory pressure) and converts sealed segments into Parquet,
 then merges each closed hour into one file. open() recovers whatever a crash left behind.
 
+On disk: `<root>/<table>/exchange=<x>/pair=<P>/date=<YYYY-MM-DD>/h<HH>-<writer>-<segment>.parquet` (one
+per log segment and hour, named so re-converting a segment rewrites the same file) or `h<HH>-<hash>.parquet`
+(compacted). Internal state lives in `<root>/_log/` and `<root>/_state/` (hive readers skip `_` names);
+files being written are `.<name>.parquet.tmp` in their final directory: pyarrow skips the dot, DuckDB's
+`*.parquet` glob the suffix (DuckDB does NOT skip dot-prefixed `.parquet` names). See compact.py for the
+one moment a reader can see an hour twice.
+
 Overflow policy (bounded memory): data not yet in Parquet (`pending_bytes`, the log backlog, which is
 also what one conversion may hold in memory) is capped at `max_pending_bytes`. An append that would go
 beyond blocks until conversion frees room, for at most `overload_timeout` seconds, then raises
@@ -75,7 +82,7 @@ class Store:
         self._last_compact = 0.0
         self._scanned = False  # a full compaction pass has run since open()
         self._stats = dict(rows_appended=0, batches_appended=0, bytes_logged=0, fsyncs=0, last_fsync_ts=None,
-                           segments_converted=0, files_written=0, compactions=0, rows_rejected=0,
+                           segments_converted=0, files_written=0, compactions=0, batches_rejected=0,
                            overloaded=0, last_error=None)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -104,6 +111,7 @@ class Store:
             self._release()
             raise
         self._stop.clear()
+        self._scanned = False
         self._thread = threading.Thread(target=self._run, name=f"store-{self.writer}", daemon=True)
         self._thread.start()
         return self
@@ -153,7 +161,7 @@ class Store:
             batch = to_batch(check_key(table, exchange, pair), columns)
         except StoreError:
             with self._lock:
-                self._stats["rows_rejected"] += 1
+                self._stats["batches_rejected"] += 1
             raise
         if batch.num_rows == 0:
             return 0

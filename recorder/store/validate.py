@@ -70,7 +70,7 @@ def _to_array(values, field: pa.Field) -> pa.Array:
         src = pa.array(values)  # inferred, so the kind check below sees what the caller really passed
         if not _kind_ok(src.type, dst):
             raise TypeError(f"values of type {src.type} cannot hold {dst}")
-    arr = src.cast(dst, safe=True)
+    arr = src if src.type == dst else src.cast(dst, safe=True)
     if pa.types.is_decimal(dst) and src.type != dst and not pa.types.is_integer(src.type):
         limit = pc.max(pc.abs(src.cast(pa.float64()))).as_py()
         if limit is not None and limit >= _DEC_LIMIT:

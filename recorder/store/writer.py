@@ -94,6 +94,11 @@ def write_file(final: Path, table: Table, data: pa.Table) -> None:
 
 def sort_rows(table: Table, data: pa.Table) -> pa.Table:
     """Rows in the table's capture order (stable, so ties keep arrival order)."""
+    first = data.column(table.order_by[0])
+    if first.null_count == 0 and data.num_rows > 1:
+        keys = first.to_numpy()
+        if (keys[1:] > keys[:-1]).all():  # strictly increasing first key: already in order
+            return data
     idx = pc.sort_indices(data, sort_keys=[(c, "ascending") for c in table.order_by])
     return data.take(idx)
 
