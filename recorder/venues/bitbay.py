@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from recorder.rows import Level, Parsed, ParseError, Trade
 from recorder.venues import signing
 from recorder.venues.common import (
-    EXACT, build_levels, canon_pair, dec, guard, int_id, is_pos, loads, pair_joined, split_market, ts_seconds,
+    EXACT, at, build_levels, canon_pair, dec, guard, int_id, is_pos, loads, pair_joined, split_market, ts_seconds,
 )
 
 TRADING_HOST = "https://bitbay.net"
@@ -88,7 +88,7 @@ def _raise_error(d: object) -> None:
         raise ParseError(f"venue error {err[0]}: {err[1]}")
 
 
-def _rate(price: str, qty: str, what: str) -> str:
+def _rate(price: str, qty: str) -> str:
     p, q = Decimal(price), Decimal(qty)
     try:
         rate = EXACT.divide(p, q)
@@ -96,12 +96,12 @@ def _rate(price: str, qty: str, what: str) -> str:
     except ArithmeticError:
         ok = False
     if not ok:
-        raise ParseError(f"{what}: inexact rate {price} / {qty}")
+        raise ParseError(f"inexact rate {price} / {qty}")
     text = format(EXACT.normalize(rate), "f")
     try:
-        return dec(text, f"{what} rate")
+        return dec(text, "rate")
     except ParseError:
-        raise ParseError(f"{what}: inexact rate {price} / {qty} (more than 18 fractional digits)") from None
+        raise ParseError(f"inexact rate {price} / {qty} (more than 18 fractional digits)") from None
 
 
 @guard("bitbay orderbook")
@@ -120,20 +120,19 @@ def parse_trading_orderbook(body: bytes | str, pair: str) -> Parsed:
             raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
         entries = []
         for i, o in enumerate(rows):
-            what = f"{key}[{i}]"
-            if type(o) is not dict:
-                raise ParseError(f"{what}: expected an object, got {type(o).__name__}")
             try:
+                if type(o) is not dict:
+                    raise ParseError(f"expected an object, got {type(o).__name__}")
                 cur = o.get("currency")
                 if cur is not None and (type(cur) is not str or cur.upper() != quote):
-                    raise ParseError(f"{what}.currency: {cur!r} is not the pair's quote {quote}")
-                price = dec(o["price"], f"{what}.price")
-                qty = dec(o["quantity"], f"{what}.quantity")
-            except KeyError as e:
-                raise ParseError(f"{what}: missing key {e}") from None
-            if not is_pos(price) or not is_pos(qty):
-                raise ParseError(f"{what}: price and quantity must be > 0, got {price} / {qty}")
-            entries.append((_rate(price, qty, what), qty, None))
+                    raise ParseError(f"currency: {cur!r} is not the pair's quote {quote}")
+                price = dec(o["price"], "price")
+                qty = dec(o["quantity"], "quantity")
+                if not is_pos(price) or not is_pos(qty):
+                    raise ParseError(f"price and quantity must be > 0, got {price} / {qty}")
+                entries.append((_rate(price, qty), qty, None))
+            except (ParseError, KeyError) as e:
+                raise at(f"{key}[{i}]", e) from None
         levels += build_levels(side, entries, aggregate=True, count_entries=True)
     return Parsed(pair, None, levels=levels)
 
@@ -160,21 +159,21 @@ def parse_public_trades(body: bytes | str, pair: str | None = None) -> Parsed:
         raise ParseError(f"trades: expected a list, got {type(d).__name__}")
     out: list[Trade] = []
     for i, t in enumerate(d):
-        if type(t) is not dict:
-            raise ParseError(f"[{i}]: expected an object, got {type(t).__name__}")
         try:
+            if type(t) is not dict:
+                raise ParseError(f"expected an object, got {type(t).__name__}")
             tid = t["tid"]
-            int_id(tid, f"[{i}].tid")
+            int_id(tid, "tid")
             typ = t["type"]
             if typ not in ("buy", "sell"):
-                raise ParseError(f"[{i}].type: unknown side {typ!r} (expected buy or sell)")
-            price = dec(t["price"], f"[{i}].price")
-            amount = dec(t["amount"], f"[{i}].amount")
-            ts = ts_seconds(t["date"], f"[{i}].date")
-        except KeyError as e:
-            raise ParseError(f"[{i}]: missing key {e}") from None
-        if not is_pos(price) or not is_pos(amount):
-            raise ParseError(f"[{i}]: trade price and amount must be > 0, got {price} x {amount}")
+                raise ParseError(f"type: unknown side {typ!r} (expected buy or sell)")
+            price = dec(t["price"], "price")
+            amount = dec(t["amount"], "amount")
+            ts = ts_seconds(t["date"], "date")
+            if not is_pos(price) or not is_pos(amount):
+                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
+        except (ParseError, KeyError) as e:
+            raise at(f"[{i}]", e) from None
         out.append(Trade(ts, tid if type(tid) is str else str(tid), price, amount, typ))
     return Parsed(None if pair is None else canon_pair(pair), None, trades=out)
 
@@ -193,8 +192,11 @@ def parse_public_orderbook(body: bytes | str, pair: str) -> Parsed:
             raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
         entries = []
         for i, r in enumerate(rows):
-            if type(r) is not list or len(r) < 2:
-                raise ParseError(f"{key}[{i}]: expected [price, amount], got {str(r)[:40]}")
-            entries.append((dec(r[0], f"{key}[{i}].price"), dec(r[1], f"{key}[{i}].amount"), None))
+            try:
+                if type(r) is not list or len(r) < 2:
+                    raise ParseError(f"expected [price, amount], got {str(r)[:40]}")
+                entries.append((dec(r[0], "price"), dec(r[1], "amount"), None))
+            except ParseError as e:
+                raise at(f"{key}[{i}]", e) from None
         levels += build_levels(side, entries, aggregate=True)
     return Parsed(canon_pair(pair), None, levels=levels)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from recorder.rows import Parsed
 from recorder.venues import btcalpha as _alpha
 from recorder.venues import signing
-from recorder.venues.common import guard
+from recorder.venues.common import SHAPE_ERRORS, shape_error
 
 WS_URL = "wss://bitexbit.com"
 REST_BASE = "https://bitexbit.com/api/v1/"
@@ -41,10 +41,12 @@ def socket_url(base: str = WS_URL, eio: int = 3) -> str:
     return _alpha.socket_url(base, eio)
 
 
-@guard("book event")
 def parse_book_event(event_name: str, arg: object) -> Parsed:
     """BTC-Alpha's book event parser, with `cancel_order_id` required on cancels."""
-    return _alpha._parse_book(event_name, arg, True)
+    try:
+        return _alpha._parse_book(event_name, arg, True)
+    except SHAPE_ERRORS as e:
+        raise shape_error("book event", e) from None
 
 
 def orderbook_url(base: str, pair: str, group: int = 0, limit_sell: int | None = None,

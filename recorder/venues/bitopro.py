@@ -22,8 +22,8 @@ from urllib.parse import urlencode
 
 from recorder.rows import Candle, Level, Parsed, ParseError, Trade
 from recorder.venues.common import (
-    RESOLUTIONS, build_levels, canon_pair, dec, dec_sign, guard, is_pos, loads, pair_from_lower, pair_lower,
-    ts_ms, ts_seconds,
+    RESOLUTIONS, SHAPE_ERRORS, at, build_levels, canon_pair, dec, dec_sign, guard, is_pos, loads, pair_from_lower, pair_lower,
+    shape_error, ts_ms, ts_seconds,
 )
 
 WS_BASE = "wss://stream.bitopro.com:443/ws"
@@ -77,16 +77,16 @@ def _levels(rows: object, side: str) -> list[Level]:
         raise ParseError(f"{side}s: expected a list, got {type(rows).__name__}")
     entries = []
     for i, r in enumerate(rows):
-        if type(r) is not dict:
-            raise ParseError(f"{side}s[{i}]: expected an object, got {type(r).__name__}")
         try:
-            price = dec(r["price"], f"{side}s[{i}].price")
-            amount = dec(r["amount"], f"{side}s[{i}].amount")
-        except KeyError as e:
-            raise ParseError(f"{side}s[{i}]: missing key {e}") from None
-        count = r.get("count")
-        if count is not None and (type(count) is not int or not 0 <= count < 2**31):
-            raise ParseError(f"{side}s[{i}].count: expected a non-negative int, got {count!r}")
+            if type(r) is not dict:
+                raise ParseError(f"expected an object, got {type(r).__name__}")
+            price = dec(r["price"], "price")
+            amount = dec(r["amount"], "amount")
+            count = r.get("count")
+            if count is not None and (type(count) is not int or not 0 <= count < 2**31):
+                raise ParseError(f"count: expected a non-negative int, got {count!r}")
+        except (ParseError, KeyError) as e:
+            raise at(f"{side}s[{i}]", e) from None
         entries.append((price, amount, count))
     return build_levels(side, entries)
 
@@ -101,19 +101,19 @@ def _trades(rows: object, label: str) -> list[Trade]:
     out: list[Trade] = []
     seen: dict[tuple, int] = {}
     for i, t in enumerate(rows):
-        if type(t) is not dict:
-            raise ParseError(f"{label}[{i}]: expected an object, got {type(t).__name__}")
         try:
-            ts = ts_seconds(t["timestamp"], f"{label}[{i}].timestamp")
-            price = dec(t["price"], f"{label}[{i}].price")
-            amount = dec(t["amount"], f"{label}[{i}].amount")
+            if type(t) is not dict:
+                raise ParseError(f"expected an object, got {type(t).__name__}")
+            ts = ts_seconds(t["timestamp"], "timestamp")
+            price = dec(t["price"], "price")
+            amount = dec(t["amount"], "amount")
             buyer = t["isBuyer"]
-        except KeyError as e:
-            raise ParseError(f"{label}[{i}]: missing key {e}") from None
-        if type(buyer) is not bool:
-            raise ParseError(f"{label}[{i}].isBuyer: expected true or false, got {buyer!r}")
-        if not is_pos(price) or not is_pos(amount):
-            raise ParseError(f"{label}[{i}]: trade price and amount must be > 0, got {price} x {amount}")
+            if type(buyer) is not bool:
+                raise ParseError(f"isBuyer: expected true or false, got {buyer!r}")
+            if not is_pos(price) or not is_pos(amount):
+                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
+        except (ParseError, KeyError) as e:
+            raise at(f"{label}[{i}]", e) from None
         s, frac = divmod(ts, 1_000_000_000)
         ts_s = str(s) if not frac else f"{s}.{frac:09d}".rstrip("0")
         key = (ts_s, _canon(price), _canon(amount), "true" if buyer else "false")
@@ -123,10 +123,15 @@ def _trades(rows: object, label: str) -> list[Trade]:
     return out
 
 
-@guard("bitopro ws")
 def parse_ws(payload: bytes | str) -> Parsed:
     """One websocket message: ORDER_BOOK -> levels, TRADE -> trades, TICKER -> empty Parsed."""
-    d = loads(payload)
+    try:
+        return _parse_ws(loads(payload))
+    except SHAPE_ERRORS as e:  # hot path: inline guard
+        raise shape_error("bitopro ws", e) from None
+
+
+def _parse_ws(d: object) -> Parsed:
     if type(d) is not dict:
         raise ParseError(f"expected an object, got {type(d).__name__}")
     ev = d["event"]
@@ -202,15 +207,15 @@ def parse_candles(body: bytes | str, resolution: str, pair: str | None = None) -
         raise ValueError(f"unknown resolution {resolution!r}; one of {RESOLUTIONS}")
     out: list[Candle] = []
     for i, c in enumerate(_data(body, "trading-history")):
-        if type(c) is not dict:
-            raise ParseError(f"data[{i}]: expected an object, got {type(c).__name__}")
         try:
-            vals = [dec(c[k], f"data[{i}].{k}") for k in ("open", "high", "low", "close", "volume")]
-            ts = ts_ms(c["timestamp"], f"data[{i}].timestamp")
-        except KeyError as e:
-            raise ParseError(f"data[{i}]: missing key {e}") from None
-        if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
-            raise ParseError(f"data[{i}]: negative candle value")
+            if type(c) is not dict:
+                raise ParseError(f"expected an object, got {type(c).__name__}")
+            vals = [dec(c[k], k) for k in ("open", "high", "low", "close", "volume")]
+            ts = ts_ms(c["timestamp"], "timestamp")
+            if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
+                raise ParseError("negative candle value")
+        except (ParseError, KeyError) as e:
+            raise at(f"data[{i}]", e) from None
         out.append(Candle(resolution, ts, *vals))
     return Parsed(None if pair is None else canon_pair(pair), None, candles=out)
 

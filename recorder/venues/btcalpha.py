@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 from recorder.rows import BookEvent, Level, Parsed, ParseError, Trade, Candle
 from recorder.venues import signing
 from recorder.venues.common import (
-    RESOLUTIONS, build_levels, canon_pair, dec, dec_sign, guard, int_id, is_pos, loads, ts_seconds,
+    RESOLUTIONS, SHAPE_ERRORS, at, build_levels, canon_pair, dec, dec_sign, guard, int_id, is_pos, loads, shape_error, ts_seconds,
 )
 
 WS_URL = "wss://btc-alpha.com"
@@ -110,23 +110,25 @@ def _new_order(pair: str, arg: dict) -> Parsed:
     events: list[BookEvent] = []
     rows: list[Trade] = []
     for i, t in enumerate(trades):
-        if type(t) is not dict:
-            raise ParseError(f"trades[{i}]: expected an object, got {type(t).__name__}")
         try:
-            tid = int_id(t["tid"], f"trades[{i}].tid")
+            if type(t) is not dict:
+                raise ParseError(f"expected an object, got {type(t).__name__}")
+            tid = int_id(t["tid"], "tid")
             ttype = t["type"]
-            mside = _side(ttype, f"trades[{i}].type")
+            mside = _BOOK_SIDE.get(ttype) if type(ttype) is str else None
             if mside != maker_side:
-                raise ParseError(f"trades[{i}].type: fill type {ttype!r} equals the taker's type {typ!r}")
-            price = dec(t["price"], f"trades[{i}].price")
+                if mside is None:
+                    raise ParseError(f"type: unknown side {ttype!r} (expected buy or sell)")
+                raise ParseError(f"type: fill type {ttype!r} equals the taker's type {typ!r}")
+            price = dec(t["price"], "price")
             if not is_pos(price):
-                raise ParseError(f"trades[{i}].price: fill price must be > 0, got {price}")
-            amt = dec(t["amount"], f"trades[{i}].amount")
+                raise ParseError(f"price: fill price must be > 0, got {price}")
+            amt = dec(t["amount"], "amount")
             if not is_pos(amt):
-                raise ParseError(f"trades[{i}].amount: fill amount must be > 0, got {amt}")
-            maker = int_id(t["o_id"], f"trades[{i}].o_id")
-        except KeyError as e:
-            raise ParseError(f"trades[{i}]: missing key {e}") from None
+                raise ParseError(f"amount: fill amount must be > 0, got {amt}")
+            maker = int_id(t["o_id"], "o_id")
+        except (ParseError, KeyError) as e:
+            raise at(f"trades[{i}]", e) from None
         events.append(BookEvent(ts, "F", mside, maker, price, amt, tid, oid))
         rows.append(Trade(ts, str(tid), price, amt, typ, maker, oid))
     price = dec(arg["price"], "price")
@@ -171,10 +173,12 @@ def _parse_book(event_name: str, arg: object, need_cancel_id: bool) -> Parsed:
     raise ParseError("neither a new order (no 'trades') nor a cancel (no 'cancelled')")
 
 
-@guard("book event")
 def parse_book_event(event_name: str, arg: object) -> Parsed:
     """A decoded socket.io event `(book_<PAIR>, obj)` to book events (F.. then A, or C) and trades."""
-    return _parse_book(event_name, arg, False)
+    try:
+        return _parse_book(event_name, arg, False)
+    except SHAPE_ERRORS as e:  # hot path: inline guard
+        raise shape_error("book event", e) from None
 
 
 # ------------------------------------------------------------------------------------- REST
@@ -218,7 +222,10 @@ def parse_orderbook(body: bytes | str, pair: str, ts_recv_ns: int, group: int = 
         for side, rows in (("ask", sells), ("bid", buys)):
             entries = []
             for i, o in enumerate(rows):
-                entries.append((dec(o["price"], f"{side}[{i}].price"), dec(o["amount"], f"{side}[{i}].amount"), None))
+                try:
+                    entries.append((dec(o["price"], "price"), dec(o["amount"], "amount"), None))
+                except (ParseError, KeyError) as e:
+                    raise at(f"{side}[{i}]", e) from None
             levels += build_levels(side, entries)
         return Parsed(pair, None, levels=levels)
     if group != 0:
@@ -228,21 +235,21 @@ def parse_orderbook(body: bytes | str, pair: str, ts_recv_ns: int, group: int = 
     for side, rows in (("ask", sells), ("bid", buys)):
         orders = []
         for i, o in enumerate(rows):
-            if type(o) is not dict:
-                raise ParseError(f"{side}[{i}]: expected an object, got {type(o).__name__}")
             try:
-                oid = int_id(o["id"], f"{side}[{i}].id")
-                price = dec(o["price"], f"{side}[{i}].price")
-                amount = dec(o["amount"], f"{side}[{i}].amount")
-                ts = ts_seconds(o["timestamp"], f"{side}[{i}].timestamp", True)
-            except KeyError as e:
-                raise ParseError(f"{side}[{i}]: missing key {e}") from None
-            if not is_pos(price):
-                raise ParseError(f"{side}[{i}].price: must be > 0, got {price}")
-            if not is_pos(amount):
-                raise ParseError(f"{side}[{i}].amount: resting amount must be > 0, got {amount}")
-            if oid in seen:
-                raise ParseError(f"{side}[{i}].id: duplicate order id {oid}")
+                if type(o) is not dict:
+                    raise ParseError(f"expected an object, got {type(o).__name__}")
+                oid = int_id(o["id"], "id")
+                price = dec(o["price"], "price")
+                amount = dec(o["amount"], "amount")
+                ts = ts_seconds(o["timestamp"], "timestamp", True)
+                if not is_pos(price):
+                    raise ParseError(f"price: must be > 0, got {price}")
+                if not is_pos(amount):
+                    raise ParseError(f"amount: resting amount must be > 0, got {amount}")
+                if oid in seen:
+                    raise ParseError(f"id: duplicate order id {oid}")
+            except (ParseError, KeyError) as e:
+                raise at(f"{side}[{i}]", e) from None
             seen.add(oid)
             d = Decimal(price)
             orders.append((d if side == "ask" else -d, ts, oid, price, amount))
@@ -275,26 +282,26 @@ def parse_trades(body: bytes | str, pair: str | None = None) -> Parsed:
         pair = canon_pair(pair)
     rows: list[Trade] = []
     for i, t in enumerate(d):
-        if type(t) is not dict:
-            raise ParseError(f"[{i}]: expected an object, got {type(t).__name__}")
         try:
+            if type(t) is not dict:
+                raise ParseError(f"expected an object, got {type(t).__name__}")
             if "pair" in t:
                 p = canon_pair(t["pair"])
                 if pair is None:
                     pair = p
                 elif p != pair:
-                    raise ParseError(f"[{i}].pair: {p} differs from {pair} (request one pair at a time)")
+                    raise ParseError(f"pair: {p} differs from {pair} (request one pair at a time)")
             typ = t["type"]
             if typ not in ("buy", "sell"):
-                raise ParseError(f"[{i}].type: unknown side {typ!r} (expected buy or sell)")
-            price = dec(t["price"], f"[{i}].price")
-            amount = dec(t["amount"], f"[{i}].amount")
+                raise ParseError(f"type: unknown side {typ!r} (expected buy or sell)")
+            price = dec(t["price"], "price")
+            amount = dec(t["amount"], "amount")
             if not is_pos(price) or not is_pos(amount):
-                raise ParseError(f"[{i}]: trade price and amount must be > 0, got {price} x {amount}")
-            rows.append(Trade(ts_seconds(t["timestamp"], f"[{i}].timestamp", True),
-                              str(int_id(t["id"], f"[{i}].id")), price, amount, typ))
-        except KeyError as e:
-            raise ParseError(f"[{i}]: missing key {e}") from None
+                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
+            rows.append(Trade(ts_seconds(t["timestamp"], "timestamp", True), str(int_id(t["id"], "id")),
+                              price, amount, typ))
+        except (ParseError, KeyError) as e:
+            raise at(f"[{i}]", e) from None
     return Parsed(pair, None, trades=rows)
 
 
@@ -332,15 +339,15 @@ def parse_candles(body: bytes | str, resolution: str, pair: str | None = None) -
         raise ParseError(f"charts: expected a list, got {type(d).__name__}")
     out: list[Candle] = []
     for i, c in enumerate(d):
-        if type(c) is not dict:
-            raise ParseError(f"[{i}]: expected an object, got {type(c).__name__}")
         try:
-            vals = [dec(c[k], f"[{i}].{k}") for k in ("open", "high", "low", "close", "volume")]
-            ts = ts_seconds(c["time"], f"[{i}].time", True)
-        except KeyError as e:
-            raise ParseError(f"[{i}]: missing key {e}") from None
-        if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
-            raise ParseError(f"[{i}]: negative candle value")
+            if type(c) is not dict:
+                raise ParseError(f"expected an object, got {type(c).__name__}")
+            vals = [dec(c[k], k) for k in ("open", "high", "low", "close", "volume")]
+            ts = ts_seconds(c["time"], "time", True)
+            if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
+                raise ParseError("negative candle value")
+        except (ParseError, KeyError) as e:
+            raise at(f"[{i}]", e) from None
         out.append(Candle(res, ts, *vals))
     return Parsed(None if pair is None else canon_pair(pair), None, candles=out)
 

@@ -34,7 +34,7 @@ from recorder.rows import Level, ParseError
 from schemas import PAIR_RE
 
 __all__ = [
-    "ParseError", "dec", "dec_sign", "is_pos", "int_id", "ts_seconds", "ts_ms", "loads", "guard",
+    "ParseError", "dec", "dec_sign", "is_pos", "int_id", "ts_seconds", "ts_ms", "loads", "guard", "shape_error", "at", "SHAPE_ERRORS",
     "canon_pair", "pair_lower", "pair_from_lower", "pair_joined", "split_market", "build_levels",
     "EXACT", "TS_MIN_NS", "TS_MAX_NS", "KNOWN_QUOTES", "RESOLUTIONS",
 ]
@@ -90,7 +90,8 @@ def dec(x: object, what: str = "number") -> str:
             if "n" in s:
                 raise ParseError(f"{what}: not a finite number: {s}")
             return _dec_slow(s, what)
-        return s if _PLAIN(s) else _dec_slow(s, what)
+        # repr without exponent is -?d+.d+ with at most 17 integer digits: only the fraction length can be off.
+        return s if len(s) - s.index(".") <= 19 else _dec_slow(s, what)
     if t is int:
         if -10**20 < x < 10**20:  # type: ignore[operator]
             return str(x)
@@ -123,19 +124,31 @@ def int_id(x: object, what: str = "id") -> int:
     raise ParseError(f"{what}: expected a non-negative int64 id, got {type(x).__name__} {_short(x)}")
 
 
+_POW10 = [10**i for i in range(16)]
+
+
 def _ns(x: object, what: str, exp: int, allow_ks: bool = False) -> int:
-    s = dec(x, what)
-    if s[0] == "-":
-        raise ParseError(f"{what}: negative timestamp {s}")
-    ip, _, fp = s.partition(".")
-    if allow_ks and len(ip) <= 8:  # < 1e8 s: BTC-Alpha's 2024 "seconds / 1000" text
+    t = type(x)
+    if t is int:
+        ip, fp = str(x), ""
+    else:
+        s = repr(x) if t is float else x
+        if t is str or t is float:
+            ip, _, fp = s.partition(".")  # type: ignore[union-attr]
+        if not (t is str or t is float) or not (ip.isdigit() and (not fp or fp.isdigit()) and s.isascii()
+                                                and len(ip) <= 20):
+            s = dec(x, what)  # raises for garbage; normalises exponents, signs, '.5'
+            if s[0] == "-":
+                raise ParseError(f"{what}: negative timestamp {s}")
+            ip, _, fp = s.partition(".")
+    if allow_ks and len(ip.lstrip("0")) <= 8:  # < 1e8 s: BTC-Alpha's 2024 "seconds / 1000" text
         exp += 3
-    ns = int(ip) * 10**exp
+    ns = int(ip) * _POW10[exp]
     if fp:
         ns += int(fp[:exp].ljust(exp, "0"))
     if TS_MIN_NS <= ns < TS_MAX_NS:
         return ns
-    raise ParseError(f"{what}: absurd timestamp {s} (outside 2009..2100 after normalising)")
+    raise ParseError(f"{what}: absurd timestamp {x if t is str else repr(x)} (outside 2009..2100 after normalising)")
 
 
 def ts_seconds(x: object, what: str = "timestamp", allow_ks: bool = False) -> int:
@@ -165,6 +178,32 @@ def loads(b: bytes | bytearray | memoryview | str) -> object:
 F = TypeVar("F", bound=Callable)
 
 
+def shape_error(label: str, e: BaseException) -> ParseError:
+    """The ParseError for an exception a parser did not check explicitly (used by `guard` and hot paths)."""
+    if isinstance(e, ParseError):
+        return e
+    if isinstance(e, KeyError):
+        return ParseError(f"{label}: missing key {e}")
+    if isinstance(e, (TypeError, AttributeError, IndexError)):
+        return ParseError(f"{label}: wrong shape ({e})")
+    return ParseError(f"{label}: bad value ({type(e).__name__}: {e})")
+
+
+_FIELD_MSG = re.compile(r"[A-Za-z_][\w.\[\]]*: ").match
+
+
+def at(prefix: str, e: BaseException) -> ParseError:
+    """Re-anchor an item's error under its position: `trades[0]` + `price: ...` -> `trades[0].price: ...`."""
+    if isinstance(e, KeyError):
+        return ParseError(f"{prefix}: missing key {e}")
+    msg = str(e)
+    return ParseError(f"{prefix}.{msg}" if _FIELD_MSG(msg) else f"{prefix}: {msg}")
+
+
+#: Exceptions `guard` turns into ParseError.
+SHAPE_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ValueError, ArithmeticError, RecursionError)
+
+
 def guard(label: str) -> Callable[[F], F]:
     """Decorator: any shape error a parser did not check explicitly becomes a ParseError naming `label`."""
     def wrap(fn: F) -> F:
@@ -174,12 +213,8 @@ def guard(label: str) -> Callable[[F], F]:
                 return fn(*a, **k)
             except ParseError:
                 raise
-            except KeyError as e:
-                raise ParseError(f"{label}: missing key {e}") from None
-            except (TypeError, AttributeError, IndexError) as e:
-                raise ParseError(f"{label}: wrong shape ({e})") from None
-            except (ValueError, ArithmeticError, RecursionError) as e:
-                raise ParseError(f"{label}: bad value ({type(e).__name__}: {e})") from None
+            except SHAPE_ERRORS as e:
+                raise shape_error(label, e) from None
         return inner  # type: ignore[return-value]
     return wrap
 
@@ -246,13 +281,20 @@ def build_levels(side: str, entries: list[tuple[str, str, int | None]], aggregat
     Equal prices are summed when `aggregate` (count = entries summed if `count_entries`, else the
     venue counts added up when all present) and rejected otherwise. Prices must be > 0, amounts >= 0.
     """
-    keyed = []
-    for price, amount, count in entries:
+    for price, amount, _ in entries:
         if not is_pos(price):
             raise ParseError(f"{side} level: price must be > 0, got {price}")
         if amount[0] == "-" and dec_sign(amount) < 0:
             raise ParseError(f"{side} level: negative amount {amount}")
-        keyed.append((Decimal(price), price, amount, count))
+    # Fast path: float() is monotone, so strictly ordered floats mean strictly ordered decimals.
+    f = [float(e[0]) for e in entries]
+    if side == "bid":
+        ordered = all(a > b for a, b in zip(f, f[1:]))
+    else:
+        ordered = all(a < b for a, b in zip(f, f[1:]))
+    if ordered:
+        return [Level(side, i, p, a, 1 if count_entries else c) for i, (p, a, c) in enumerate(entries)]
+    keyed = [(Decimal(p), p, a, c) for p, a, c in entries]
     keyed.sort(key=lambda e: e[0], reverse=(side == "bid"))
     out: list[Level] = []
     prev = None
