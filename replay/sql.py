@@ -38,11 +38,8 @@ def duckdb_type(type_: pa.DataType) -> str:
     if pa.types.is_timestamp(type_):
         unit = {"s": "_S", "ms": "_MS", "us": "", "ns": "_NS"}[type_.unit]
         return f"TIMESTAMPTZ{unit}" if type_.tz else f"TIMESTAMP{unit}"
-    simple = {
-        pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.binary(): "BLOB", pa.large_binary(): "BLOB",
-        pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.bool_(): "BOOLEAN",
-        pa.float64(): "DOUBLE", pa.date32(): "DATE",
-    }
+    simple = {pa.string(): "VARCHAR", pa.binary(): "BLOB", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
+              pa.bool_(): "BOOLEAN"}
     try:
         return simple[type_]
     except KeyError:
@@ -80,9 +77,16 @@ def latest_sql(table: schemas.Table, source: str) -> str:
     return f"SELECT * FROM {_ident(source)} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {newest}) = 1"
 
 
-def create_views(con: duckdb.DuckDBPyConnection, root: str | os.PathLike[str]) -> None:
-    """Create (or replace) the view of every table over `root`, with absolute paths."""
-    root = Path(root).resolve()
+def _root(root: str | os.PathLike[str]) -> Path:
+    """The dataset root as an absolute path; a missing root is an error, not a dataset of empty tables."""
+    path = Path(root).resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset root not found: {root}")
+    return path
+
+
+def create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """Create (or replace) the view of every table over the absolute `root`."""
     for table in schemas.TABLES.values():
         if table.name in LATEST_VIEWS:
             all_name = f"{table.name}_all"
@@ -94,6 +98,7 @@ def create_views(con: duckdb.DuckDBPyConnection, root: str | os.PathLike[str]) -
 
 def connect(root: str | os.PathLike[str], *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (session time zone UTC) with a view per table over the dataset `root`."""
+    root = _root(root)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
     create_views(con, root)
@@ -107,9 +112,7 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
     directory, not the file's, so absolute is the only form that works from anywhere. Moving the dataset
     needs `replay sql --write-catalog` again.
     """
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root not found: {root}")
+    root = _root(root)
     target = Path(path).resolve() if path else root / CATALOG_NAME
     if any(target.is_relative_to(root / name) for name in schemas.TABLES):
         raise ValueError(f"the catalog must not be inside a table directory: {target}")
@@ -177,8 +180,6 @@ def _write(reader: pa.RecordBatchReader, fmt: str, output: str | None) -> None:
               help="(Re)write <root>/catalog.duckdb for the duckdb CLI or notebooks.")
 def sql(query: str | None, root: str, fmt: str, output: str | None, limit: int | None, catalog: bool) -> None:
     """Run SQL over every table of the dataset (views: raw, book_events, trades, candles, candles_all, ...)."""
-    if not os.path.isdir(root):
-        raise click.ClickException(f"dataset root not found: {root}")
     if fmt == "parquet" and not output:
         raise click.ClickException("--format parquet needs --output FILE")
     if fmt == "table" and output:

@@ -159,13 +159,19 @@ def test_catalog_opens_from_another_directory(tmp_path):
     write(root, "candles", [row("candles", resolution="1m", seq=5)])  # arrives after the catalog
     script = ("import duckdb; c = duckdb.connect('%s', read_only=True); "
               "print(sorted(r[0] for r in c.sql('SHOW TABLES').fetchall())); "
-              "print(c.sql('SELECT (SELECT sum(price)::VARCHAR FROM trades), (SELECT count(*) FROM candles)').fetchall()[0])"
+              "print(c.sql('SELECT (SELECT sum(price)::VARCHAR FROM trades), (SELECT count(*) FROM candles)')"
+              ".fetchall()[0])"
               % path)
     out = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, capture_output=True, text=True, check=True)
     names, values = out.stdout.splitlines()
     assert eval(names) == sorted([*schemas.TABLES, *(f"{t}_all" for t in LATEST_VIEWS)])
     assert eval(values) == ("936.000000000000000000", 1)
     write_catalog(root)  # rewriting replaces the file in place
+
+
+def test_missing_root_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        connect(tmp_path / "missing")
 
 
 def test_catalog_refuses_a_table_directory(tmp_path):
