@@ -61,6 +61,7 @@ class BitoProVenue:
             web.get("/v3/trades/{pair}", self.trades),
             web.get("/v3/trading-history/{pair}", self.trading_history),
             web.get("/v3/provisioning/trading-pairs", self.trading_pairs),
+            web.get("/v3/provisioning/currencies", self.currencies),
             web.get("/v3/tickers", self.tickers),
             web.get("/v3/tickers/{pair}", self.tickers),
             web.get("/v3/accounts/balance", self.balance),
@@ -222,6 +223,13 @@ class BitoProVenue:
              "maxLimitBaseAmount": "1000000", "minMarketBuyQuoteAmount": "1", "orderOpenLimit": "200",
              "maintain": False, "orderBookQuoteScaleLevel": "0", "amountPrecision": str(s.amount_dp)}
             for s in (m.spec for m in self.ctx.markets.values())]})
+
+    async def currencies(self, request: web.Request) -> web.Response:
+        codes = sorted({c for m in self.ctx.markets.values() for c in (m.spec.base, m.spec.quote)})
+        return json_response({"data": [
+            {"currency": c.lower(), "withdrawFee": "0", "minWithdraw": "0", "maxWithdraw": "1000000",
+             "maxDailyWithdraw": "1000000", "withdraw": True, "deposit": True, "depositConfirmation": "1"}
+            for c in codes]})
 
     def _ticker(self, m: Market) -> dict:
         pdp, adp = m.spec.price_dp, m.spec.amount_dp
