@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recorder.store import Store
@@ -52,22 +51,40 @@ def duckdb_count(root: Path) -> int:
     return total
 
 
+class Child:
+    """A crash child whose stdout is collected in the background."""
+
+    def __init__(self, root: Path, writer: str, seed: int):
+        self.proc = subprocess.Popen([sys.executable, str(CHILD), str(root), writer, str(seed)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+
+    def wait_ack(self) -> None:
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("ACK") for line in list(self.lines)):
+            assert self.proc.poll() is None, "child died on its own"
+            assert time.monotonic() < deadline, "child never acknowledged"
+            time.sleep(0.01)
+
+    def kill(self) -> tuple[int, set[int]]:
+        """kill -9; (the child's first seq, the seqs it acknowledged)."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.reader.join(5)
+        return parse(self.lines)
+
+
 def run_round(root: Path, seed: int) -> tuple[int, set[int]]:
     """Start the child, kill -9 it at a random moment; (its first seq, the seqs it acknowledged)."""
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(root), "crashy", str(seed)],
-                            stdout=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 30
-    while not any(line.startswith("ACK") for line in list(lines)):
-        assert proc.poll() is None, "child died on its own"
-        assert time.monotonic() < deadline, "child never acknowledged"
-        time.sleep(0.01)
+    child = Child(root, "crashy", seed)
+    child.wait_ack()
     time.sleep(random.Random(seed).uniform(0.0, 0.6))
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    reader.join(5)
+    return child.kill()
+
+
+def parse(lines: list[str]) -> tuple[int, set[int]]:
     start = int(lines[0].split()[1])
     acked = set()
     for line in lines[1:]:
@@ -98,3 +115,23 @@ def test_kill9_loses_nothing_acknowledged(tmp_path):
         assert not list((root / "_log" / "crashy").iterdir())
         high = max(seqs + [start])
     assert len(acked_all) > 1000
+
+
+def test_two_writer_processes_one_root(tmp_path):
+    root = tmp_path / "data"
+    children = [Child(root, w, seed) for seed, w in enumerate(("p1", "p2"))]
+    for c in children:
+        c.wait_ack()
+    time.sleep(1.0)
+    results = [c.kill() for c in children]
+    for w in ("p1", "p2"):
+        with Store(root, w):
+            pass
+    seqs = all_seqs(root)
+    assert len(seqs) == len(set(seqs)), "the two writers' rows collided or were duplicated"
+    acked = results[0][1] | results[1][1]
+    assert not results[0][1] & results[1][1], "both writers were given the same seq"
+    assert not acked - set(seqs)
+    assert duckdb_count(root) == len(seqs)
+    writers = {p.name.split("-")[1] for p in visible_files(root) if p.name.count("-") == 2}
+    assert writers <= {"p1", "p2"}

@@ -53,6 +53,8 @@ def recover(root: Path) -> None:
     idir = _intent_dir(root)
     if not idir.is_dir():
         return
+    for stale in idir.glob(".*.tmp"):  # an intent record that was never published
+        stale.unlink()
     for intent in sorted(idir.glob("*.json")):
         rec = json.loads(intent.read_text())
         directory = root / rec["dir"]

@@ -30,6 +30,7 @@ def segment_path(log_dir: Path, segment_id: int) -> Path:
 
 
 def segment_id(path: Path) -> int:
+    """The id a segment file is named by."""
     return int(path.name[: -len(SUFFIX)])
 
 
@@ -49,12 +50,15 @@ def encode(table: str, exchange: str, pair: str, batch: pa.RecordBatch) -> list:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
+    """One decoded frame; the batch stays serialized until it is needed."""
+
     table: str
     exchange: str
     pair: str
     ipc: memoryview
 
     def batch(self) -> pa.RecordBatch:
+        """The record batch, with the table's exact schema."""
         return pa.ipc.read_record_batch(pa.py_buffer(self.ipc), TABLES[self.table].schema)
 
 

@@ -23,7 +23,7 @@ from .log import Frame
 HOUR_NS = 3_600_000_000_000
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Dictionary-encoded types; high-cardinality columns fall back to plain by themselves.
-_DICT_TYPES = (pa.string(), pa.large_string(), pa.bool_())
+_DICT_TYPES = (pa.string(), pa.large_string())
 
 
 class StoreError(ValueError):
@@ -59,6 +59,7 @@ def partition_path(root, table: str, exchange: str, pair: str, date) -> Path:
 
 
 def segment_file_name(hour: int, writer: str, segment: int) -> str:
+    """Deterministic name of the file a log segment contributes to one partition-hour."""
     return f"h{hour:02d}-{writer}-{segment:020d}.parquet"
 
 
