@@ -149,7 +149,7 @@ def to_events(tab: pa.Table, seq0: int) -> pa.Table:
                               np.where(av, amt, 0), pk, ak, pv=pv, av=av)
     rp = B.L3Replay(ev)
     parts, prev = [], 0
-    parts.append(_rows(np.array([K.R]), [-1], [0], [0], [0], [ts[0] if n else 0], [False] * 3))
+    parts.append(_rows(np.array([K.R]), [-1], [0], [0], [0], [ts[0] if n else 0], ([False],) * 3))
     for c in list(cuts) + [n]:
         rows = slice(prev, c)
         parts.append(_rows(act[rows], side[rows], oid[rows], px[rows], amt[rows], ts[rows],
@@ -158,7 +158,7 @@ def to_events(tab: pa.Table, seq0: int) -> pa.Table:
             rp.run(c)
             bk = rp.book()
             k = len(bk.side)
-            parts.append(_rows(np.array([K.R]), [-1], [0], [0], [0], [hour[c]], [False] * 3))
+            parts.append(_rows(np.array([K.R]), [-1], [0], [0], [0], [hour[c]], ([False],) * 3))
             parts.append(_rows(np.full(k, K.S, np.int8), bk.side, bk.order_id, bk.price, bk.amount,
                                np.full(k, hour[c]), (np.ones(k, bool),) * 3))
         prev = c

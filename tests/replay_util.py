@@ -15,7 +15,7 @@ from replay.book import to_dec
 from replay.source import HOUR_NS, date_of, partition_dir
 from schemas import DEC, TABLES, TS
 
-T0 = 1_795_269_600_000_000_000  # 2026-11-21T10:00:00Z
+T0 = 1_795_269_600_000_000_000  # 2026-11-21T14:00:00Z
 PRICE_SCALE, AMOUNT_SCALE = 2, 4
 
 
