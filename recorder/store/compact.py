@@ -113,14 +113,20 @@ def _key_range(table: Table, path: Path) -> tuple:
     return min(s.min for s in stats), max(s.max for s in stats)
 
 
+def _row_groups(table: Table, path: Path):
+    """A file's rows, one row group at a time, with the table's exact schema."""
+    pf = pq.ParquetFile(path)
+    for i in range(pf.num_row_groups):
+        yield pa.Table.from_batches(pf.read_row_group(i).to_batches(), schema=table.schema)
+
+
 def _read(table: Table, path: Path) -> pa.Table:
-    data = pq.ParquetFile(path).read()
-    return pa.Table.from_batches(data.to_batches(), schema=table.schema)
+    return pa.concat_tables(list(_row_groups(table, path)))
 
 
 def _merge(table: Table, inputs: list[Path], output: Path) -> None:
-    """Sorted merge of sorted inputs: streamed file by file when their key ranges do not overlap
-    (the normal case: seq increases), otherwise all read and sorted in memory."""
+    """Sorted merge of sorted inputs: streamed row group by row group when the files' key ranges do not
+    overlap (the normal case: seq increases), otherwise all read and sorted in memory."""
     ranges = [_key_range(table, p) for p in inputs]
     if any(r is None for r in ranges):
         ordered = None
@@ -136,8 +142,8 @@ def _merge(table: Table, inputs: list[Path], output: Path) -> None:
     tmp = temp_name(output)
     buf: list[pa.Table] = []
     with pq.ParquetWriter(tmp, table.schema, **opts) as w:
-        for p in ordered:
-            buf.append(_read(table, p))
+        for group in (g for p in ordered for g in _row_groups(table, p)):
+            buf.append(group)
             while sum(t.num_rows for t in buf) >= ROW_GROUP:
                 data = pa.concat_tables(buf)
                 w.write_table(data.slice(0, ROW_GROUP), row_group_size=ROW_GROUP)
