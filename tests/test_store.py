@@ -337,3 +337,20 @@ def test_readers_skip_internal_and_temp_files(tmp_path):
     # internal data lives in <root>/_log and <root>/_state, outside every table directory
     assert pq.read_table(tmp_path / "trades").num_rows == 1
     assert {p.name for p in tmp_path.iterdir()} == {"trades", "_log", "_state"}
+
+
+def test_append_does_not_fsync_flush_does_and_stats(tmp_path):
+    with Store(tmp_path, "w", fsync_interval=1e9, seal_interval=1e9) as s:
+        base = s.stats["fsyncs"]
+        assert s.append("trades", "btcalpha", "BTC_USD", trades([1, 2])) == 2
+        assert s.append("trades", "btcalpha", "BTC_USD", trades([])) == 0
+        st = s.stats
+        assert st["fsyncs"] == base and st["rows_appended"] == 2 and st["pending_bytes"] > 0
+        s.flush()
+        st = s.stats
+        assert st["fsyncs"] == base + 1 and st["last_fsync_ts"] is not None
+        assert {"rows_appended", "bytes_logged", "pending_bytes", "fsyncs", "files_written", "last_fsync_ts"} <= set(st)
+    assert s.stats["files_written"] == 1 and s.stats["pending_bytes"] == 0
+    with pytest.raises(StoreError, match="not open"):
+        s.append("trades", "btcalpha", "BTC_USD", trades([3]))
+    s.close()  # idempotent
