@@ -157,16 +157,17 @@ def test_catalog_opens_from_another_directory(tmp_path):
     assert path == root.resolve() / "catalog.duckdb"
     assert sorted(p.name for p in root.iterdir()) == ["catalog.duckdb", "trades"]  # no temp or WAL left
     write(root, "candles", [row("candles", resolution="1m", seq=5)])  # arrives after the catalog
-    script = ("import duckdb; c = duckdb.connect('%s', read_only=True); "
-              "print(sorted(r[0] for r in c.sql('SHOW TABLES').fetchall())); "
-              "print(c.sql('SELECT (SELECT sum(price)::VARCHAR FROM trades), (SELECT count(*) FROM candles)')"
-              ".fetchall()[0])"
+    script = ("import duckdb, json; c = duckdb.connect('%s', read_only=True); "
+              "print(json.dumps(sorted(r[0] for r in c.sql('SHOW TABLES').fetchall()))); "
+              "print(json.dumps(c.sql('SELECT (SELECT sum(price)::VARCHAR FROM trades), (SELECT count(*) FROM candles)')"
+              ".fetchall()[0]))"
               % path)
     out = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, capture_output=True, text=True, check=True)
-    names, values = out.stdout.splitlines()
-    assert eval(names) == sorted([*schemas.TABLES, *(f"{t}_all" for t in LATEST_VIEWS)])
-    assert eval(values) == ("936.000000000000000000", 1)
-    write_catalog(root)  # rewriting replaces the file in place
+    names, values = map(json.loads, out.stdout.splitlines())
+    assert names == sorted([*schemas.TABLES, *(f"{t}_all" for t in LATEST_VIEWS)])
+    assert values == ["936.000000000000000000", 1]
+    assert write_catalog(root) == path  # rewriting replaces the file
+    assert sorted(p.name for p in root.iterdir()) == ["candles", "catalog.duckdb", "trades"]
 
 
 def test_missing_root_is_an_error(tmp_path):
