@@ -22,8 +22,8 @@ PARTITION_DOCS = {
     "pair": "canonical pair BASE_QUOTE in upper case (BTC_USD); ALL for venue-wide rows",
     "date": "UTC date (YYYY-MM-DD) of the table's time column",
 }
-EXCHANGE_RE = re.compile(r"^[a-z][a-z0-9]{1,31}$")
-PAIR_RE = re.compile(r"^[A-Z0-9]{1,16}(_[A-Z0-9]{1,16})?$")
+EXCHANGE_RE = re.compile(r"^[a-z][a-z0-9]{1,31}\Z")
+PAIR_RE = re.compile(r"^[A-Z0-9]{1,16}(_[A-Z0-9]{1,16})?\Z")
 #: Pair value for rows that belong to a venue rather than one pair.
 ALL_PAIRS = "ALL"
 
