@@ -190,11 +190,11 @@ class BtcAlphaVenue:
 
     # --- private REST -----------------------------------------------------------------------------------
     async def wallets(self, request: web.Request) -> web.Response:
-        """Signed GET: X-KEY, X-SIGN = HMAC-SHA256(secret, key + urlencode(sorted(query))), X-NONCE increasing."""
+        """Signed GET: X-KEY, X-SIGN = HMAC-SHA256(secret, key) (a GET signs no data), X-NONCE increasing."""
         key, sign, nonce = (request.headers.get(h) for h in ("X-KEY", "X-SIGN", "X-NONCE"))
         if key != self.ctx.api_key or not sign or not nonce:
             return self.error(401, "Invalid authentication headers")
-        if sign != btcalpha_sign(key, self.ctx.api_secret, dict(request.query)):
+        if sign != btcalpha_sign(key, self.ctx.api_secret, {}):
             return self.error(401, "Invalid signature")
         if not nonce.isdigit() or int(nonce) <= self._nonces[key]:
             return self.error(401, "Nonce must be greater than the previous one")
