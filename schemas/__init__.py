@@ -45,7 +45,8 @@ class Table:
     schema: pa.Schema
     time_column: str
     order_by: tuple[str, ...]
-    #: Columns that identify one logical row version; the catalog keeps the newest.
+    #: Columns that identify one logical row: the recorder de-duplicates trades on them,
+    #: and for candles (several versions per row) the catalog view keeps the newest.
     latest_by: tuple[str, ...] = ()
 
     @property
