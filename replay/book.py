@@ -229,15 +229,15 @@ class Events:
     act: np.ndarray
     side: np.ndarray
     oid: np.ndarray
+    #: price level of row i is pidx[i] - lo (pidx < 0: no price); ticks[level] is its price in ticks.
     pidx: np.ndarray
-    amt: np.ndarray
-    ok: np.ndarray
-    #: tick of each price index, and the scales (value = ticks / 10**scale).
+    lo: int
     ticks: np.ndarray
+    amt: np.ndarray
     price_scale: int
     amount_scale: int
-    observe: np.ndarray = None
-    gap: np.ndarray = None
+    #: event positions where a gap-kind sessions row starts a gap (before that event).
+    gpos: np.ndarray
 
     @classmethod
     def from_table(cls, tab: pa.Table, gap_seqs: np.ndarray | None = None) -> "Events":
@@ -247,107 +247,90 @@ class Events:
         act, side = codes("action", K.ACTIONS), codes("side", SIDES)
         pk, ak = scale_of(tab.column("price")), scale_of(tab.column("amount"))
         px, pv = to_ints(tab.column("price"), pk)
-        amt, av = to_ints(tab.column("amount"), ak)
+        amt = to_ints(tab.column("amount"), ak)[0]
+        if not pv.all():
+            px[~pv] = -1
         oidc = tab.column("order_id")
         oid = pc.fill_null(oidc, 0).to_numpy()
-        ov = oidc.is_valid().to_numpy() if oidc.null_count else np.ones(len(oid), bool)
+        if oidc.null_count:
+            act[~oidc.is_valid().to_numpy() & (act != K.R)] = -1
         return cls.from_arrays(tab.column("seq").to_numpy(),
                                pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy(),
                                tab.column("ts_recv").cast(pa.int64()).to_numpy(), act, side, oid, px, amt, pk, ak,
-                               ov, pv, av, gap_seqs)
+                               gap_seqs)
 
     @classmethod
     def from_arrays(cls, seq, ts_event, ts_recv, act, side, oid, px, amt, pk: int, ak: int,
-                    ov=None, pv=None, av=None, gap_seqs: np.ndarray | None = None) -> "Events":
-        """Events from int64 columns (price ticks, amount lots at scales pk, ak; validity masks optional)."""
-        n = len(seq)
-        ov, pv, av = (np.ones(n, bool) if v is None else v for v in (ov, pv, av))
-        ticks, pidx = _price_index(px, pv)
-        add = (act == K.A) | (act == K.S)
-        red = (act == K.F) | (act == K.P)
-        ok = (act == K.R) | ((act == K.C) & ov) | (red & ov & av & (amt > 0)) | \
-             (add & ov & av & pv & (side >= 0) & (amt > 0))
-        ev = cls(seq, ts_event, ts_recv, act, side, oid, pidx, amt, ok, ticks, pk, ak)
-        ev.observe, ev.gap = _observe_gap(act, seq, np.empty(0, np.int64) if gap_seqs is None else gap_seqs)
-        return ev
+                    gap_seqs: np.ndarray | None = None) -> "Events":
+        """Events from int64 columns: price ticks (-1 = none) and amount lots at scales pk, ak."""
+        lo, hi = (int(v) for v in K.minmax(px))
+        if hi - lo < DIRECT_MAX:
+            pidx, ticks = px, np.arange(lo, hi + 1, dtype=np.int64)
+        else:
+            ticks, inv = np.unique(px, return_inverse=True)
+            pidx, lo = inv.astype(np.int64) - int(ticks[0] < 0), 0
+            ticks = ticks[ticks >= 0]
+        gpos = np.zeros(0, np.int64) if gap_seqs is None else np.searchsorted(seq, gap_seqs, "right")
+        return cls(seq, ts_event, ts_recv, act, side, oid, pidx, lo, ticks, amt, pk, ak, gpos[gpos < len(seq)])
 
     def __len__(self) -> int:
         return len(self.seq)
 
 
-def _price_index(px: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(tick per price index, price index per row or -1): direct offsets when the range is small."""
-    if not valid.any():
-        return np.zeros(1, np.int64), np.full(len(px), -1, np.int64)
-    v = px[valid]
-    lo, hi = int(v.min()), int(v.max())
-    pidx = np.full(len(px), -1, np.int64)
-    if hi - lo < DIRECT_MAX:
-        pidx[valid] = v - lo
-        return np.arange(lo, hi + 1, dtype=np.int64), pidx
-    ticks, inv = np.unique(v, return_inverse=True)
-    pidx[valid] = inv
-    return ticks, pidx
-
-
-def _observe_gap(act: np.ndarray, seq: np.ndarray, gap_seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """observe: the book after this event is a real state (not mid-snapshot); gap: not known exact.
-
-    The book is unknown from the hour's start, every R and every gap-kind sessions row until the
-    snapshot (R then its S rows) completes; a gap row at the completing event wins.
-    """
-    n = len(act)
-    snap = (act == K.R) | (act == K.S)
-    nxt_s = np.zeros(n, bool)
-    nxt_s[:-1] = act[1:] == K.S
-    observe = ~(snap & nxt_s)
-    rpos = np.nonzero(act == K.R)[0]
-    obs = np.nonzero(observe)[0]
-    ends = obs[np.searchsorted(obs, rpos)] if len(rpos) else rpos
-    gs = np.full(n, -1, np.int64)
-    sc = np.full(n, -1, np.int64)
-    if n:
-        gs[0] = 0
-    gs[rpos] = 2 * rpos
-    sp = np.searchsorted(seq, gap_seqs, "right")
-    sp = sp[sp < n]
-    gs[sp] = 2 * sp + 1
-    sc[ends] = 2 * ends
-    return observe, np.maximum.accumulate(gs) > np.maximum.accumulate(sc)
+def _observed(act: np.ndarray) -> np.ndarray:
+    """Events after which the book is a real state: not an R or S followed by another S."""
+    nxt = np.zeros(len(act), bool)
+    nxt[:-1] = act[1:] == K.S
+    return ~(((act == K.R) | (act == K.S)) & nxt)
 
 
 class L3Replay:
     """The order-level book over one hour's Events, advanced in place by the kernel."""
 
-    def __init__(self, ev: Events):
+    def __init__(self, ev: Events, bbo: bool = False):
         self.ev = ev
+        n = len(ev)
         self.ht = np.full((1 << 12, 4), -1, np.int64)
         self.shift = np.uint64(64 - 12)
-        self.live = np.zeros(1, np.int64)
         self.lamt = np.zeros((2, len(ev.ticks)), np.int64)
         self.lcnt = np.zeros((2, len(ev.ticks)), np.int64)
-        self.best = np.full(2, -1, np.int64)
+        self.st = np.zeros(K.STATE_SIZE, np.int64)
+        self.st[[K.ST_BID, K.ST_ASK, K.ST_SNAP]] = -1
         self.counts = np.zeros(len(K.KINDS), np.int64)
         self.first = np.full(len(K.KINDS), -1, np.int64)
-        self.crossed = np.zeros(1, np.bool_)
+        self.status = np.zeros(n, np.uint8)
+        self.bbo = np.empty((6, max(16, n // 8) if bbo else 0), np.int64)
         self.pos = 0
 
-    def run(self, stop: int, bbo: np.ndarray | None = None, samples: np.ndarray | None = None,
-            nlev: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Apply events up to index stop; fill bbo (4, n) per event; record top nlev at sample positions."""
+    def run(self, stop: int, samples: np.ndarray | None = None, nlev: int = 0) -> tuple[np.ndarray, ...]:
+        """Apply events up to index stop, recording the top nlev levels after each sorted sample position."""
         e = self.ev
         samples = np.zeros(0, np.int64) if samples is None else samples.astype(np.int64)
         dp = np.empty((len(samples), 2, nlev), np.int64)
         da, dc = np.empty_like(dp), np.empty_like(dp)
-        bbo = np.empty((4, 0), np.int64) if bbo is None else bbo
-        sptr = np.zeros(1, np.int64)
-        while self.pos < stop:
-            self.pos = K.l3_run(e.act, e.side, e.oid, e.pidx, e.amt, e.ok, e.observe, self.pos, stop, self.ht,
-                                self.shift, self.live, self.lamt, self.lcnt, self.best, self.counts, self.first,
-                                self.crossed, bbo, samples, sptr, dp, da, dc)
-            if self.pos < stop:
+        self.st[K.ST_SPTR] = 0
+        while True:
+            self.pos = K.l3_run(e.act, e.side, e.oid, e.pidx, e.lo, e.amt, e.gpos, self.pos, stop, self.ht,
+                                self.shift, self.lamt, self.lcnt, self.st, self.counts, self.first, self.status,
+                                self.bbo, samples, dp, da, dc)
+            if self.pos >= stop:
+                return dp, da, dc
+            if self.bbo.shape[1] and self.st[K.ST_NBBO] >= self.bbo.shape[1]:
+                self.bbo = np.concatenate([self.bbo, np.empty_like(self.bbo)], axis=1)
+            else:
                 self.ht, self.shift = K.grow(self.ht, self.shift)
-        return dp, da, dc
+
+    @property
+    def observed(self) -> np.ndarray:
+        return (self.status & 2).astype(bool)
+
+    @property
+    def gap(self) -> np.ndarray:
+        return (self.status & 1).astype(bool)
+
+    def bbo_rows(self) -> np.ndarray:
+        """(6, changes) rows: event index, bid level, bid amount, ask level, ask amount, gap."""
+        return self.bbo[:, :self.st[K.ST_NBBO]]
 
     def book(self) -> Book:
         """The current book: live orders, bids best first then asks best first, time priority within a price."""
@@ -357,7 +340,7 @@ class L3Replay:
         ht, side, p = (x[np.lexsort((ht[:, 3], np.where(side == 0, -p, p), side))] for x in (ht, side, p))
         last = self.pos - 1
         return Book(True, int(e.seq[last]) if last >= 0 else -1, int(e.ts_recv[last]) if last >= 0 else 0,
-                    bool(e.gap[last]) if last >= 0 else True, side, e.ticks[p], ht[:, 2].copy(),
+                    bool(self.status[last] & 1) if last >= 0 else True, side, e.ticks[p], ht[:, 2].copy(),
                     e.price_scale, e.amount_scale, order_id=ht[:, 0].copy())
 
     def anomalies(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -381,49 +364,43 @@ def replay_events(tab: pa.Table, hour: int | None = None, *, gap_seqs: np.ndarra
     if n == 0:
         return res
     stop = n if at is None else int(np.searchsorted(np.maximum.accumulate(ev.ts_recv), at, "right"))
-    rp = L3Replay(ev)
+    rp = L3Replay(ev, bbo)
     samples, nlev, times = np.zeros(0, np.int64), 0, None
     if depth is not None and depth.levels > 0:
         nlev = depth.levels
         if depth.every is None:
-            samples = np.nonzero(ev.observe)[0]
+            samples = np.nonzero(_observed(ev.act))[0]
             times = ev.ts_recv[samples]
         else:
             times, samples = _samples(ev.ts_recv, hour, depth.every)
     gpos = gsnap = None
+    nlev_v = nlev
     if grouped is not None and grouped.num_rows:
         gsnap, gpos, glev = _grouped(grouped, ev.seq)
         nlev_v = max(nlev, glev)
-    else:
-        nlev_v = nlev
     allpos = samples if gpos is None else np.concatenate([samples, gpos])
     order = np.argsort(allpos, kind="stable")
-    bb = np.empty((4, n), np.int64) if bbo else None
-    dp, da, dc = rp.run(stop, bb, allpos[order], nlev_v)
+    dp, da, dc = rp.run(stop, allpos[order], nlev_v)
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
     res.anomalies, res.first = rp.anomalies()
     res.book = rp.book()
     res.digest = res.book.digest()
-    tk = ev.ticks
+    tk, gap = ev.ticks, rp.gap
     if bbo:
-        o = np.nonzero(ev.observe[:stop])[0]
-        b = bb[:, o]
-        g = ev.gap[o]
-        ch = o[_changed(b[0], b[1], b[2], b[3], g)]
-        b = bb[:, ch]
-        res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(b[0] >= 0, tk[b[0]], -1), b[1],
-                             np.where(b[2] >= 0, tk[b[2]], -1), b[3], ev.gap[ch], ev.price_scale, ev.amount_scale)
+        ch, bp, ba, ap, aa, g = rp.bbo_rows()
+        res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
+                             np.where(ap >= 0, tk[ap], -1), aa, g.astype(bool), ev.price_scale, ev.amount_scale)
     if nlev:
         k = inv[:len(samples)]
         keep = samples < stop
         k, pos, times = k[keep], samples[keep], times[keep]
         p = dp[k, :, :nlev]
-        res.depth = _depth_table(times, ev.seq[pos], ev.gap[pos], np.where(p >= 0, tk[p], -1), da[k, :, :nlev],
+        res.depth = _depth_table(times, ev.seq[pos], gap[pos], np.where(p >= 0, tk[p], -1), da[k, :, :nlev],
                                  dc[k, :, :nlev], ev.price_scale, ev.amount_scale)
     if gpos is not None:
         k = inv[len(samples):]
-        res.mismatches, res.checked = _verify_grouped(gsnap, gpos, dp[k], da[k], ev)
+        res.mismatches, res.checked = _verify_grouped(gsnap, gpos, dp[k], da[k], ev, gap)
     return res
 
 
@@ -442,12 +419,12 @@ def _grouped(grouped: pa.Table, seq: np.ndarray) -> tuple[list, np.ndarray, int]
     return [(i, snaps[i]) for i in ids.tolist()], pos, most
 
 
-def _verify_grouped(snaps, pos, dp, da, ev: Events) -> tuple[list[str], int]:
+def _verify_grouped(snaps, pos, dp, da, ev: Events, gap: np.ndarray) -> tuple[list[str], int]:
     """Compare the replayed top levels with each grouped REST snapshot taken outside a gap."""
     out, checked = [], 0
     for j, (sid, levels) in enumerate(snaps):
         p = int(pos[j])
-        if p < 0 or ev.gap[p]:
+        if p < 0 or gap[p]:
             continue
         checked += 1
         for s, name in enumerate(SIDES):

@@ -174,34 +174,48 @@ def grow(ht, shift):
     return new, nshift
 
 
+@njit(cache=True)
+def minmax(x):
+    """(min, max) of the non-negative values of x, or (0, -1) when there are none."""
+    lo = np.int64(0x7FFFFFFFFFFFFFFF)
+    hi = np.int64(-1)
+    for v in x:
+        if v >= 0:
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+    return (lo, hi) if hi >= 0 else (np.int64(0), np.int64(-1))
+
+
 @njit(cache=True, inline="always")
-def _remove(s, p, q, full, lamt, lcnt, best):
-    """Take q lots from level (s, p); when the order is gone drop its count and move the best if needed."""
+def _remove(s, p, q, full, lamt, lcnt, bb, ba):
+    """Take q lots from level (s, p); when the order is gone drop its count; returns the new best indices."""
     lamt[s, p] -= q
     if full:
         lcnt[s, p] -= 1
-        if lcnt[s, p] == 0 and best[s] == p:
-            n = lcnt.shape[1]
-            if s == 0:
+        if lcnt[s, p] == 0:
+            if s == 0 and bb == p:
                 while p >= 0 and lcnt[0, p] == 0:
                     p -= 1
-            else:
+                bb = p
+            elif s == 1 and ba == p:
+                n = lcnt.shape[1]
                 while p < n and lcnt[1, p] == 0:
                     p += 1
-                if p == n:
-                    p = -1
-            best[s] = p
+                ba = p if p < n else -1
+    return bb, ba
 
 
 @njit(cache=True, inline="always")
-def _sample(j, lamt, lcnt, best, dp, da, dc):
+def _sample(j, lamt, lcnt, bb, ba, dp, da, dc):
     """Record the top dp.shape[2] levels of each side into sample row j (price index -1 = no level)."""
     nlev = dp.shape[2]
     n = lcnt.shape[1]
     for s in range(2):
-        p = best[s]
-        k = 0
+        p = bb if s == 0 else ba
         step = -1 if s == 0 else 1
+        k = 0
         while k < nlev and 0 <= p < n:
             if lcnt[s, p] > 0:
                 dp[j, s, k] = p
@@ -216,50 +230,72 @@ def _sample(j, lamt, lcnt, best, dp, da, dc):
             k += 1
 
 
-@njit(cache=True)
-def l3_run(act, side, oid, pidx, amt, ok, observe, start, stop, ht, shift, live,
-           lamt, lcnt, best, counts, first, crossed, bbo, samp, sptr, dp, da, dc):
-    """Apply events [start, stop) to the book in place, counting anomalies; returns the index reached.
+#: Slots of the kernel's scalar state vector.
+ST_LIVE, ST_BID, ST_ASK, ST_CROSSED, ST_GAP, ST_SNAP, ST_PENDING, ST_GPTR, ST_SPTR, ST_NBBO = range(10)
+STATE_SIZE = 10
 
-    ht holds live orders only: rows (order id, price index * 2 + side or -1 when empty, amount, event
-    index of the add). It returns early, before an add, when ht is half full (the caller grows it).
-    bbo (4, n) receives best bid index/amount and best ask index/amount after every event when it has
-    n columns; samp holds sorted event positions whose top levels are recorded into dp/da/dc.
+
+@njit(cache=True, inline="always")
+def _count(counts, first, kind, i):
+    counts[kind] += 1
+    if first[kind] < 0:
+        first[kind] = i
+
+
+@njit(cache=True)
+def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lcnt, st, counts, first,
+           status, bbo, samp, dp, da, dc):
+    """Apply events [start, stop) to the book in place; returns the index reached.
+
+    Level of a row: pidx[i] - lo (pidx < 0: no price). ht holds live orders only, rows (order id,
+    level * 2 + side or -1 when empty, amount, event index of the add); the kernel returns early,
+    before an add, when ht is half full or bbo is full (the caller grows them and calls again).
+    status[i] gets bit 0 = book not known exact (from the hour's start, an R or a gap position in
+    gpos, until a snapshot completes), bit 1 = observed (not in the middle of R + S rows).
+    bbo gets rows (event, bid level, bid amount, ask level, ask amount, gap) when any of them changes
+    at an observed event; samp holds sorted event positions whose top levels go into dp/da/dc.
     """
-    record = bbo.shape[1] > 0
+    n = act.shape[0]
+    nlev_total = lcnt.shape[1]
     limit = ht.shape[0] // 2
+    live, bb, ba, crossed = st[ST_LIVE], st[ST_BID], st[ST_ASK], st[ST_CROSSED]
+    last_gap, last_snap, pending, gp, j, nb = st[ST_GAP], st[ST_SNAP], st[ST_PENDING], st[ST_GPTR], st[ST_SPTR], st[ST_NBBO]
+    ng = gpos.shape[0]
     ns = samp.shape[0]
-    j = sptr[0]
+    cap = bbo.shape[1]
     while j < ns and samp[j] < start:
-        _sample(j, lamt, lcnt, best, dp, da, dc)
+        _sample(j, lamt, lcnt, bb, ba, dp, da, dc)
         j += 1
-    for i in range(start, stop):
+    i = start
+    while i < stop:
         a = act[i]
-        if not ok[i]:
-            counts[INVALID] += 1
-            if first[INVALID] < 0:
-                first[INVALID] = i
-        elif a == A or a == S:
-            if live[0] >= limit:
-                sptr[0] = j
-                return i
-            pos = _find(ht, shift, oid[i])
-            if ht[pos, 1] != -1:
-                counts[DUP_ADD] += 1
-                if first[DUP_ADD] < 0:
-                    first[DUP_ADD] = i
+        if ((a == A or a == S) and live >= limit) or (cap > 0 and nb >= cap):
+            break
+        while gp < ng and gpos[gp] <= i:
+            last_gap = max(last_gap, 2 * i + 1)
+            gp += 1
+        if a == A or a == S:
+            s = side[i]
+            p = pidx[i] - lo
+            if s < 0 or s > 1 or pidx[i] < 0 or p >= nlev_total or amt[i] <= 0:
+                _count(counts, first, INVALID, i)
             else:
-                s = side[i]
-                p = pidx[i]
-                ht[pos, 0] = oid[i]
-                ht[pos, 1] = p * 2 + s
-                ht[pos, 2] = amt[i]
-                ht[pos, 3] = i
-                live[0] += 1
-                lamt[s, p] += amt[i]
-                lcnt[s, p] += 1
-                if best[s] < 0 or (p > best[s] if s == 0 else p < best[s]):
-                    best[s] = p
+                pos = _find(ht, shift, oid[i])
+                if ht[pos, 1] != -1:
+                    _count(counts, first, DUP_ADD, i)
+                else:
+                    ht[pos, 0] = oid[i]
+                    ht[pos, 1] = p * 2 + s
+                    ht[pos, 2] = amt[i]
+                    ht[pos, 3] = i
+                    live += 1
+                    lamt[s, p] += amt[i]
+                    lcnt[s, p] += 1
+                    if s == 0:
+                        if p > bb:
+                            bb = p
+                    elif ba < 0 or p < ba:
+                        ba = p
         elif a == R:
             for pos in range(ht.shape[0]):
                 v = ht[pos, 1]
@@ -267,55 +303,62 @@ def l3_run(act, side, oid, pidx, amt, ok, observe, start, stop, ht, shift, live,
                     lamt[v & 1, v >> 1] = 0
                     lcnt[v & 1, v >> 1] = 0
                     ht[pos, 1] = -1
-            live[0] = 0
-            best[0] = -1
-            best[1] = -1
-        else:
+            live = 0
+            bb = -1
+            ba = -1
+            last_gap = max(last_gap, 2 * i)
+            pending = 1
+        elif a == C or ((a == F or a == P) and amt[i] > 0):
             pos = _find(ht, shift, oid[i])
             v = ht[pos, 1]
             if v == -1:
-                kind = FILL_UNKNOWN if a == F else CANCEL_UNKNOWN
-                counts[kind] += 1
-                if first[kind] < 0:
-                    first[kind] = i
+                _count(counts, first, FILL_UNKNOWN if a == F else CANCEL_UNKNOWN, i)
             else:
                 s = v & 1
                 p = v >> 1
                 rest = ht[pos, 2]
                 q = rest if a == C else amt[i]
-                if a == F and pidx[i] >= 0 and pidx[i] != p:
-                    counts[FILL_PRICE] += 1
-                    if first[FILL_PRICE] < 0:
-                        first[FILL_PRICE] = i
+                if a == F and pidx[i] >= 0 and pidx[i] - lo != p:
+                    _count(counts, first, FILL_PRICE, i)
                 if q > rest:
-                    kind = OVERFILL if a == F else OVERCANCEL
-                    counts[kind] += 1
-                    if first[kind] < 0:
-                        first[kind] = i
+                    _count(counts, first, OVERFILL if a == F else OVERCANCEL, i)
                     q = rest
                 full = q == rest
                 if full:
                     _delete(ht, shift, pos)
-                    live[0] -= 1
+                    live -= 1
                 else:
                     ht[pos, 2] = rest - q
-                _remove(s, p, q, full, lamt, lcnt, best)
-        if observe[i]:
-            x = best[0] >= 0 and best[1] >= 0 and best[0] >= best[1]
-            if x and not crossed[0]:
-                counts[CROSSED] += 1
-                if first[CROSSED] < 0:
-                    first[CROSSED] = i
-            crossed[0] = x
-        if record:
-            b = best[0]
-            k = best[1]
-            bbo[0, i] = b
-            bbo[1, i] = lamt[0, b] if b >= 0 else 0
-            bbo[2, i] = k
-            bbo[3, i] = lamt[1, k] if k >= 0 else 0
+                bb, ba = _remove(s, p, q, full, lamt, lcnt, bb, ba)
+        else:
+            _count(counts, first, INVALID, i)
+        observed = not ((a == R or a == S) and i + 1 < n and act[i + 1] == S)
+        if observed:
+            if pending:
+                last_snap = 2 * i
+                pending = 0
+            x = 1 if bb >= 0 and ba >= 0 and bb >= ba else 0
+            if x and not crossed:
+                _count(counts, first, CROSSED, i)
+            crossed = x
+        g = 1 if last_gap > last_snap else 0
+        status[i] = g | (2 if observed else 0)
+        if observed and cap > 0:
+            bamt = lamt[0, bb] if bb >= 0 else 0
+            aamt = lamt[1, ba] if ba >= 0 else 0
+            if nb == 0 or bbo[1, nb - 1] != bb or bbo[2, nb - 1] != bamt or bbo[3, nb - 1] != ba \
+                    or bbo[4, nb - 1] != aamt or bbo[5, nb - 1] != g:
+                bbo[0, nb] = i
+                bbo[1, nb] = bb
+                bbo[2, nb] = bamt
+                bbo[3, nb] = ba
+                bbo[4, nb] = aamt
+                bbo[5, nb] = g
+                nb += 1
         while j < ns and samp[j] == i:
-            _sample(j, lamt, lcnt, best, dp, da, dc)
+            _sample(j, lamt, lcnt, bb, ba, dp, da, dc)
             j += 1
-    sptr[0] = j
-    return stop
+        i += 1
+    st[ST_LIVE], st[ST_BID], st[ST_ASK], st[ST_CROSSED] = live, bb, ba, crossed
+    st[ST_GAP], st[ST_SNAP], st[ST_PENDING], st[ST_GPTR], st[ST_SPTR], st[ST_NBBO] = last_gap, last_snap, pending, gp, j, nb
+    return i

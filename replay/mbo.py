@@ -145,8 +145,7 @@ def to_events(tab: pa.Table, seq0: int) -> pa.Table:
     pv = px >= 0
     hour = ts - ts % source.HOUR_NS
     cuts = np.nonzero(hour[1:] != hour[:-1])[0] + 1 if n else np.zeros(0, np.int64)
-    ev = B.Events.from_arrays(np.arange(n), ts, ts, act, side.astype(np.int8), oid, np.where(pv, px, 0),
-                              np.where(av, amt, 0), pk, ak, pv=pv, av=av)
+    ev = B.Events.from_arrays(np.arange(n), ts, ts, act, side.astype(np.int8), oid, px, np.where(av, amt, 0), pk, ak)
     rp = B.L3Replay(ev)
     parts, prev = [], 0
     parts.append(_rows(np.array([K.R]), [-1], [0], [0], [0], [ts[0] if n else 0], ([False],) * 3))

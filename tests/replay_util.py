@@ -79,7 +79,7 @@ def synth_l3(n: int, seed: int = 0, hours: int = 1, t0: int = T0, start_orders: 
     per_hour = max(1, n // hours)
     for h in range(hours):
         hs = t0 + h * HOUR_NS
-        emit(K.R, -1, 0, 0, 0, hs)
+        emit(K.R, -1, 0, -1, 0, hs)
         for s in (0, 1):
             for p in prices[s]:
                 for o in levels[s][p]:

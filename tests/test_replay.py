@@ -38,11 +38,6 @@ def test_decimal_int_round_trip_is_exact():
     assert [B.text(v, 2) for v in (6000001, -50, 700, 0)] == ["60000.01", "-0.5", "7", "0"]
 
 
-def _bbo_ticks(ev: B.Events, bb: np.ndarray) -> np.ndarray:
-    return np.stack([np.where(bb[0] >= 0, ev.ticks[bb[0]], -1), bb[1], np.where(bb[2] >= 0, ev.ticks[bb[2]], -1),
-                     bb[3]])
-
-
 def test_engine_matches_reference_book_on_random_stream():
     s = synth_l3(40_000, seed=7, hours=1)
     # salt the stream with anomalies the reference must count the same way
@@ -54,15 +49,21 @@ def test_engine_matches_reference_book_on_random_stream():
     tab = events_table(s)
     ev = B.Events.from_table(tab)
     assert (ev.price_scale, ev.amount_scale) == (PRICE_SCALE, AMOUNT_SCALE)
-    rp = B.L3Replay(ev)
-    bb = np.empty((4, len(ev)), np.int64)
-    rp.run(len(ev), bb)
+    rp = B.L3Replay(ev, bbo=True)
+    rp.run(len(ev))
     ref, obs = RefBook(), observe_mask(s["act"])
-    want = np.empty_like(bb)
+    want = []
     for i, row in enumerate(zip(*(s[k].tolist() for k in ("act", "side", "oid", "price", "amount")))):
         ref.apply(*row, observe=bool(obs[i]))
-        want[:, i] = ref.bbo()
-    assert np.array_equal(_bbo_ticks(ev, bb), want)
+        if obs[i]:
+            want.append(ref.bbo())
+    # the engine stores changes; expand them to the BBO after every observed event
+    rows = rp.bbo_rows()
+    idx = np.nonzero(rp.observed)[0]
+    at = rows[:, np.searchsorted(rows[0], idx, "right") - 1]
+    got = np.stack([np.where(at[1] >= 0, ev.ticks[at[1]], -1), at[2], np.where(at[3] >= 0, ev.ticks[at[3]], -1),
+                    at[4]])
+    assert np.array_equal(obs, rp.observed) and np.array_equal(got, np.array(want).T)
     counts, _ = rp.anomalies()
     assert counts == ref.counts and counts["cancel_unknown"] >= 50 and counts["overfill"] > 0
     bk = rp.book()
