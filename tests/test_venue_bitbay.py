@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.rows import Level, ParseError, Trade
+from recorder.rows import Candle, Level, ParseError, Trade
 from recorder.venues import bitbay as bb
 
 FIX = Path(__file__).parent / "fixtures" / "venues"
@@ -82,3 +82,34 @@ def test_public_orderbook():
                         Level("ask", 0, "9002", "0.3"), Level("ask", 1, "9003.25", "1")]
     with pytest.raises(ParseError, match=r"expected \[price, amount\]"):
         bb.parse_public_orderbook(b'{"bids":[[1]],"asks":[]}', "BTC_PLN")
+
+
+# ------------------------------------------------------------------------------ Zonda (successor)
+def test_zonda_urls():
+    z = bb.ZONDA_BASE
+    assert bb.zonda_orderbook_url(z, "BTC_PLN") == "https://api.zondacrypto.exchange/rest/trading/orderbook/BTC-PLN"
+    assert bb.zonda_orderbook_url(z, "BTC_PLN", 10) == "https://api.zondacrypto.exchange/rest/trading/orderbook-limited/BTC-PLN/10"
+    assert bb.zonda_transactions_url(z, "BTC_USDT", 300, 1710327360015, "asc") == \
+        "https://api.zondacrypto.exchange/rest/trading/transactions/BTC-USDT?limit=300&fromTime=1710327360015&sort=asc"
+    assert bb.zonda_candles_url(z, "BTC_USDT", "1h", 1710327600000, 1710331200000) == \
+        "https://api.zondacrypto.exchange/rest/trading/candle/history/BTC-USDT/3600?from=1710327600000&to=1710331200000"
+    with pytest.raises(ValueError):
+        bb.zonda_candles_url(z, "BTC_USDT", "3h", 0, 1)
+
+
+def test_zonda_real_transactions_and_candles():
+    p = bb.parse_zonda_transactions(body("zonda_transactions_2024_real.json"), "BTC_USDT")
+    assert p.trades == [Trade(1710327360016000000, "46f05178-0000-4000-8000-000000000000", "73193.357", "0.00136624", "sell")]
+    p = bb.parse_zonda_candles(body("zonda_candles_2024_real.json"), "1m", "BTC_USDT")
+    assert p.candles == [Candle("1m", 1710327600000000000, "73194.5", "73250.01", "73194.5", "73250.01", "0.00142076")]
+
+
+def test_zonda_orderbook():
+    p = bb.parse_zonda_orderbook(body("zonda_orderbook_doc.json"), "BTC_PLN")
+    assert p.ts_event == 1642299886122000000
+    assert p.levels == [Level("bid", 0, "27590.01", "0.1", 1),
+                        Level("ask", 0, "27601.35", "0.5", 1), Level("ask", 1, "27610", "1.25", 3)]
+    with pytest.raises(ParseError, match="venue error"):
+        bb.parse_zonda_orderbook(b'{"status":"Fail","errors":["TICKER_NOT_FOUND"]}', "BTC_PLN")
+    with pytest.raises(ParseError, match=r"items\[0\].ty: unknown side"):
+        bb.parse_zonda_transactions(b'{"status":"Ok","items":[{"id":"x","t":"1710327360016","a":"1","r":"1","ty":"buy"}]}', "BTC_PLN")

@@ -28,6 +28,9 @@ BYTE_PARSERS = [
     (lambda b: bitbay.parse_trading_orderbook(b, "BTC_PLN"), ["bitbay_trading_orderbook.json", "bitbay_trading_error.json"]),
     (bitbay.parse_public_trades, ["bitbay_public_trades.json"]),
     (lambda b: bitbay.parse_public_orderbook(b, "BTC_PLN"), ["bitbay_public_orderbook.json"]),
+    (lambda b: bitbay.parse_zonda_orderbook(b, "BTC_PLN"), ["zonda_orderbook_doc.json"]),
+    (lambda b: bitbay.parse_zonda_transactions(b, "BTC_USDT"), ["zonda_transactions_2024_real.json"]),
+    (lambda b: bitbay.parse_zonda_candles(b, "1m"), ["zonda_candles_2024_real.json"]),
 ]
 EVENT_FIXTURES = ["btcalpha_ws_new_order_2017.json", "btcalpha_ws_new_order_2018.json",
                   "btcalpha_ws_cancel_2017.json", "btcalpha_ws_cancel_2018.json", "btcalpha_order_create_2017.json"]

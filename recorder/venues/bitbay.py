@@ -9,6 +9,8 @@ Decisions:
   Offers at equal rates are summed into one level whose `count` is the number of offers.
 - Error bodies `{"code": 502, "message": "Invalid sign"}` become ParseError "venue error 502: ...";
   `trading_error` returns (code, message) so the feed can classify them (ERROR_CODES, seed 004).
+- Zonda REST (the successor; exchanges.md §4.3) parsers are included for orderbook, transactions and
+  candles: `ty` Buy/Sell is the taker side, trade ids are the venue's UUIDs verbatim.
 - Public trades: `type` is the taker side; `tid` is kept verbatim as trade_id (a digit string);
   `date` is unix seconds. Public books ([[price, amount]]) are sorted best first and equal prices
   summed (count None: the venue does not say how many orders).
@@ -19,10 +21,11 @@ from decimal import Decimal
 from typing import Mapping
 from urllib.parse import urlencode
 
-from recorder.rows import Level, Parsed, ParseError, Trade
+from recorder.rows import Candle, Level, Parsed, ParseError, Trade
 from recorder.venues import signing
 from recorder.venues.common import (
-    EXACT, at, build_levels, canon_pair, dec, guard, int_id, is_pos, loads, pair_joined, split_market, ts_seconds,
+    EXACT, at, build_levels, canon_pair, dec, dec_sign, guard, int_id, is_pos, loads, pair_joined, split_market,
+    ts_ms, ts_seconds,
 )
 
 TRADING_HOST = "https://bitbay.net"
@@ -200,3 +203,126 @@ def parse_public_orderbook(body: bytes | str, pair: str) -> Parsed:
                 raise at(f"{key}[{i}]", e) from None
         levels += build_levels(side, entries, aggregate=True)
     return Parsed(canon_pair(pair), None, levels=levels)
+
+
+# ---------------------------------------------------------------------------- Zonda REST (v1_01)
+# BitBay's successor (exchanges.md §4.3). Not used by the feeds yet; here so the [V-real] bodies parse and a
+# feed can switch when the legacy API is gone. Markets are `BTC-PLN`; times are ms; values are strings.
+ZONDA_BASE = "https://api.zondacrypto.exchange/rest"
+#: Zonda candle resolution (seconds) for each candles-table resolution it offers (no 3h; 1M absent).
+ZONDA_RESOLUTION_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "6h": 21600,
+                            "12h": 43200, "1d": 86400, "1w": 604800}
+ZONDA_BOOK_LIMITS = (10, 50, 100)
+
+
+def zonda_orderbook_url(base: str, pair: str, limit: int | None = None) -> str:
+    """`/trading/orderbook/BTC-PLN` (top 300), or `/trading/orderbook-limited/BTC-PLN/<10|50|100>`."""
+    m = pair_joined(pair, "-")
+    if limit is None:
+        return f"{base.rstrip('/')}/trading/orderbook/{m}"
+    if limit not in ZONDA_BOOK_LIMITS:
+        raise ValueError(f"limit must be one of {ZONDA_BOOK_LIMITS}, got {limit!r}")
+    return f"{base.rstrip('/')}/trading/orderbook-limited/{m}/{limit}"
+
+
+def zonda_transactions_url(base: str, pair: str, limit: int | None = None, from_time_ms: int | None = None,
+                           sort: str | None = None) -> str:
+    """`/trading/transactions/BTC-PLN?limit&fromTime&sort` (fromTime ms, exclusive; limit <= 300)."""
+    if sort not in (None, "asc", "desc"):
+        raise ValueError(f"sort must be asc or desc, got {sort!r}")
+    q = [(k, v) for k, v in (("limit", limit), ("fromTime", from_time_ms), ("sort", sort)) if v is not None]
+    return f"{base.rstrip('/')}/trading/transactions/{pair_joined(pair, '-')}" + (f"?{urlencode(q)}" if q else "")
+
+
+def zonda_candles_url(base: str, pair: str, resolution: str, from_ms: int, to_ms: int) -> str:
+    """`/trading/candle/history/BTC-PLN/<seconds>?from=<ms>&to=<ms>`."""
+    if resolution not in ZONDA_RESOLUTION_SECONDS:
+        raise ValueError(f"resolution {resolution!r} not offered; one of {tuple(ZONDA_RESOLUTION_SECONDS)}")
+    q = urlencode([("from", int(from_ms)), ("to", int(to_ms))])
+    return f"{base.rstrip('/')}/trading/candle/history/{pair_joined(pair, '-')}/{ZONDA_RESOLUTION_SECONDS[resolution]}?{q}"
+
+
+def _zonda(body: bytes | str, key: str) -> tuple[dict, object]:
+    d = loads(body)
+    if type(d) is not dict:
+        raise ParseError(f"expected an object, got {type(d).__name__}")
+    if d.get("status") != "Ok":
+        raise ParseError(f"venue error: status {d.get('status')!r} errors {str(d.get('errors'))[:200]}")
+    return d, d[key]
+
+
+@guard("zonda orderbook")
+def parse_zonda_orderbook(body: bytes | str, pair: str) -> Parsed:
+    """`orderbook[-limited]` body to levels (ra rate, ca amount, co count); ts_event = `timestamp` ms.
+
+    `seqNo` has no column and is not returned (it only orders WS pushes, which we do not record).
+    """
+    d, _ = _zonda(body, "status")
+    levels: list[Level] = []
+    for side, key in (("bid", "buy"), ("ask", "sell")):
+        rows = d[key]
+        if type(rows) is not list:
+            raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
+        entries = []
+        for i, r in enumerate(rows):
+            try:
+                if type(r) is not dict:
+                    raise ParseError(f"expected an object, got {type(r).__name__}")
+                co = r.get("co")
+                if co is not None:
+                    co = int_id(co, "co")
+                entries.append((dec(r["ra"], "ra"), dec(r["ca"], "ca"), co))
+            except (ParseError, KeyError) as e:
+                raise at(f"{key}[{i}]", e) from None
+        levels += build_levels(side, entries)
+    return Parsed(canon_pair(pair), ts_ms(d["timestamp"], "timestamp"), levels=levels)
+
+
+@guard("zonda transactions")
+def parse_zonda_transactions(body: bytes | str, pair: str) -> Parsed:
+    """`transactions` body to trades: id verbatim (UUID), `t` ms, `a` amount, `r` rate, `ty` Buy/Sell = taker side."""
+    _, items = _zonda(body, "items")
+    if type(items) is not list:
+        raise ParseError(f"items: expected a list, got {type(items).__name__}")
+    out: list[Trade] = []
+    for i, t in enumerate(items):
+        try:
+            if type(t) is not dict:
+                raise ParseError(f"expected an object, got {type(t).__name__}")
+            tid = t["id"]
+            if type(tid) is not str or not tid or len(tid) > 64:
+                raise ParseError(f"id: expected an id string, got {str(tid)[:40]!r}")
+            ty = t["ty"]
+            side = {"Buy": "buy", "Sell": "sell"}.get(ty) if type(ty) is str else None
+            if side is None:
+                raise ParseError(f"ty: unknown side {ty!r} (expected Buy or Sell)")
+            price, amount = dec(t["r"], "r"), dec(t["a"], "a")
+            if not is_pos(price) or not is_pos(amount):
+                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
+            out.append(Trade(ts_ms(t["t"], "t"), tid, price, amount, side))
+        except (ParseError, KeyError) as e:
+            raise at(f"items[{i}]", e) from None
+    return Parsed(canon_pair(pair), None, trades=out)
+
+
+@guard("zonda candles")
+def parse_zonda_candles(body: bytes | str, resolution: str, pair: str | None = None) -> Parsed:
+    """`candle/history` body ([["<ms>", {o, c, h, l, v, co}]]) to candles."""
+    if resolution not in ZONDA_RESOLUTION_SECONDS:
+        raise ValueError(f"resolution {resolution!r} not offered; one of {tuple(ZONDA_RESOLUTION_SECONDS)}")
+    _, items = _zonda(body, "items")
+    if type(items) is not list:
+        raise ParseError(f"items: expected a list, got {type(items).__name__}")
+    out: list[Candle] = []
+    for i, it in enumerate(items):
+        try:
+            if type(it) is not list or len(it) != 2 or type(it[1]) is not dict:
+                raise ParseError("expected [\"<ms>\", {o, c, h, l, v}]")
+            c = it[1]
+            vals = [dec(c[k], k) for k in ("o", "h", "l", "c", "v")]
+            if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
+                raise ParseError("negative candle value")
+            out.append(Candle(resolution, ts_ms(it[0], "time"), *vals))
+        except (ParseError, KeyError) as e:
+            raise at(f"items[{i}]", e) from None
+    return Parsed(None if pair is None else canon_pair(pair), None, candles=out)
