@@ -17,6 +17,7 @@ from recorder.sim.truth import TruthWriter
 
 log = logging.getLogger(__name__)
 
+FAULT_MESSAGES = {429: "Too many requests", 500: "Internal server error", 502: "Bad gateway"}
 #: A connection whose unsent backlog passes this many frames is dropped (slow consumer policy).
 MAX_BACKLOG = 500_000
 
@@ -74,7 +75,7 @@ def rest_middleware(ctx: VenueContext, error: ErrorBody, private_paths: tuple[st
         status = ctx.faults.take_http_error()
         public = ctx.limits.get("public")
         if status is not None:
-            resp = error(status, "injected fault")
+            resp = error(status, FAULT_MESSAGES[status])
         elif public and not request.path.startswith(private_paths or ("\0",)) and not public.allow(request.remote or "?"):
             resp = error(429, "Too many requests")
         else:
