@@ -271,6 +271,8 @@ def parse_zonda_orderbook(body: bytes | str, pair: str) -> Parsed:
                 co = r.get("co")
                 if co is not None:
                     co = int_id(co, "co")
+                    if co >= 2**31:
+                        raise ParseError(f"co: order count out of range: {co}")
                 entries.append((dec(r["ra"], "ra"), dec(r["ca"], "ca"), co))
             except (ParseError, KeyError) as e:
                 raise at(f"{key}[{i}]", e) from None

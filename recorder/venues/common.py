@@ -55,7 +55,10 @@ EXACT = _CTX
 
 
 def _short(x: object) -> str:
-    r = repr(x)
+    try:
+        r = repr(x)
+    except ValueError:  # an int too long to print
+        return f"<{type(x).__name__} too large>"
     return r if len(r) <= 40 else r[:37] + "..."
 
 
