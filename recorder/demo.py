@@ -30,7 +30,7 @@ def sim_doc(urls: dict[str, str], root: str | Path, pairs: list[str], *, fast: b
                     "heartbeat": 45.0, "rate_limit": 8.0, "book_interval": 5.0, **poll},
         "bitbay": {"rest_url": f"{b}/API/Public", "trading_url": f"{b}/API/Trading/tradingApi.php",
                    "api_key_env": DEMO_KEY_ENV, "api_secret_env": DEMO_SECRET_ENV, "rate_limit": 1.0,
-                   "book_interval": 1.0, "trades_interval": 1.0},
+                   "book_interval": 5.0, "trades_interval": 1.0},
     }
     for name, v in venues.items():
         v["pairs"] = list(pairs)

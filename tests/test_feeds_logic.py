@@ -219,6 +219,11 @@ def test_trade_dedup_across_sources():
     assert [t.trade_id for t in d.fresh([T("3"), T("2"), T("1")])] == ["3"]
 
 
+def test_trade_dedup_floor_skips_what_an_earlier_run_recorded():
+    d = TradeDedup(floor=10)
+    assert [t.trade_id for t in d.fresh([T("9"), T("10"), T("11"), T(None)])] == ["11", None]
+
+
 def test_trade_dedup_without_ids_counts_identical_trades_per_message():
     d = TradeDedup()
     page = [T(None), T(None), T(None, price="2")]

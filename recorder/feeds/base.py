@@ -50,7 +50,7 @@ class VenueContext:
         """The trade memory of a pair, shared by its socket and REST feeds."""
         d = self._dedup.get(pair)
         if d is None:
-            d = self._dedup[pair] = TradeDedup()
+            d = self._dedup[pair] = TradeDedup(floor=self.cursors.get(pair))
         return d
 
     def http(self, tap: Tap, session: int, stream: str) -> HttpClient:

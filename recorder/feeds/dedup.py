@@ -49,13 +49,18 @@ def trade_keys(trades: Sequence[Trade]) -> list[tuple]:
 class TradeDedup:
     """Trades seen from any source (socket, REST, backfill); `fresh` keeps the ones not written yet."""
 
-    def __init__(self, capacity: int = 200_000) -> None:
+    def __init__(self, capacity: int = 200_000, floor: int | None = None) -> None:
         self._seen = Recent(capacity)
+        self.floor = floor  # numeric ids <= floor are already in the dataset (from an earlier run)
 
     def fresh(self, trades: Sequence[Trade]) -> list[Trade]:
         """The trades of one message that are new, in message order; remembers them."""
         out = []
         for t, key in zip(trades, trade_keys(trades)):
+            if self.floor is not None:
+                nid = _int_id(t.trade_id)
+                if nid is not None and nid <= self.floor:
+                    continue
             if self._seen.add(key):
                 out.append(t)
         return out
