@@ -143,9 +143,9 @@ class BitoProVenue:
         topics = self._parse_streams(stream, request.match_info.get("spec") or request.query.get("pairs", ""))
         if not topics:
             return self.error(400, "no pairs")
-        ws = web.WebSocketResponse(autoping=False)
+        ws = web.WebSocketResponse(autoping=False, compress=False)
         await ws.prepare(request)
-        conn = self.hub.open(ws)
+        conn = self.hub.open(ws, request.transport)
         conn.topics = topics
         for t in sorted(topics):
             if t[0] == "order-books":

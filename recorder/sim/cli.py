@@ -35,17 +35,19 @@ def _fault(spec: str) -> Fault:
 @click.option("--style", "styles", multiple=True, help="VENUE=2024|doc for btcalpha/bitexbit REST (default 2024)")
 @click.option("--fault", "faults", multiple=True, help="KIND[:VENUE[:N]] injected at start, e.g. stall:btcalpha:5")
 @click.option("--bitopro-ping", default=20.0, show_default=True, help="BitoPro server ping interval, seconds")
+@click.option("--venues", default=",".join(VENUES), show_default=True, help="comma-separated venues to serve")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None, help="write the URLs as JSON here once serving")
-def simulate(port, seed, pairs, rate, start, warmup, truth_dir, styles, faults, bitopro_ping, ready_file) -> None:
+def simulate(port, seed, pairs, rate, start, warmup, truth_dir, styles, faults, bitopro_ping, venues, ready_file) -> None:
     """Serve simulated BTC-Alpha, bitexbit, BitoPro and BitBay APIs on 127.0.0.1 from one seed."""
     cfg = SimConfig(seed=seed, pairs=[p.strip().upper() for p in pairs.split(",") if p.strip()], rate=rate, port=port,
                     start=start, warmup=warmup, truth_dir=truth_dir,
                     styles={**SimConfig().styles, **dict(s.split("=", 1) for s in styles)},
-                    faults=[_fault(f) for f in faults], bitopro_ping_s=bitopro_ping)
+                    faults=[_fault(f) for f in faults], bitopro_ping_s=bitopro_ping,
+                    venues=tuple(v for v in venues.split(",") if v in VENUES))
 
     async def main() -> None:
         async with Simulator(cfg) as sim:
-            for name in (*VENUES, "control"):
+            for name in sim.urls:
                 extra = {"bitopro": " (REST+WS)", "btcalpha": " (REST + /socket.io/)", "bitexbit": " (REST + /socket.io/)",
                          "control": " (POST /_sim/fault, GET /_sim/truth/book)"}.get(name, "")
                 click.echo(f"{name:9s} {sim.urls[name]}{extra}")

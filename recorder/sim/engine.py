@@ -6,6 +6,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 
 BUY, SELL = "buy", "sell"
 
@@ -45,6 +46,7 @@ def pair_spec(name: str) -> PairSpec:
     return PairSpec(name, price_dp, amount_dp, mid)
 
 
+@lru_cache(maxsize=1 << 16)
 def fmt(n: int, dp: int) -> str:
     """Integer `n` scaled by 10**-dp as a fixed-point decimal string with exactly dp decimals."""
     if dp == 0:
@@ -54,6 +56,7 @@ def fmt(n: int, dp: int) -> str:
     return f"{sign}{q}.{r:0{dp}d}"
 
 
+@lru_cache(maxsize=1 << 16)
 def fmt_num(n: int, dp: int) -> str:
     """Like fmt but without trailing zeros (a JSON number literal; at least one decimal kept, as in `0.0`)."""
     s = fmt(n, dp)

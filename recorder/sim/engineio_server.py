@@ -45,9 +45,9 @@ class EngineIOServer:
             return web.json_response({"code": 5, "message": "Unsupported protocol version"}, status=400)
         if request.query.get("transport") != "websocket" or request.headers.get("Upgrade", "").lower() != "websocket":
             return web.json_response({"code": 0, "message": "Transport unknown"}, status=400)
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 20)
         await ws.prepare(request)
-        conn = self.hub.open(ws)
+        conn = self.hub.open(ws, request.transport)
         sid = f"{self.hub.ctx.name}-{conn.cid:06d}"
         opened = {"sid": sid, "upgrades": [], "pingInterval": self.ping_interval_ms, "pingTimeout": self.ping_timeout_ms}
         if eio == "4":

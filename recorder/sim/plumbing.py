@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 FAULT_MESSAGES = {429: "Too many requests", 500: "Internal server error", 502: "Bad gateway"}
 #: A connection whose unsent backlog passes this many frames is dropped (slow consumer policy).
 MAX_BACKLOG = 500_000
+#: The sender pauses while the socket's transport buffers more than this many bytes.
+WRITE_HIGH_WATER = 1 << 20
 
 
 class RateLimiter:
@@ -92,8 +95,8 @@ def rest_middleware(ctx: VenueContext, error: ErrorBody, private_paths: tuple[st
 class Conn:
     """One socket client: frames queue up and a sender task writes them, honouring stalls; truth sees each one."""
 
-    def __init__(self, hub: "Hub", ws: web.WebSocketResponse, cid: int) -> None:
-        self.hub, self.ws, self.cid = hub, ws, cid
+    def __init__(self, hub: "Hub", ws: web.WebSocketResponse, transport: asyncio.Transport | None, cid: int) -> None:
+        self.hub, self.ws, self.transport, self.cid = hub, ws, transport, cid
         self.name = f"ws:{cid}"
         self.queue: deque[str] = deque()
         self.wake = asyncio.Event()
@@ -110,8 +113,12 @@ class Conn:
             self.hub.wake_reaper()
 
     async def run_sender(self) -> None:
-        """Write queued frames in order until cancelled; frames queued during a stall are discarded."""
-        ws, q, ctx = self.ws, self.queue, self.hub.ctx
+        """Write queued frames in order until cancelled; frames queued during a stall are discarded.
+
+        Everything queued is encoded as websocket text frames and handed to the transport in one write per
+        event-loop turn (instead of one `send_str` await per frame), waiting while the transport's buffer is full.
+        """
+        q, ctx, transport = self.queue, self.hub.ctx, self.transport
         truth = ctx.truth
         while True:
             if not q:
@@ -120,11 +127,27 @@ class Conn:
             if ctx.faults.stalled():
                 q.clear()
                 continue
-            while q:
-                f = q.popleft()
-                await ws.send_str(f)
-                if truth is not None:
+            if transport is None or transport.is_closing():
+                return
+            batch = [q.popleft() for _ in range(min(len(q), 2000))]
+            transport.write(b"".join(map(ws_text_frame, batch)))
+            if truth is not None:
+                for f in batch:
                     truth.message(ctx.name, self.name, f)
+            while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
+
+
+def ws_text_frame(text: str) -> bytes:
+    """One unmasked, uncompressed, final websocket text frame (server to client, RFC 6455)."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return bytes((0x81, n)) + data
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + data
+    return struct.pack("!BBQ", 0x81, 127, n) + data
 
 
 class Hub:
@@ -137,9 +160,9 @@ class Hub:
         self._n = 0
         self._reap = asyncio.Event()
 
-    def open(self, ws: web.WebSocketResponse) -> Conn:
+    def open(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> Conn:
         self._n += 1
-        c = Conn(self, ws, self._n)
+        c = Conn(self, ws, transport, self._n)
         self.conns.add(c)
         return c
 

@@ -41,7 +41,7 @@ DEFAULT_CREDENTIALS = {
 
 @dataclass
 class SimConfig:
-    """Simulator settings; `port=0` binds every server on a free port, `port=N` uses N..N+4 in VENUES order."""
+    """Simulator settings; `port=0` binds every server on a free port, `port=N` uses N, N+1, … in `venues` order then control."""
 
     seed: int = 1
     pairs: list[str] = field(default_factory=lambda: ["BTC_USD", "ETH_BTC"])
@@ -61,6 +61,7 @@ class SimConfig:
     bitopro_ping_s: float = 20.0
     bitopro_pong_timeout_s: float = 5.0
     faults: list[Fault] = field(default_factory=list)  # injected at startup
+    venues: tuple[str, ...] = VENUES  # which venues to serve
 
 
 @dataclass
@@ -80,14 +81,14 @@ class Simulator:
         start_ns = int(cfg.start * 1e9) if cfg.start is not None else time.time_ns() // 10**9 * 10**9 - warm_ns
         self.clock = SimClock(start_ns, warm_ns)
         self.truth = TruthWriter(cfg.truth_dir) if cfg.truth_dir else None
-        self.faults = {v: VenueFaults() for v in VENUES}
+        self.faults = {v: VenueFaults() for v in cfg.venues}
         self.venues: dict[str, object] = {}
         self.feeds: list[_Feed] = []
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task] = []
         limits = {**DEFAULT_LIMITS, **cfg.limits}
-        for v in VENUES:
+        for v in cfg.venues:
             markets = {p: Market(pair_spec(p), id_base=(i + 1) * 10_000_000) for i, p in enumerate(cfg.pairs)}
             key, secret = cfg.credentials.get(v, DEFAULT_CREDENTIALS[v])
             ctx = VenueContext(v, markets, self.faults[v], self.truth, key, secret,
@@ -150,8 +151,8 @@ class Simulator:
         upto = self.clock.start_ns + self.clock.lead_ns
         for f in self.feeds:
             self._run_feed(f, upto)
-        names = [*VENUES, "control"]
-        apps = [self.venues[v].app for v in VENUES] + [self._control_app()]
+        names = [*self.cfg.venues, "control"]
+        apps = [self.venues[v].app for v in self.cfg.venues] + [self._control_app()]
         for i, (name, app) in enumerate(zip(names, apps)):
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
             await runner.setup()
@@ -186,7 +187,7 @@ class Simulator:
     # --- control ----------------------------------------------------------------------------------------
     def inject(self, fault: Fault) -> None:
         """Apply a fault now to one venue or to all."""
-        for v in VENUES if fault.venue == "all" else (fault.venue,):
+        for v in self.cfg.venues if fault.venue == "all" else (fault.venue,):
             if fault.kind == "drop":
                 self.venues[v].hub.drop_all()
             else:

@@ -18,7 +18,8 @@ class Traders:
         self.mid = market.spec.mid
         self.target_orders = target_orders
         self.vol = max(1, market.spec.mid // 200_000)  # mid step scale in ticks (~0.5 bp)
-        self.mean_lots = 10 ** market.spec.amount_dp // 20  # about 0.05 base units
+        mean_lots = 10 ** market.spec.amount_dp // 20  # about 0.05 base units
+        self._sizes = [max(1, int(self.rng.lognormvariate(math.log(mean_lots), 1.0))) for _ in range(4096)]
         self._advance()
 
     def _advance(self) -> None:
@@ -27,14 +28,15 @@ class Traders:
         self.next_ts += max(1000, int(gap) // 1000 * 1000)
 
     def _size(self) -> int:
-        return max(1, int(self.rng.lognormvariate(math.log(self.mean_lots), 1.0)))
+        """Lognormal order size (sigma 1), drawn from a seeded table of 4096 draws."""
+        return self._sizes[int(self.rng.random() * 4096)]
 
     def step(self) -> Event:
         """Perform the next trader action at `next_ts` and return the engine's event."""
         rng, m, ts = self.rng, self.market, self.next_ts
         self._advance()
         book = m.book
-        self.mid = max(10 * self.vol, self.mid + int(rng.gauss(0, self.vol)))
+        self.mid = max(10 * self.vol, self.mid + int((rng.random() - 0.5) * 3.46 * self.vol))  # sd ~ vol
         n = len(book)
         u = rng.random()
         p_cancel = min(0.6, 0.35 * n / self.target_orders)
