@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import urllib.request
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -70,8 +71,29 @@ class Run:
             asyncio.run(self._record(ts))
             self.books = {(v, p): ts.call(ts.sim.true_book, v, p) for v in ("btcalpha", "bitexbit", "bitopro", "bitbay")
                           for p in PAIRS}
-            self.charts = {}
+            self.charts = self._charts()
         return self
+
+    def _charts(self) -> dict:
+        """The venue's own candles now (market frozen), per (venue, pair, resolution): ts_open -> (close, volume)."""
+        from recorder.venues import bitexbit, bitopro, btcalpha
+
+        out = {}
+        for v in self.cfg.venues:
+            if "candles" not in v.channels:
+                continue
+            for pair in v.pairs:
+                for res in v.resolutions:
+                    if v.name == "bitopro":
+                        url = bitopro.candles_url(v.urls["rest_url"], pair, res, 0, 4_000_000_000)
+                        parse = bitopro.parse_candles
+                    else:
+                        mod = btcalpha if v.name == "btcalpha" else bitexbit
+                        url, parse = mod.charts_url(v.urls["charts_url"], pair, res), mod.parse_candles
+                    body = urllib.request.urlopen(url, timeout=10).read()
+                    out[(v.name, pair, res)] = {c.ts_open: (Decimal(c.close), Decimal(c.volume))
+                                                for c in parse(body, res, pair).candles}
+        return out
 
     async def _record(self, ts) -> None:
         self.daemon = d = Daemon(self.cfg, snapshot_interval=self.snapshot_interval)
@@ -92,7 +114,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
-    return Run(tmp_path_factory.mktemp("clean"), seconds=12.0, rate=8.0).go()
+    return Run(tmp_path_factory.mktemp("clean"), seconds=12.0, rate=8.0, snapshot_interval=5.0).go()
 
 
 def replay_book(rows) -> L3Book:
@@ -168,23 +190,30 @@ def test_everything_sent_is_in_raw(clean):
 
 
 def test_candles_final_versions_match_the_venue(clean):
-    rows = sql(clean.root, """SELECT exchange, pair, resolution, epoch_ns(ts_open), close, volume, seq
+    rows = sql(clean.root, """SELECT exchange, pair, resolution, epoch_ns(ts_open), close, volume
         FROM read_parquet('$R/candles/**/*.parquet', hive_partitioning=true) ORDER BY seq""")
-    latest = {}
-    for ex, pair, res, ts, close, vol, _ in rows:
-        latest[(ex, pair, res, ts)] = (close, vol)
+    latest, seen = {}, {}
+    for ex, pair, res, ts, close, vol in rows:
+        key = (ex, pair, res, ts)
+        assert seen.get(key) != (close, vol)  # a version is written only when it changed
+        seen[key] = latest[key] = (close, vol)
     assert {k[0] for k in latest} == {"btcalpha", "bitexbit", "bitopro"}
-    # versions are written only when changed: no two consecutive identical versions of a candle
-    seen = {}
-    for ex, pair, res, ts, close, vol, _ in rows:
-        assert seen.get((ex, pair, res, ts)) != (close, vol)
-        seen[(ex, pair, res, ts)] = (close, vol)
+    for (ex, pair, res), venue in clean.charts.items():
+        ours = {k[3]: v for k, v in latest.items() if k[:3] == (ex, pair, res)}
+        assert ours, (ex, pair, res)
+        first = min(ours)
+        want = {ts: v for ts, v in venue.items() if ts >= first}
+        assert ours == want, (ex, pair, res)  # every candle since the first, in its final version
 
 
 def test_sessions_show_start_connect_snapshot_stop(clean):
     kinds = Counter(k for (k,) in sql(clean.root, "SELECT kind FROM read_parquet('$R/sessions/**/*.parquet')"))
-    assert kinds["start"] == 4 and kinds["stop"] == 4 and kinds["snapshot"] == 4 and kinds["connect"] >= 10
-    assert kinds["gap"] == 0 and kinds["reject"] == 0 and clean.exit_code == 0
+    assert kinds["start"] == 4 and kinds["stop"] == 4 and kinds["connect"] >= 10
+    assert kinds["gap"] == 0 and kinds["reject"] == 0 and kinds["resync"] == 0 and clean.exit_code == 0
+    snaps = [d for k, d in sql(clean.root, "SELECT kind, detail FROM read_parquet('$R/sessions/**/*.parquet')")
+             if k == "snapshot"]
+    assert sum(d.startswith("R+S") for d in snaps) == 4  # one joined snapshot per L3 venue and pair
+    assert sum(d.startswith("check ok") for d in snaps) >= 4  # periodic REST checks agree with the tracked book
 
 
 

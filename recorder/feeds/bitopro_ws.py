@@ -45,6 +45,8 @@ class BitoProStream:
                         tap.reject(session, stream, None, ts, frame.raw, str(e))
                         continue
                     seq = tap.raw(session, stream, parsed.pair, ts, frame.raw)
+                    if parsed.ts_event is not None:
+                        tap.lag(ts, parsed.ts_event)
                     if parsed.pair in pairs:
                         if parsed.levels:
                             tap.levels(parsed.pair, session, parsed.ts_event, ts, seq, parsed.levels, "ws")

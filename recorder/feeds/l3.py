@@ -150,6 +150,8 @@ class L3BookFeed:
                 continue
             pair = parsed.pair
             seq = tap.raw(session, stream, pair, ts, frame.raw)
+            if parsed.ts_event is not None:
+                tap.lag(ts, parsed.ts_event)
             join = joins.get(pair)
             if join is None:
                 continue  # a pair we do not record: kept raw only

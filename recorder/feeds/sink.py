@@ -147,6 +147,10 @@ class Tap:
                                                                          reason, request))
         return seq
 
+    def lag(self, ts_recv: int, ts_event: int) -> None:
+        """Record how far behind the venue's clock we received a message."""
+        self.metrics.gauges[("lag_seconds", self.feed)] = (ts_recv - ts_event) / 1e9
+
     def reject(self, session: int, stream: str, pair: str | None, ts_recv: int, payload: bytes, reason: str,
                request: str | None = None) -> int:
         """Keep a message that could not be parsed: raw row (rejected) plus a `reject` session row."""
