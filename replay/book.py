@@ -42,21 +42,6 @@ def _words(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.nd
     return arr, w, valid
 
 
-def scale_of(*columns) -> int:
-    """Smallest k such that every value of the columns times 10**k is an integer."""
-    return max([0] + [K.dec_scale(*_words(c)[1:]) for c in columns])
-
-
-def to_ints(column, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(value * 10**k as int64, validity) for a decimal column; ReplayError if a value does not fit."""
-    arr, w, valid = _words(column)
-    out = np.empty(len(valid), np.int64)
-    bad = K.dec_to_int(w, valid, k, out)
-    if bad >= 0:
-        raise ReplayError(f"{arr[bad].as_py()} is not an int64 multiple of 1e-{k}")
-    return out, valid
-
-
 def to_dec(x: np.ndarray, k: int, valid: np.ndarray | None = None) -> pa.Array:
     """decimal128(38,18) array of x / 10**k (null where not valid)."""
     x = np.ascontiguousarray(x, np.int64)
@@ -71,6 +56,35 @@ def text(v: int, k: int) -> str:
     s = str(abs(int(v))).rjust(k + 1, "0")
     i, f = (s[:-k], s[-k:].rstrip("0")) if k else (s, "")
     return ("-" if v < 0 else "") + i + ("." + f if f else "")
+
+
+def exact_ints(column) -> tuple[np.ndarray, np.ndarray, int]:
+    """(int64 values, validity, k) at the smallest scale 10**k that makes every value integral.
+
+    One pass in the usual case: the scale of the first values is tried on all of them and raised
+    (second pass) only when some value needs more digits, so the result is the same either way.
+    """
+    arr, w, valid = _words(column)
+    k = K.dec_scale(w[:8192], valid[:4096])
+    out = np.empty(len(valid), np.int64)
+    if K.dec_to_int(w, valid, k, out) >= 0:
+        k = K.dec_scale(w, valid)
+        bad = K.dec_to_int(w, valid, k, out)
+        if bad >= 0:
+            raise ReplayError(f"{arr[bad].as_py()} is not an int64 multiple of 1e-{k}")
+    return out, valid, k
+
+
+def _codes(col: pa.ChunkedArray, values: tuple[str, ...]) -> np.ndarray:
+    """int8 index of each value in values (-1 for null or other); dictionary chunks map their dictionary."""
+    if not pa.types.is_dictionary(col.type):
+        return pc.fill_null(pc.index_in(col, value_set=pa.array(values)), -1).to_numpy().astype(np.int8)
+    out = []
+    for ch in col.chunks:
+        lut = np.append(pc.fill_null(pc.index_in(ch.dictionary, value_set=pa.array(values)), -1).to_numpy(), -1)
+        idx = pc.fill_null(ch.indices, len(lut) - 1).to_numpy()
+        out.append(lut[idx].astype(np.int8))
+    return np.concatenate(out) if out else np.zeros(0, np.int8)
 
 
 def _strings(codes: np.ndarray, values: tuple[str, ...]) -> pa.Array:
@@ -242,12 +256,9 @@ class Events:
     @classmethod
     def from_table(cls, tab: pa.Table, gap_seqs: np.ndarray | None = None) -> "Events":
         """Vectorised conversion of seq-ordered book_events rows (exact decimals checked to fit int64)."""
-        codes = lambda c, vals: pc.fill_null(pc.index_in(tab.column(c), value_set=pa.array(vals)), -1) \
-            .to_numpy().astype(np.int8)
-        act, side = codes("action", K.ACTIONS), codes("side", SIDES)
-        pk, ak = scale_of(tab.column("price")), scale_of(tab.column("amount"))
-        px, pv = to_ints(tab.column("price"), pk)
-        amt = to_ints(tab.column("amount"), ak)[0]
+        act, side = _codes(tab.column("action"), K.ACTIONS), _codes(tab.column("side"), SIDES)
+        px, pv, pk = exact_ints(tab.column("price"))
+        amt, _, ak = exact_ints(tab.column("amount"))
         if not pv.all():
             px[~pv] = -1
         oidc = tab.column("order_id")
@@ -299,7 +310,7 @@ class L3Replay:
         self.counts = np.zeros(len(K.KINDS), np.int64)
         self.first = np.full(len(K.KINDS), -1, np.int64)
         self.status = np.zeros(n, np.uint8)
-        self.bbo = np.empty((6, max(16, n // 8) if bbo else 0), np.int64)
+        self.bbo = np.empty((6, n // 2 + 16 if bbo else 0), np.int64)
         self.pos = 0
 
     def run(self, stop: int, samples: np.ndarray | None = None, nlev: int = 0) -> tuple[np.ndarray, ...]:
@@ -477,8 +488,8 @@ class Snapshots:
         lev = tab.column("level").to_numpy()
         o = np.lexsort((lev, side, sid))
         tab, sid, side, lev = tab.take(o), sid[o], side[o], lev[o]
-        pk, ak = scale_of(tab.column("price")), scale_of(tab.column("amount"))
-        price, amount = to_ints(tab.column("price"), pk)[0], to_ints(tab.column("amount"), ak)[0]
+        price, _, pk = exact_ints(tab.column("price"))
+        amount, _, ak = exact_ints(tab.column("amount"))
         count = pc.fill_null(tab.column("count"), -1).to_numpy().astype(np.int64)
         start = np.nonzero(_changed(sid))[0]
         return cls(sid[start], pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy()[start],

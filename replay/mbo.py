@@ -138,9 +138,8 @@ def to_events(tab: pa.Table, seq0: int) -> pa.Table:
         raise MboError("order_id is empty on some rows")
     oid = oidc.to_numpy()
     price, size = _decimal(tab.column("price")), _decimal(tab.column("size"))
-    pk, ak = B.scale_of(price), B.scale_of(size)
-    px, pv = B.to_ints(price, pk)
-    amt, av = B.to_ints(size, ak)
+    px, pv, pk = B.exact_ints(price)
+    amt, av, ak = B.exact_ints(size)
     side, px = _from_add(act, oid, side, np.where(pv, px, -1))
     pv = px >= 0
     hour = ts - ts % source.HOUR_NS

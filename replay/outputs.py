@@ -18,7 +18,7 @@ from replay.source import date_of, partition_dir
 from schemas import TABLES
 
 #: Fixed writer options: same input table, same bytes.
-WRITE_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True,
+WRITE_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=False, write_statistics=True,
                      row_group_size=1 << 20, data_page_size=1 << 20, version="2.6")
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from schemas import ALL_PAIRS, TABLES, TS
+from schemas import ALL_PAIRS, TABLES
 
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
@@ -91,18 +90,48 @@ class Read:
     duplicates: int
 
 
-def read(root: str | os.PathLike, table: str, exchange: str, pair: str, lo: int, hi: int) -> Read:
-    """Rows whose time column is in [lo, hi), sorted by the table's order_by; duplicate keys dropped."""
+def _span(meta: pq.FileMetaData, column: str) -> tuple[int, int] | None:
+    """(min, max) of a column over a file from row-group statistics; None when any group lacks them."""
+    idx = meta.schema.to_arrow_schema().get_field_index(column)
+    lo = hi = None
+    for g in range(meta.num_row_groups):
+        if meta.row_group(g).num_rows == 0:
+            continue
+        st = meta.row_group(g).column(idx).statistics
+        if st is None or not st.has_min_max:
+            return None
+        lo = st.min_raw if lo is None else min(lo, st.min_raw)
+        hi = st.max_raw if hi is None else max(hi, st.max_raw)
+    return (lo, hi) if lo is not None else (0, -1)
+
+
+def read(root: str | os.PathLike, table: str, exchange: str, pair: str, lo: int, hi: int,
+         columns: list[str] | None = None, dictionary: tuple[str, ...] = ()) -> Read:
+    """Rows whose time column is in [lo, hi), sorted by the table's order_by; duplicate keys dropped.
+
+    columns: a subset of the schema's (the default is all); dictionary: string columns to read
+    dictionary-encoded. Files whose statistics lie inside the window are read without a row filter.
+    """
     t = TABLES[table]
-    files = []
+    cols = [c for c in t.columns if columns is None or c in columns]
+    schema = pa.schema([t.schema.field(c) if c not in dictionary else
+                        t.schema.field(c).with_type(pa.dictionary(pa.int32(), t.schema.field(c).type))
+                        for c in cols])
+    parts = []
     for ns in range(lo - lo % DAY_NS, hi, DAY_NS):
-        files += data_files(partition_dir(root, table, exchange, pair, date_of(ns)))
-    if not files:
-        return Read(t.schema.empty_table(), 0)
-    tc = ds.field(t.time_column)
-    flt = (tc >= pa.scalar(lo, TS)) & (tc < pa.scalar(hi, TS))
-    tab = ds.dataset([str(f) for f in files], schema=t.schema, format="parquet").to_table(filter=flt)
-    return order(tab, t.order_by)
+        for f in data_files(partition_dir(root, table, exchange, pair, date_of(ns))):
+            pf = pq.ParquetFile(f, read_dictionary=[c for c in dictionary if c in cols])
+            span = _span(pf.metadata, t.time_column)
+            if span is not None and (span[1] < lo or span[0] >= hi):
+                continue
+            tab = pf.read(columns=cols)
+            if span is None or span[0] < lo or span[1] >= hi:
+                ts = tab.column(t.time_column).cast(pa.int64()).to_numpy()
+                tab = tab.filter(pa.array((ts >= lo) & (ts < hi)))
+            parts.append(tab.cast(schema))
+    if not parts:
+        return Read(schema.empty_table(), 0)
+    return order(pa.concat_tables(parts), t.order_by)
 
 
 def order(tab: pa.Table, keys: tuple[str, ...]) -> Read:
@@ -128,9 +157,13 @@ def order(tab: pa.Table, keys: tuple[str, ...]) -> Read:
     return Read(tab.filter(pa.array(keep)), int(same.sum()))
 
 
-def hour_events(root, exchange: str, pair: str, hour: int) -> Read:
-    """book_events of one hour in seq order."""
-    return read(root, "book_events", exchange, pair, hour, hour + HOUR_NS)
+#: book_events columns replay uses.
+EVENT_COLUMNS = ["ts_event", "ts_recv", "seq", "action", "side", "order_id", "price", "amount"]
+
+
+def hour_events(root, exchange: str, pair: str, hour: int, columns: list[str] | None = EVENT_COLUMNS) -> Read:
+    """book_events of one hour in seq order (action and side dictionary-encoded)."""
+    return read(root, "book_events", exchange, pair, hour, hour + HOUR_NS, columns, ("action", "side"))
 
 
 def hour_levels(root, exchange: str, pair: str, hour: int) -> Read:

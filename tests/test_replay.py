@@ -26,16 +26,19 @@ def py(tab: pa.Table) -> dict:
 def test_decimal_int_round_trip_is_exact():
     vals = ["0", "1", "60000.01", "0.000000000000000001", "123456789.123456789", "99999999999999999999"]
     arr = pa.array([Decimal(v) for v in vals] + [None], DEC)
-    k = B.scale_of(arr)
-    assert k == 18
-    with pytest.raises(B.ReplayError):  # 99999999999999999999 * 1e18 does not fit int64
-        B.to_ints(arr, k)
+    with pytest.raises(B.ReplayError, match="not an int64 multiple of 1e-18"):  # 99999999999999999999e18
+        B.exact_ints(arr)
+    x, _, k = B.exact_ints(pa.array([Decimal("1"), Decimal("1e-18")], DEC))
+    assert k == 18 and x.tolist() == [10**18, 1]
     small = pa.array([Decimal("60000.01"), Decimal("-0.5"), Decimal("7"), None], DEC)
-    k = B.scale_of(small)
-    x, valid = B.to_ints(small, k)
+    x, valid, k = B.exact_ints(small)
     assert k == 2 and x[:3].tolist() == [6000001, -50, 700] and valid.tolist() == [True, True, True, False]
     assert B.to_dec(x, k, valid).to_pylist() == small.to_pylist()
     assert [B.text(v, 2) for v in (6000001, -50, 700, 0)] == ["60000.01", "-0.5", "7", "0"]
+    # a scale guessed from the first values is raised when a later value needs more digits
+    many = pa.array([Decimal("1.5")] * 5000 + [Decimal("0.125")], DEC)
+    x, _, k = B.exact_ints(many)
+    assert k == 3 and x[0] == 1500 and x[-1] == 125
 
 
 def test_engine_matches_reference_book_on_random_stream():
@@ -153,8 +156,11 @@ def test_source_sorts_by_seq_and_drops_duplicates(tmp_path):
         write_part(tmp_path, "book_events", "btcalpha", "BTC_USD", tab.take(p), name=f"f{3 - i}")
     write_part(tmp_path, "book_events", "btcalpha", "BTC_USD", tab.slice(10, 25), name="dups")
     (tmp_path / "book_events/exchange=btcalpha/pair=BTC_USD/date=2026-11-21/.hidden.parquet").write_bytes(b"x")
-    rd = source.hour_events(tmp_path, "btcalpha", "BTC_USD", T0)
+    rd = source.read(tmp_path, "book_events", "btcalpha", "BTC_USD", T0, T0 + H)
     assert rd.duplicates == 25 and rd.table.equals(tab)
+    ev = source.hour_events(tmp_path, "btcalpha", "BTC_USD", T0).table
+    assert ev.column_names == source.EVENT_COLUMNS and ev.column("action").type == pa.dictionary(pa.int32(), pa.string())
+    assert ev.column("action").cast(pa.string()).equals(tab.column("action"))
     assert source.hours(tmp_path, "book_events", "btcalpha", "BTC_USD", 0, 2**62) == [T0]
 
 
