@@ -38,9 +38,15 @@ def test_replay_from_snapshot_matches_every_checkpoint(tmp_path):
                         sim.advance(5)
                     n = venue_seq(sim, "btcalpha") - before
                     frames = await read_events(ws, n)
-        return snaps, book_events(frames)
+        return snaps, frames
 
-    snaps, events = asyncio.run(run())
+    snaps, frames = asyncio.run(run())
+    events = book_events(frames)
+    sent = pq.read_table(tmp_path / "messages", columns=["venue", "conn", "seq", "request", "payload"]).to_pylist()
+    ws_sent = sorted((r for r in sent if r["venue"] == "btcalpha" and r["conn"] == "ws:1"), key=lambda r: r["seq"])
+    assert [r["payload"] for r in ws_sent][2: 2 + len(frames)] == frames  # truth holds every frame verbatim
+    assert ws_sent[1]["payload"] == "40"
+    assert any(r["conn"] == "rest" and r["request"].startswith("GET /api/v1/orderbook/BTC_USD/") for r in sent)
     book = pq.read_table(tmp_path / "book").to_pylist()
     checked = 0
     for pair in PAIRS:
