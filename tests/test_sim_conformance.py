@@ -1,7 +1,6 @@
 """Conformance: clients that know only the venues' documentation (ccxt, python-socketio, raw engine.io v3,
 plain websockets) parse every simulator endpoint and get the simulator's true values."""
 import asyncio
-import base64
 import json
 import time
 from decimal import Decimal
@@ -12,7 +11,7 @@ import pytest
 import socketio
 
 from recorder.sim.server import SimConfig, Simulator
-from recorder.venues.signing import bitbay_body, bitbay_hash, btcalpha_headers
+from recorder.venues.signing import bitbay_body, bitbay_hash
 from simfixtures import START, loads, read_frames, threaded_sim, ws_url
 
 BITOPRO_VECTOR = {

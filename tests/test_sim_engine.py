@@ -1,5 +1,5 @@
 """Matching engine and trader flow: price-time priority, sweeps, cancels, exact integers, determinism, rates."""
-from recorder.sim.engine import BUY, SELL, Cancel, Market, NewOrder, fmt, fmt_num, pair_spec
+from recorder.sim.engine import BUY, SELL, Cancel, Market, fmt, fmt_num, pair_spec
 from recorder.sim.traders import Traders
 
 T0 = 1_700_000_000 * 10**9
