@@ -111,7 +111,7 @@ class Config:
     metrics_port: int = 0
     log_format: str = "json"
     log_level: str = "info"
-    queue_max: int = 10_000
+    queue_max: int = 100_000
     max_pending_bytes: int = 256 << 20
     backoff_base: float = 0.5
     backoff_cap: float = 30.0

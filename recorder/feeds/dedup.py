@@ -49,7 +49,7 @@ def trade_keys(trades: Sequence[Trade]) -> list[tuple]:
 class TradeDedup:
     """Trades seen from any source (socket, REST, backfill); `fresh` keeps the ones not written yet."""
 
-    def __init__(self, capacity: int = 200_000, floor: int | None = None) -> None:
+    def __init__(self, capacity: int = 20_000, floor: int | None = None) -> None:
         self._seen = Recent(capacity)
         self.floor = floor  # numeric ids <= floor are already in the dataset (from an earlier run)
 

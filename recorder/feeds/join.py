@@ -40,7 +40,7 @@ class _Check:
 class L3Join:
     """One pair: buffers while joining, tracks the book, writes R+S at each hour's first event."""
 
-    def __init__(self, dedup_capacity: int = 50_000) -> None:
+    def __init__(self, dedup_capacity: int = 4096) -> None:
         self.book: L3Book | None = None
         self._buffer: list[_Msg] = []
         self._sent_before = 0

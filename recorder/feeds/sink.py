@@ -14,12 +14,14 @@ from typing import Callable, Iterable, Protocol
 
 from recorder.metrics import Metrics
 from recorder.rows import BookEvent, Candle, Level, Trade
+from recorder.store import StoreError
 from schemas import ALL_PAIRS
 
 from . import columns as C
 
 log = logging.getLogger("recorder.sink")
 #: sessions kinds that also bump a per-feed counter (rejects are counted in Tap.reject).
+_OVERLOAD_RETRIES = 20  # x the store's overload_timeout (30 s) before a batch is given up
 _COUNTED = {"gap": "gaps", "rate_limited": "rate_limited", "error": "errors"}
 
 
@@ -81,19 +83,35 @@ class Sink:
     def _append_batch(self, batches: dict[tuple[str, str, str], list[tuple]]) -> int:
         done = 0
         for (table, exchange, pair), rows in batches.items():
+            for attempt in range(_OVERLOAD_RETRIES + 1):
+                try:
+                    self.store.append(table, exchange, pair, C.to_columns(table, rows))
+                    done += len(rows)
+                    break
+                except StoreError as e:
+                    if "overloaded" in str(e) and attempt < _OVERLOAD_RETRIES:
+                        continue  # the store blocked for its timeout: keep waiting (back-pressure)
+                    done += self._row_by_row(table, exchange, pair, rows, e)
+                    break
+        return done
+
+    def _row_by_row(self, table: str, exchange: str, pair: str, rows: list[tuple], err: Exception) -> int:
+        """One bad row must not lose its batch: append one by one, drop (and log) only the refused rows."""
+        log.error("store refused a batch; retrying row by row",
+                  extra={"fields": {"table": table, "exchange": exchange, "pair": pair, "error": str(err)}})
+        done = failed = 0
+        for i, row in enumerate(rows):
             try:
-                self.store.append(table, exchange, pair, C.to_columns(table, rows))
-                done += len(rows)
-            except Exception as e:  # one bad row must not lose its batch: retry one by one
-                log.error("store refused a batch; retrying row by row",
-                          extra={"fields": {"table": table, "exchange": exchange, "pair": pair, "error": str(e)}})
-                for row in rows:
-                    try:
-                        self.store.append(table, exchange, pair, C.to_columns(table, [row]))
-                        done += 1
-                    except Exception as e1:
-                        self.metrics.inc("errors", "sink")
-                        log.error("row dropped", extra={"fields": {"table": table, "error": str(e1)}})
+                self.store.append(table, exchange, pair, C.to_columns(table, [row]))
+                done += 1
+                failed = 0
+            except StoreError as e1:
+                self.metrics.inc("errors", "sink")
+                log.error("row dropped", extra={"fields": {"table": table, "error": str(e1)}})
+                failed += 1
+                if failed >= 10:  # not a bad row but a failing store: give the batch up in one line
+                    log.error("batch dropped", extra={"fields": {"table": table, "rows": len(rows) - i - 1}})
+                    break
         return done
 
     async def flush(self) -> None:
