@@ -107,3 +107,16 @@ def test_same_seed_same_client_actions_same_streams():
     assert a == b
     assert a["eio3"][:2] == ['0{"sid":"bitexbit-000001","upgrades":[],"pingInterval":25000,"pingTimeout":20000}', "40"]
     assert _collect(4)["eio3"][2:] != a["eio3"][2:]
+
+
+def test_same_seed_same_truth(tmp_path):
+    async def run(d):
+        async with Simulator(_cfg(truth_dir=str(d), checkpoint_every=500)) as sim:
+            sim.advance(3)
+
+    tables = []
+    for i in (1, 2):
+        asyncio.run(run(tmp_path / str(i)))
+        tables.append([pq.read_table(tmp_path / str(i) / t) for t in ("events", "book")])
+    assert tables[0][0].num_rows > 1000 and tables[0][1].num_rows > 100
+    assert tables[0][0].equals(tables[1][0]) and tables[0][1].equals(tables[1][1])

@@ -155,8 +155,15 @@ def test_heartbeat_timeouts_disconnect_silent_clients():
 
 
 def test_control_truth_book_and_cli_subprocess():
-    with run_subprocess("--seed", "1", "--rate", "20", "--warmup", "5", "--pairs", "BTC_USD,ETH_BTC") as urls:
+    with run_subprocess("--seed", "1", "--rate", "20", "--warmup", "5", "--pairs", "BTC_USD,ETH_BTC",
+                        "--fault", "http_error:bitbay:429", "--fault", "delay:bitexbit:0.4") as urls:
         assert set(urls) == {"btcalpha", "bitexbit", "bitopro", "bitbay", "control"}
+        first = requests.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5)
+        assert first.status_code == 429 and first.json()["code"] == 429
+        assert requests.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5).status_code == 200
+        t0 = time.monotonic()
+        assert requests.get(urls["bitexbit"] + "/api/v1/currencies/", timeout=5).status_code == 200
+        assert time.monotonic() - t0 >= 0.4
         pairs = requests.get(urls["btcalpha"] + "/api/v1/pairs/", timeout=5).json()
         assert [p["name"] for p in pairs] == ["BTC_USD", "ETH_BTC"]
         book = requests.get(urls["control"] + "/_sim/truth/book", params={"venue": "bitbay", "pair": "ETH_BTC"}, timeout=5).json()
