@@ -112,6 +112,14 @@ class Conn:
             self.hub.closing.append(self)
             self.hub.wake_reaper()
 
+    async def close(self, grace_s: float = 1.0) -> None:
+        """Close handshake, or abort the TCP connection when the client does not answer within `grace_s`."""
+        try:
+            await asyncio.wait_for(self.ws.close(), grace_s)
+        except (asyncio.TimeoutError, ConnectionError):
+            if self.transport is not None:
+                self.transport.abort()
+
     async def run_sender(self) -> None:
         """Write queued frames in order until cancelled; frames queued during a stall are discarded.
 
@@ -189,7 +197,7 @@ class Hub:
             doomed, self.closing = self.closing, []
             for c in doomed:
                 self.conns.discard(c)
-                await c.ws.close()
+            await asyncio.gather(*(c.close() for c in doomed))
 
     def drop_all(self) -> None:
         """Fault `drop`: close every connection of this venue."""

@@ -174,9 +174,7 @@ class Simulator:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for v in self.venues.values():
-            for c in list(v.hub.conns):
-                await c.ws.close()
+        await asyncio.gather(*(c.close() for v in self.venues.values() for c in list(v.hub.conns)))
         for r in reversed(self._runners):
             await r.cleanup()
         if self.truth is not None:
