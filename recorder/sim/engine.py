@@ -74,6 +74,8 @@ def to_dec(n: int, dp: int) -> Decimal:
 
 @dataclass(slots=True)
 class Order:
+    """A resting order; `lots` is what remains, `ts` when it started resting."""
+
     oid: int
     side: str
     price: int
@@ -124,6 +126,8 @@ Event = NewOrder | Cancel
 
 @dataclass(frozen=True, slots=True)
 class Trade:
+    """A tape entry: one fill, with the taker's side and both order ids."""
+
     tid: int
     ts: int
     price: int

@@ -66,6 +66,8 @@ class SimConfig:
 
 @dataclass
 class _Feed:
+    """One venue+pair engine with its traders, and the next logical tick for venues that push on a timer."""
+
     venue: object
     market: Market
     traders: Traders
