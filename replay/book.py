@@ -38,7 +38,11 @@ def _words(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.nd
     n = len(arr)
     w = np.frombuffer(arr.buffers()[1], np.uint64)[2 * arr.offset: 2 * (arr.offset + n)] if n else \
         np.empty(0, np.uint64)
-    valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else np.ones(n, bool)
+    if arr.null_count:
+        bits = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")
+        valid = bits[arr.offset: arr.offset + n].view(bool)
+    else:
+        valid = np.ones(n, bool)
     return arr, w, valid
 
 
@@ -310,7 +314,7 @@ class L3Replay:
         self.counts = np.zeros(len(K.KINDS), np.int64)
         self.first = np.full(len(K.KINDS), -1, np.int64)
         self.status = np.zeros(n, np.uint8)
-        self.bbo = np.empty((6, n // 2 + 16 if bbo else 0), np.int64)
+        self.bbo = np.empty((5, n // 2 + 16 if bbo else 0), np.int64)
         self.pos = 0
 
     def run(self, stop: int, samples: np.ndarray | None = None, nlev: int = 0) -> tuple[np.ndarray, ...]:
@@ -340,7 +344,7 @@ class L3Replay:
         return (self.status & 1).astype(bool)
 
     def bbo_rows(self) -> np.ndarray:
-        """(6, changes) rows: event index, bid level, bid amount, ask level, ask amount, gap."""
+        """(5, changes) rows: event index, bid level, bid amount, ask level, ask amount."""
         return self.bbo[:, :self.st[K.ST_NBBO]]
 
     def book(self) -> Book:
@@ -361,14 +365,14 @@ class L3Replay:
         return counts, first
 
 
-def replay_events(tab: pa.Table, hour: int | None = None, *, gap_seqs: np.ndarray | None = None,
+def replay_events(tab: pa.Table | Events, hour: int | None = None, *, gap_seqs: np.ndarray | None = None,
                   bbo: bool = False, depth: Depth | None = None, at: int | None = None,
                   grouped: pa.Table | None = None) -> HourResult:
-    """Replay one hour of seq-ordered book_events rows (up to ts_recv <= at when given).
+    """Replay one hour of seq-ordered book_events rows or their Events (up to ts_recv <= at when given).
 
     grouped: rest_grouped book_levels rows to verify against (mismatches listed in the result).
     """
-    ev = Events.from_table(tab, gap_seqs)
+    ev = tab if isinstance(tab, Events) else Events.from_table(tab, gap_seqs)
     n = len(ev)
     hour = int(ev.ts_recv[0] - ev.ts_recv[0] % source.HOUR_NS) if hour is None and n else (hour or 0)
     res = HourResult(hour, "l3", rows=n)
@@ -399,9 +403,9 @@ def replay_events(tab: pa.Table, hour: int | None = None, *, gap_seqs: np.ndarra
     res.digest = res.book.digest()
     tk, gap = ev.ticks, rp.gap
     if bbo:
-        ch, bp, ba, ap, aa, g = rp.bbo_rows()
+        ch, bp, ba, ap, aa = rp.bbo_rows()
         res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
-                             np.where(ap >= 0, tk[ap], -1), aa, g.astype(bool), ev.price_scale, ev.amount_scale)
+                             np.where(ap >= 0, tk[ap], -1), aa, gap[ch], ev.price_scale, ev.amount_scale)
     if nlev:
         k = inv[:len(samples)]
         keep = samples < stop
@@ -640,7 +644,10 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
         if verify:
             lv = source.hour_levels(root, exchange, pair, hour).table
             grouped = lv.filter(pc.equal(lv.column("source"), "rest_grouped"))
-        res = replay_events(rd.table, hour, gap_seqs=seqs, bbo=bbo, depth=depth, at=at, grouped=grouped)
+        ev = Events.from_table(rd.table, seqs)
+        rd.table = None  # one copy of the hour at a time: the columns now live in ev
+        pa.default_memory_pool().release_unused()
+        res = replay_events(ev, hour, bbo=bbo, depth=depth, at=at, grouped=grouped)
     else:
         rd = source.hour_levels(root, exchange, pair, hour)
         sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end)

@@ -73,24 +73,53 @@ def dec_scale(w, valid):
     return need
 
 
+@njit(cache=True, inline="always")
+def _mul(a, b):
+    """Full 128-bit product of two uint64 as (hi, lo)."""
+    a1, a0, b1, b0 = a >> _S32, a & _M32, b >> _S32, b & _M32
+    p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+    t = (p01 & _M32) + (p10 & _M32) + (p00 >> _S32)
+    lo = (p00 & _M32) | ((t & _M32) << _S32)
+    hi = p11 + (p01 >> _S32) + (p10 >> _S32) + (t >> _S32)
+    return hi, lo
+
+
+#: 5**-e mod 2**64 for e = 0..18: exact division by 5**e is a multiplication.
+_INV5 = np.array([pow(5**e, -1, 2**64) for e in range(19)], np.uint64)
+
+
 @njit(cache=True)
 def dec_to_int(w, valid, k, out):
-    """out = value * 10**k as int64 for decimal128(38,18) values; returns the first bad index or -1."""
+    """out = value * 10**k as int64 for decimal128(38,18) values; returns the first bad index or -1.
+
+    Exact division by 10**(18-k): shift out 2**e, multiply by the inverse of 5**e mod 2**64, and check
+    the product back, so a remainder or an overflow is detected, never rounded.
+    """
     e = 18 - k
-    d1 = np.uint64(10 ** min(e, 9))
-    d2 = np.uint64(10 ** (e - min(e, 9)))
+    five = np.uint64(5 ** e)
+    inv = _INV5[e]
+    ue = np.uint64(e)
+    low = (np.uint64(1) << ue) - np.uint64(1)
     for i in range(valid.shape[0]):
         if not valid[i]:
             out[i] = 0
             continue
-        l3, l2, l1, l0, neg = _limbs(w, i)
-        l3, l2, l1, l0, r1 = _div_small(l3, l2, l1, l0, d1)
-        l3, l2, l1, l0, r2 = _div_small(l3, l2, l1, l0, d2)
-        if r1 != np.uint64(0) or r2 != np.uint64(0) or l3 != np.uint64(0) or l2 != np.uint64(0) \
-                or l1 >= np.uint64(0x80000000):
+        lo = w[2 * i]
+        hi = w[2 * i + 1]
+        neg = (hi >> np.uint64(63)) != np.uint64(0)
+        if neg:
+            lo = ~lo + np.uint64(1)
+            hi = ~hi + (np.uint64(1) if lo == np.uint64(0) else np.uint64(0))
+        if lo & low:
             return i
-        v = np.int64((l1 << _S32) | l0)
-        out[i] = -v if neg else v
+        if e:
+            lo = (lo >> ue) | (hi << (np.uint64(64) - ue))
+            hi = hi >> ue
+        q = lo * inv
+        ph, pl = _mul(q, five)
+        if q >= np.uint64(0x8000000000000000) or ph != hi or pl != lo:
+            return i
+        out[i] = -np.int64(q) if neg else np.int64(q)
     return -1
 
 
@@ -252,8 +281,8 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
     before an add, when ht is half full or bbo is full (the caller grows them and calls again).
     status[i] gets bit 0 = book not known exact (from the hour's start, an R or a gap position in
     gpos, until a snapshot completes), bit 1 = observed (not in the middle of R + S rows).
-    bbo gets rows (event, bid level, bid amount, ask level, ask amount, gap) when any of them changes
-    at an observed event; samp holds sorted event positions whose top levels go into dp/da/dc.
+    bbo gets rows (event, bid level, bid amount, ask level, ask amount) when any of them or the gap
+    bit changes at an observed event; samp holds sorted event positions whose top levels go into dp/da/dc.
     """
     n = act.shape[0]
     nlev_total = lcnt.shape[1]
@@ -263,6 +292,9 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
     ng = gpos.shape[0]
     ns = samp.shape[0]
     cap = bbo.shape[1]
+    # the last emitted bbo row (a first row always differs)
+    pb, pba, pa, paa, pg = (bbo[1, nb - 1], bbo[2, nb - 1], bbo[3, nb - 1], bbo[4, nb - 1],
+                            status[bbo[0, nb - 1]] & 1) if nb > 0 else (-2, -1, -2, -1, 2)
     while j < ns and samp[j] < start:
         _sample(j, lamt, lcnt, bb, ba, dp, da, dc)
         j += 1
@@ -346,15 +378,14 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
         if observed and cap > 0:
             bamt = lamt[0, bb] if bb >= 0 else 0
             aamt = lamt[1, ba] if ba >= 0 else 0
-            if nb == 0 or bbo[1, nb - 1] != bb or bbo[2, nb - 1] != bamt or bbo[3, nb - 1] != ba \
-                    or bbo[4, nb - 1] != aamt or bbo[5, nb - 1] != g:
+            if bb != pb or bamt != pba or ba != pa or aamt != paa or g != pg:
                 bbo[0, nb] = i
                 bbo[1, nb] = bb
                 bbo[2, nb] = bamt
                 bbo[3, nb] = ba
                 bbo[4, nb] = aamt
-                bbo[5, nb] = g
                 nb += 1
+                pb, pba, pa, paa, pg = bb, bamt, ba, aamt, g
         while j < ns and samp[j] == i:
             _sample(j, lamt, lcnt, bb, ba, dp, da, dc)
             j += 1
