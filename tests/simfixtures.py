@@ -5,6 +5,9 @@ import asyncio
 import contextlib
 import json
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from decimal import Decimal
 from typing import Iterator
 
@@ -99,3 +102,32 @@ def book_events(frames: list[str]) -> list[tuple[str, dict]]:
             name, msg = json.loads(f[2:], parse_float=Decimal)
             out.append((name, msg))
     return out
+
+
+class _Reply:
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status_code, self.body = status, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class rest:
+    """Blocking HTTP for tests (stdlib only): `rest.get(url, params=…)`, `rest.post(url, json=…)`."""
+
+    @staticmethod
+    def _do(req: urllib.request.Request, timeout: float) -> _Reply:
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return _Reply(r.status, r.read())
+        except urllib.error.HTTPError as e:
+            return _Reply(e.code, e.read())
+
+    @classmethod
+    def get(cls, url: str, params: dict | None = None, timeout: float = 5) -> _Reply:
+        return cls._do(urllib.request.Request(url + ("?" + urllib.parse.urlencode(params) if params else "")), timeout)
+
+    @classmethod
+    def post(cls, url: str, body: object = None, timeout: float = 5) -> _Reply:
+        data = json.dumps(body).encode()
+        return cls._do(urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}), timeout)

@@ -1,18 +1,16 @@
-"""Conformance: clients that know only the venues' documentation (ccxt, python-socketio, raw engine.io v3,
-plain websockets) parse every simulator endpoint and get the simulator's true values."""
+"""Conformance: clients that know only the venues' documentation (python-socketio, raw engine.io v3, plain
+websockets and HTTP) parse every simulator endpoint and get the simulator's true values (ccxt: test_sim_ccxt.py)."""
 import asyncio
 import json
 import time
 from decimal import Decimal
 
 import aiohttp
-import ccxt
 import pytest
-import socketio
 
 from recorder.sim.server import SimConfig, Simulator
 from recorder.venues.signing import bitbay_body, bitbay_hash
-from simfixtures import START, loads, read_frames, threaded_sim, ws_url
+from simfixtures import START, loads, read_frames, rest, threaded_sim, ws_url
 
 BITOPRO_VECTOR = {
     "X-BITOPRO-APIKEY": "sim-key",
@@ -23,109 +21,40 @@ BITOPRO_VECTOR = {
 
 @pytest.fixture(scope="module")
 def tsim():
-    # Logical time follows the wall clock (start = now - warmup) because ccxt asks for candles "until now".
-    with threaded_sim(SimConfig(seed=5, pairs=["BTC_USD", "ETH_BTC"], rate=20, warmup=900, paced=False)) as ts:
+    with threaded_sim(SimConfig(seed=5, pairs=["BTC_USD", "ETH_BTC"], rate=20, warmup=300, paced=False)) as ts:
         yield ts
-
-
-def _levels(book: dict, side: str) -> list[list[float]]:
-    agg: dict[str, Decimal] = {}
-    for o in book[side]:
-        agg[o["price"]] = agg.get(o["price"], Decimal(0)) + Decimal(o["amount"])
-    return [[float(p), float(a)] for p, a in agg.items()]
 
 
 def _market(ts, venue, pair="BTC_USD"):
     return ts.sim.venues[venue].ctx.markets[pair]
 
 
-def test_ccxt_btcalpha(tsim):
-    ex = ccxt.btcalpha({"urls": {"api": {"rest": tsim.sim.urls["btcalpha"] + "/api"}}, "enableRateLimit": False})
-    ex.load_markets()
-    assert {"BTC/USD", "ETH/BTC"} <= set(ex.symbols)
-    truth = tsim.call(tsim.sim.true_book, "btcalpha", "BTC_USD")
-    ob = ex.fetch_order_book("BTC/USD")
-    assert ob["bids"] == [[float(o["price"]), float(o["amount"])] for o in truth["bids"]]
-    assert ob["asks"] == [[float(o["price"]), float(o["amount"])] for o in truth["asks"]]
-    m = _market(tsim, "btcalpha")
-    trades = ex.fetch_trades("BTC/USD", limit=50)
-    tape = list(m.trades)[-50:]
-    assert [t["id"] for t in trades] == [str(t.tid) for t in tape]
-    assert [t["timestamp"] for t in trades] == [t.ts // 10**6 for t in tape]
-    assert [t["side"] for t in trades] == [t.taker_side for t in tape]
-    candles = ex.fetch_ohlcv("BTC/USD", "5m", limit=3)
-    want = m.candles.query(300, None, None)[-3:]
-    assert [c[0] for c in candles] == [w[0] * 1000 for w in want]
-    assert [c[4] for c in candles] == [w[4] / 100 for w in want]
-    ex.apiKey, ex.secret = "sim-key", "test-secret"
-    assert ex.fetch_balance()["BTC"]["total"] == 0
-    ex.secret = "wrong"
-    with pytest.raises(ccxt.BaseError):
-        ex.fetch_balance()
-
-
-def test_ccxt_bitopro(tsim):
-    ex = ccxt.bitopro({"urls": {"api": {"rest": tsim.sim.urls["bitopro"] + "/v3"}}, "enableRateLimit": False})
-    ex.load_markets()
-    truth = tsim.call(tsim.sim.true_book, "bitopro", "ETH_BTC")
-    ob = ex.fetch_order_book("ETH/BTC", limit=20)
-    assert ob["bids"] == _levels(truth, "bids")[:20] and ob["asks"] == _levels(truth, "asks")[:20]
-    m = _market(tsim, "bitopro")
-    trades = ex.fetch_trades("BTC/USD")
-    tape = list(m.trades)[::-1][:1000]
-    assert sorted((t["timestamp"], t["price"], t["amount"]) for t in trades) == sorted(
-        (t.ts // 10**9 * 1000, t.price / 100, t.lots / 10**6) for t in tape)
-    candles = ex.fetch_ohlcv("BTC/USD", "1m", limit=5)
-    want = {w[0] * 1000: w for w in m.candles.query(60, None, None)}
-    assert candles and all(c[4] == want[c[0]][4] / 100 and c[5] == want[c[0]][5] / 10**6 for c in candles)
-    ex.apiKey, ex.secret = "sim-key", "bitopro"
-    assert "BTC" in ex.fetch_balance()
-
-
-def test_ccxt_zonda(tsim):
-    base = tsim.sim.urls["bitbay"]
-    ex = ccxt.zonda({"urls": {"api": {"public": base + "/API/Public", "private": base + "/API/Trading/tradingApi.php",
-                                      "v1_01Public": base + "/rest", "v1_01Private": base + "/rest"}},
-                     "enableRateLimit": False})
-    ex.load_markets()
-    truth = tsim.call(tsim.sim.true_book, "bitbay", "BTC_USD")
-    ob = ex.fetch_order_book("BTC/USD")
-    assert ob["bids"] == _levels(truth, "bids")[:300] and ob["asks"] == _levels(truth, "asks")[:300]
-    m = _market(tsim, "bitbay")
-    trades = ex.fetch_trades("BTC/USD", limit=100)
-    assert sorted(t["timestamp"] for t in trades) == sorted(t.ts // 10**6 for t in list(m.trades)[-100:])
-    candles = ex.fetch_ohlcv("BTC/USD", "1m", limit=5)
-    want = {w[0] * 1000: w for w in m.candles.query(60, None, None)}
-    assert candles and all(c[1] == want[c[0]][1] / 100 for c in candles)
-
-
 def test_btcalpha_rest_shapes_and_styles(tsim):
-    import requests
     base = tsim.sim.urls["btcalpha"] + "/api/v1"
     truth = tsim.call(tsim.sim.true_book, "btcalpha", "BTC_USD")
-    l3 = requests.get(f"{base}/orderbook/BTC_USD/", params={"group": 0, "limit_sell": 3}).json()
+    l3 = rest.get(f"{base}/orderbook/BTC_USD/", params={"group": 0, "limit_sell": 3}).json()
     assert len(l3["sell"]) == 3 and len(l3["buy"]) == len(truth["bids"])
     assert l3["sell"][0] == {"price": truth["asks"][0]["price"], "id": truth["asks"][0]["id"],
                              "amount": truth["asks"][0]["amount"],
                              "timestamp": f"{truth['asks'][0]['ts'] // 10**6 // 10**6}.{truth['asks'][0]['ts'] // 10**6 % 10**6:06d}"}
-    grouped = requests.get(f"{base}/orderbook/BTC_USD", params={"group": 1}).json()
+    grouped = rest.get(f"{base}/orderbook/BTC_USD", params={"group": 1}).json()
     assert set(grouped["buy"][0]) == {"price", "amount"}
-    old = requests.get(f"{base}/orderbook/", params={"pair": "BTC_USD", "limit_bids": 2, "limit_asks": 1}).json()
+    old = rest.get(f"{base}/orderbook/", params={"pair": "BTC_USD", "limit_bids": 2, "limit_asks": 1}).json()
     assert [o["id"] for o in old["bids"]] == [o["id"] for o in truth["asks"][:2]]  # "bids: sell orders"
     assert [o["id"] for o in old["asks"]] == [o["id"] for o in truth["bids"][:1]]
-    asc = requests.get(f"{base}/exchanges/", params={"pair": "BTC_USD", "ordering": "id", "limit": 5, "offset": 2}).json()
+    asc = rest.get(f"{base}/exchanges/", params={"pair": "BTC_USD", "ordering": "id", "limit": 5, "offset": 2}).json()
     tape = list(_market(tsim, "btcalpha").trades)
     assert [int(t["id"]) for t in asc] == [t.tid for t in tape[2:7]]
-    desc = requests.get(f"{base}/exchanges/", params={"pair": "BTC_USD"}).json()
+    desc = rest.get(f"{base}/exchanges/", params={"pair": "BTC_USD"}).json()
     assert len(desc) == 100 and int(desc[0]["id"]) == tape[-1].tid
     charts = tsim.sim.urls["btcalpha"] + "/api/charts/BTC_USD/1/chart"
-    rows = requests.get(charts).json()
+    rows = rest.get(charts).json()
     assert len(rows) <= 720 and int(rows[0]["time"]) > int(rows[-1]["time"])
     since = int(rows[2]["time"])
-    assert [r["time"] for r in requests.get(charts + "/", params={"since": since}).json()] == [r["time"] for r in rows[:3]]
-    assert requests.get(charts, params={"until": since, "limit": 1}).json() == [rows[2]]
+    assert [r["time"] for r in rest.get(charts + "/", params={"since": since}).json()] == [r["time"] for r in rows[:3]]
+    assert rest.get(charts, params={"until": since, "limit": 1}).json() == [rows[2]]
     # bitexbit: same shapes; no 2017 form
-    assert requests.get(tsim.sim.urls["bitexbit"] + "/api/v1/orderbook/", params={"pair": "BTC_USD"}).status_code == 404
+    assert rest.get(tsim.sim.urls["bitexbit"] + "/api/v1/orderbook/", params={"pair": "BTC_USD"}).status_code == 404
 
 
 def test_doc_style_numbers():
@@ -149,6 +78,8 @@ def test_doc_style_numbers():
 
 
 def test_socketio_eio4_and_raw_eio3_receive_book_events():
+    socketio = pytest.importorskip("socketio", reason="test extra: python-socketio>=5.11")
+
     async def run():
         async with Simulator(SimConfig(seed=3, pairs=["BTC_USD", "ETH_BTC"], rate=300, warmup=5,
                                        eio_ping_interval_ms=300, eio_ping_timeout_ms=2000)) as sim:

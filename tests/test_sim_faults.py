@@ -4,11 +4,10 @@ import json
 import time
 
 import aiohttp
-import requests
 
 from recorder.sim.faults import Fault
 from recorder.sim.server import SimConfig, Simulator, run_subprocess
-from simfixtures import START, read_frames, ws_url
+from simfixtures import START, read_frames, rest, ws_url
 
 EIO3 = "/socket.io/?EIO=3&transport=websocket"
 
@@ -158,18 +157,18 @@ def test_control_truth_book_and_cli_subprocess():
     with run_subprocess("--seed", "1", "--rate", "20", "--warmup", "5", "--pairs", "BTC_USD,ETH_BTC",
                         "--fault", "http_error:bitbay:429", "--fault", "delay:bitexbit:0.4") as urls:
         assert set(urls) == {"btcalpha", "bitexbit", "bitopro", "bitbay", "control"}
-        first = requests.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5)
+        first = rest.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5)
         assert first.status_code == 429 and first.json()["code"] == 429
-        assert requests.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5).status_code == 200
+        assert rest.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5).status_code == 200
         t0 = time.monotonic()
-        assert requests.get(urls["bitexbit"] + "/api/v1/currencies/", timeout=5).status_code == 200
+        assert rest.get(urls["bitexbit"] + "/api/v1/currencies/", timeout=5).status_code == 200
         assert time.monotonic() - t0 >= 0.4
-        pairs = requests.get(urls["btcalpha"] + "/api/v1/pairs/", timeout=5).json()
+        pairs = rest.get(urls["btcalpha"] + "/api/v1/pairs/", timeout=5).json()
         assert [p["name"] for p in pairs] == ["BTC_USD", "ETH_BTC"]
-        book = requests.get(urls["control"] + "/_sim/truth/book", params={"venue": "bitbay", "pair": "ETH_BTC"}, timeout=5).json()
+        book = rest.get(urls["control"] + "/_sim/truth/book", params={"venue": "bitbay", "pair": "ETH_BTC"}, timeout=5).json()
         assert book["bids"] and float(book["bids"][0]["price"]) < float(book["asks"][0]["price"])
-        bad = requests.post(urls["control"] + "/_sim/fault", json={"kind": "meteor"}, timeout=5)
+        bad = rest.post(urls["control"] + "/_sim/fault", body={"kind": "meteor"}, timeout=5)
         assert bad.status_code == 400
-        ok = requests.post(urls["control"] + "/_sim/fault", json={"kind": "http_error", "venue": "bitopro", "status": 500}, timeout=5)
+        ok = rest.post(urls["control"] + "/_sim/fault", body={"kind": "http_error", "venue": "bitopro", "status": 500}, timeout=5)
         assert ok.status_code == 200
-        assert requests.get(urls["bitopro"] + "/v3/tickers", timeout=5).status_code == 500
+        assert rest.get(urls["bitopro"] + "/v3/tickers", timeout=5).status_code == 500
