@@ -89,11 +89,8 @@ def peak() -> float:
 
 
 def child_e2e(root: str, repeat: int) -> None:
-    """(d) in this fresh process pinned to one core: Parquet hour -> replay -> written bbo file; prints JSON.
-
-    Replays hour 1 (timed, best of `repeat`), then hour 2: peak RSS after each shows memory does not grow
-    with the number of hours.
-    """
+    """(d) in a fresh process pinned to one core: Parquet hour -> written bbo, timed on hour 1, then hour 2
+    (peak RSS after each shows memory does not grow with hours); prints JSON."""
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)

@@ -2,7 +2,23 @@
 
 Prices and amounts become int64 ticks/lots at the smallest power of ten that makes every value of the
 hour integral (exact, checked to fit int64). Everything is vectorised except the L3 event loop, which
-is `replay.kernels.l3_run`.
+is `replay.kernels.l3_run` (each event depends on the book the previous one left).
+
+What the L3 book does with each conservation problem (counted per hour in HourResult.anomalies, with
+the seq of the first occurrence in HourResult.first; never silently absorbed):
+- fill_unknown: F for an order id not resting -> counted, ignored.
+- overfill: F larger than the order's rest -> counted, the order is removed (no negative amounts).
+- fill_price: F price differs from the resting price -> counted, the fill still reduces the order.
+- cancel_unknown: C or P for an order id not resting (e.g. a second cancel) -> counted, ignored.
+- overcancel: P larger than the order's rest -> counted, the order is removed.
+- dup_add: A or S for an order id already resting -> counted, ignored (the resting order is kept).
+- crossed: the book becomes crossed (best bid >= best ask) after an observed event -> counted once per
+  entry into the crossed state; the orders stay as the venue reported them.
+- invalid: a row missing what its action needs (side, price, positive amount, order id) or an unknown
+  action -> counted, ignored.
+The book is "observed" after every event except inside a snapshot (an R or S followed by S): outputs are
+taken only at observed events. It is not known exact (gap = true) from the hour's start, every R and
+every gap-kind sessions row (disconnect, gap, resync, reject) until the next snapshot completes.
 """
 from __future__ import annotations
 
@@ -63,11 +79,9 @@ def text(v: int, k: int) -> str:
 
 
 def exact_ints(column) -> tuple[np.ndarray, np.ndarray, int]:
-    """(int64 values, validity, k) at the smallest scale 10**k that makes every value integral.
+    """(int64 values, validity, k) at the smallest scale 10**k making every value integral.
 
-    One pass in the usual case: the scale of the first values is tried on all of them and raised
-    (second pass) only when some value needs more digits, so the result is the same either way.
-    """
+    The scale of the first 4096 values is tried on all; a second pass raises it only if some value needs it."""
     arr, w, valid = _words(column)
     k = K.dec_scale(w[:8192], valid[:4096])
     out = np.empty(len(valid), np.int64)
@@ -370,8 +384,7 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, gap_seqs: 
                   grouped: pa.Table | None = None) -> HourResult:
     """Replay one hour of seq-ordered book_events rows or their Events (up to ts_recv <= at when given).
 
-    grouped: rest_grouped book_levels rows to verify against (mismatches listed in the result).
-    """
+    grouped: rest_grouped book_levels rows to verify against (mismatches listed in the result)."""
     ev = tab if isinstance(tab, Events) else Events.from_table(tab, gap_seqs)
     n = len(ev)
     hour = int(ev.ts_recv[0] - ev.ts_recv[0] % source.HOUR_NS) if hour is None and n else (hour or 0)
@@ -379,6 +392,8 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, gap_seqs: 
     if n == 0:
         return res
     stop = n if at is None else int(np.searchsorted(np.maximum.accumulate(ev.ts_recv), at, "right"))
+    if stop == 0:
+        return res
     rp = L3Replay(ev, bbo)
     samples, nlev, times = np.zeros(0, np.int64), 0, None
     if depth is not None and depth.levels > 0:

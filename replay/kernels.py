@@ -92,9 +92,7 @@ _INV5 = np.array([pow(5**e, -1, 2**64) for e in range(19)], np.uint64)
 def dec_to_int(w, valid, k, out):
     """out = value * 10**k as int64 for decimal128(38,18) values; returns the first bad index or -1.
 
-    Exact division by 10**(18-k): shift out 2**e, multiply by the inverse of 5**e mod 2**64, and check
-    the product back, so a remainder or an overflow is detected, never rounded.
-    """
+    Exact division: shift out 2**e, multiply by 5**-e mod 2**64, check the product back (no rounding)."""
     e = 18 - k
     five = np.uint64(5 ** e)
     inv = _INV5[e]
@@ -271,19 +269,19 @@ def _count(counts, first, kind, i):
         first[kind] = i
 
 
+# l3_run state and outputs:
+# - the level of row i is pidx[i] - lo (pidx < 0: no price);
+# - ht holds live orders only, rows (order id, level * 2 + side or -1 when empty, amount, event index of
+#   the add); the kernel stops before an add when ht is half full, or when bbo is full, and the caller
+#   grows them and calls again;
+# - status[i]: bit 0 = book not known exact (from the hour's start, an R or a gap position in gpos until
+#   a snapshot completes), bit 1 = observed (not in the middle of R + S rows);
+# - bbo rows (event, bid level, bid amount, ask level, ask amount) when any of them or the gap bit
+#   changes at an observed event; samp: sorted event positions whose top levels go into dp/da/dc.
 @njit(cache=True)
 def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lcnt, st, counts, first,
            status, bbo, samp, dp, da, dc):
-    """Apply events [start, stop) to the book in place; returns the index reached.
-
-    Level of a row: pidx[i] - lo (pidx < 0: no price). ht holds live orders only, rows (order id,
-    level * 2 + side or -1 when empty, amount, event index of the add); the kernel returns early,
-    before an add, when ht is half full or bbo is full (the caller grows them and calls again).
-    status[i] gets bit 0 = book not known exact (from the hour's start, an R or a gap position in
-    gpos, until a snapshot completes), bit 1 = observed (not in the middle of R + S rows).
-    bbo gets rows (event, bid level, bid amount, ask level, ask amount) when any of them or the gap
-    bit changes at an observed event; samp holds sorted event positions whose top levels go into dp/da/dc.
-    """
+    """Apply events [start, stop) to the book in place, counting anomalies; returns the index reached."""
     n = act.shape[0]
     nlev_total = lcnt.shape[1]
     limit = ht.shape[0] // 2

@@ -127,8 +127,10 @@ def max_seq(root: Path) -> int:
 def to_events(tab: pa.Table, seq0: int) -> pa.Table:
     """book_events rows for an MBO table: leading R, then rows in file order, R + S at each hour boundary."""
     n = tab.num_rows
+    if n == 0:
+        raise MboError("the file has no rows")
     ts = _ts(tab.column("ts"))
-    if n and np.any(ts[1:] < ts[:-1]):
+    if np.any(ts[1:] < ts[:-1]):
         raise MboError(f"ts goes back at row {int(np.argmax(ts[1:] < ts[:-1])) + 2}: rows must be in time order")
     act = np.array([K.ACTIONS.index(a) for a in ACTION_SPELLINGS], np.int8)[_codes(tab.column("action"),
                                                                                 ACTION_SPELLINGS, "action")]
@@ -143,11 +145,11 @@ def to_events(tab: pa.Table, seq0: int) -> pa.Table:
     side, px = _from_add(act, oid, side, np.where(pv, px, -1))
     pv = px >= 0
     hour = ts - ts % source.HOUR_NS
-    cuts = np.nonzero(hour[1:] != hour[:-1])[0] + 1 if n else np.zeros(0, np.int64)
+    cuts = np.nonzero(hour[1:] != hour[:-1])[0] + 1
     ev = B.Events.from_arrays(np.arange(n), ts, ts, act, side.astype(np.int8), oid, px, np.where(av, amt, 0), pk, ak)
     rp = B.L3Replay(ev)
     parts, prev = [], 0
-    parts.append(_rows(np.array([K.R]), [-1], [0], [0], [0], [ts[0] if n else 0], ([False],) * 3))
+    parts.append(_rows(np.array([K.R]), [-1], [0], [0], [0], [ts[0]], ([False],) * 3))
     for c in list(cuts) + [n]:
         rows = slice(prev, c)
         parts.append(_rows(act[rows], side[rows], oid[rows], px[rows], amt[rows], ts[rows],

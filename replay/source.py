@@ -107,11 +107,8 @@ def _span(meta: pq.FileMetaData, column: str) -> tuple[int, int] | None:
 
 def read(root: str | os.PathLike, table: str, exchange: str, pair: str, lo: int, hi: int,
          columns: list[str] | None = None, dictionary: tuple[str, ...] = ()) -> Read:
-    """Rows whose time column is in [lo, hi), sorted by the table's order_by; duplicate keys dropped.
-
-    columns: a subset of the schema's (the default is all); dictionary: string columns to read
-    dictionary-encoded. Files whose statistics lie inside the window are read without a row filter.
-    """
+    """Rows whose time column is in [lo, hi), sorted by order_by, duplicate keys dropped; files wholly
+    inside the window (by statistics) skip the row filter; `dictionary` columns stay dictionary-encoded."""
     t = TABLES[table]
     cols = [c for c in t.columns if columns is None or c in columns]
     schema = pa.schema([t.schema.field(c) if c not in dictionary else

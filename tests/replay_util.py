@@ -20,11 +20,8 @@ PRICE_SCALE, AMOUNT_SCALE = 2, 4
 
 
 def synth_l3(n: int, seed: int = 0, hours: int = 1, t0: int = T0, start_orders: int = 200) -> dict[str, np.ndarray]:
-    """A consistent L3 stream of about n events over `hours` hours, each hour starting with R + S rows.
-
-    Adds land near the touch, cancels hit random live orders, fills hit the oldest order at the best
-    level; order ids are sparse in the 1e9..1e12 range. Prices are ticks of 0.01, amounts lots of 0.0001.
-    """
+    """A consistent L3 stream of about n events over `hours` hours, each starting with R + S rows: adds near
+    the touch, cancels of random live orders, sweeps of the best levels, ids sparse in 1e9..1e12."""
     rng = random.Random(seed)
     out = {k: [] for k in ("act", "side", "oid", "price", "amount")}
     ts: list[int] = []
@@ -186,11 +183,8 @@ def write_part(root: str | Path, table: str, exchange: str, pair: str, tab: pa.T
 
 
 class RefBook:
-    """Straightforward pure-Python L3 book: dict of orders, dict of levels, sorted level prices.
-
-    Same anomaly semantics as the engine (see replay.kernels): duplicate adds and unknown ids are
-    ignored, overfills/overcancels remove the order, fill-price mismatches still fill the order.
-    """
+    """Straightforward pure-Python L3 book (dict of orders, dict of levels, sorted level prices) with the
+    engine's anomaly semantics: see the `replay.book` module docstring."""
 
     def __init__(self):
         self.orders: dict[int, list] = {}
