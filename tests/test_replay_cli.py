@@ -243,3 +243,33 @@ def test_plot_writes_png_or_explains_missing_matplotlib(tmp_path, stream, monkey
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     r = run(*args, ok=False)
     assert r.exit_code == 1 and r.stderr.strip() == "Error: plot needs matplotlib: pip install 'booktape[plot]'"
+
+
+def _l2_snapshot(snap: int, ts: int, bids, asks) -> list[dict]:
+    return [dict(ts_event=ts, ts_recv=ts, seq=snap, session=1, snapshot_id=snap, side=side, level=i, price=p,
+                 amount=a, source="ws") for side, lv in (("bid", bids), ("ask", asks)) for i, (p, a) in enumerate(lv)]
+
+
+def test_l2_venue_through_the_cli(tmp_path):
+    rows = []
+    for k in range(120):  # two hours of BitoPro-like top-N pushes every minute
+        mid = 100 + k % 7
+        rows += _l2_snapshot(10 * (k + 1), T0 + k * 60 * 10**9 + 5,
+                             [(str(mid), "1"), (str(mid - 1), str(1 + k % 3))], [(str(mid + 1), "2")])
+    write_part(tmp_path, "book_levels", "bitopro", "BTC_TWD", rows_table("book_levels", rows))
+    common = ["--root", tmp_path, "--exchange", "bitopro", "--pair", "BTC_TWD"]
+    run("bbo", *common, "--jobs", 2)
+    run("depth", *common, "--levels", 2, "--every", "event")
+    bbo = pq.read_table(tmp_path / "bbo", partitioning="hive")
+    depth = pq.read_table(tmp_path / "depth", partitioning="hive")
+    assert bbo.num_rows == 120 and depth.num_rows == 120 * 3
+    assert bbo.column("bid_price").to_pylist()[:2] == [Decimal(100), Decimal(101)]
+    out = run("verify", *common).output
+    assert out.count("l2 rows=") == 2 and "checked=60 mismatches=0" in out and "verify ok" in out
+    out = run("book", *common, "--at", "2026-11-21T15:30:00Z").output
+    assert "seq 900 (2026-11-21T15:29:00.000000005Z), exact" in out
+    # a crossed snapshot is a verify failure
+    write_part(tmp_path, "book_levels", "bitopro", "BTC_TWD", rows_table("book_levels", _l2_snapshot(
+        5000, T0 + 2 * H + 5, [("101", "1")], [("100", "1")])), name="crossed")
+    r = run("verify", *common, ok=False)
+    assert r.exit_code == 1 and "snapshot 5000: crossed (bid 101 >= ask 100)" in r.output
