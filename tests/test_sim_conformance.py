@@ -96,11 +96,20 @@ def test_socketio_eio4_and_raw_eio3_receive_book_events():
                     head = await read_frames(ws, lambda f: len(f) >= 2)
                     await ws.send_str("2")
                     raw = await read_frames(ws, lambda f: "3" in f and len(f) > 20)
-                async with s.get(sim.urls["btcalpha"] + "/socket.io/?EIO=4&transport=polling") as r:
-                    polling = r.status
-            return got, head, raw, polling
+                async with s.get(sim.urls["bitexbit"] + "/socket.io/?EIO=3&transport=polling") as r:
+                    polling = await r.text()
+            via = {}
+            for transports in (None, ["polling"]):  # default: polling open, then upgrade to websocket
+                seen: list[dict] = []
+                c = socketio.AsyncClient(reconnection=False)
+                c.on("book_BTC_USD", seen.append)
+                await c.connect(sim.urls["btcalpha"], transports=transports)
+                await asyncio.sleep(1.0)
+                via[c.transport()] = len(seen)
+                await c.disconnect()
+            return got, head, raw, polling, via
 
-    got, head, raw, polling = asyncio.run(run())
+    got, head, raw, polling, via = asyncio.run(run())
     assert len(got) > 50 and all(m["success"] is True for m in got)
     news = [m for m in got if "trades" in m]
     cancels = [m for m in got if m.get("cancelled")]
@@ -112,7 +121,10 @@ def test_socketio_eio4_and_raw_eio3_receive_book_events():
     opened = json.loads(head[0][1:])
     assert head[1] == "40" and opened["pingInterval"] == 300 and "maxPayload" not in opened
     assert any(f.startswith('42["book_') for f in raw)
-    assert polling == 400
+    size, _, rest = polling.partition(":")  # EIO3 polling payload: <len>:<packet>…
+    assert rest[: int(size)].startswith('0{"sid":"bitexbit-') and '"upgrades":["websocket"]' in rest
+    assert rest[int(size):] == "2:40"
+    assert via["websocket"] > 20 and via["polling"] > 20
 
 
 def test_bitopro_ws_streams_and_signed_get():

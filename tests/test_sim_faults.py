@@ -4,6 +4,7 @@ import json
 import time
 
 import aiohttp
+import pytest
 
 from recorder.sim.faults import Fault
 from recorder.sim.server import SimConfig, Simulator, run_subprocess
@@ -172,3 +173,21 @@ def test_control_truth_book_and_cli_subprocess():
         ok = rest.post(urls["control"] + "/_sim/fault", body={"kind": "http_error", "venue": "bitopro", "status": 500}, timeout=5)
         assert ok.status_code == 200
         assert rest.get(urls["bitopro"] + "/v3/tickers", timeout=5).status_code == 500
+
+
+def test_drop_reaches_polling_clients():
+    socketio = pytest.importorskip("socketio", reason="test extra: python-socketio>=5.11")
+
+    async def run():
+        async with Simulator(_cfg(paced=True, rate=100)) as sim:
+            gone = asyncio.Event()
+            c = socketio.AsyncClient(reconnection=False)
+            c.on("disconnect", gone.set)
+            await c.connect(sim.urls["bitexbit"], transports=["polling"])
+            await asyncio.sleep(0.3)
+            sim.inject(Fault("drop", "bitexbit"))
+            await asyncio.wait_for(gone.wait(), 5)
+            return c.connected, sim.venues["bitexbit"].eio.sessions
+
+    connected, sessions = asyncio.run(run())
+    assert not connected and not sessions

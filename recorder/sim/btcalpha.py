@@ -75,7 +75,7 @@ class BtcAlphaVenue:
         self.hub.broadcast([book_frame(pair, market, e) for e in events])
 
     def background(self) -> list:
-        return [self.hub.run_reaper()]
+        return [self.hub.run_reaper(), self.eio.run_heartbeats()]
 
     # --- helpers ----------------------------------------------------------------------------------------
     def error(self, status: int, message: str) -> web.Response:

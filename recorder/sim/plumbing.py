@@ -95,8 +95,10 @@ def rest_middleware(ctx: VenueContext, error: ErrorBody, private_paths: tuple[st
 class Conn:
     """One socket client: frames queue up and a sender task writes them, honouring stalls; truth sees each one."""
 
-    def __init__(self, hub: "Hub", ws: web.WebSocketResponse, transport: asyncio.Transport | None, cid: int) -> None:
-        self.hub, self.ws, self.transport, self.cid = hub, ws, transport, cid
+    def __init__(self, hub: "Hub", ws: web.WebSocketResponse | None, transport: asyncio.Transport | None,
+                 cid: int) -> None:
+        self.hub, self.ws, self.transport, self.cid = hub, ws, transport, cid  # no ws: a polling session
+        self.closed = False
         self.name = f"ws:{cid}"
         self.queue: deque[str] = deque()
         self.wake = asyncio.Event()
@@ -114,6 +116,10 @@ class Conn:
 
     async def close(self, grace_s: float = 1.0) -> None:
         """Close handshake, or abort the TCP connection when the client does not answer within `grace_s`."""
+        self.closed = True
+        self.wake.set()
+        if self.ws is None:
+            return
         try:
             await asyncio.wait_for(self.ws.close(), grace_s)
         except (asyncio.TimeoutError, ConnectionError):
@@ -168,7 +174,7 @@ class Hub:
         self._n = 0
         self._reap = asyncio.Event()
 
-    def open(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> Conn:
+    def open(self, ws: web.WebSocketResponse | None, transport: asyncio.Transport | None) -> Conn:
         self._n += 1
         c = Conn(self, ws, transport, self._n)
         self.conns.add(c)

@@ -177,6 +177,7 @@ class Simulator:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(c.close() for v in self.venues.values() for c in list(v.hub.conns)))
+        await asyncio.sleep(0)  # let released polls answer before the runners stop
         for r in reversed(self._runners):
             await r.cleanup()
         if self.truth is not None:
