@@ -314,3 +314,58 @@ def test_faults_429_and_5xx_are_sessions_rows_and_the_rate_limit_is_never_exceed
             while j < len(times) and times[j] < t + 2_000_000_000:
                 j += 1
             assert j - i <= 1 + rate * 2 + 1, (v, i)  # +1: response times jitter against request times
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_demo_and_status(tmp_path):
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+
+    root = tmp_path / "demo"
+    res = CliRunner().invoke(main, ["demo", "--seconds", "6", "--root", str(root), "--rate", "10"])
+    assert res.exit_code == 0, res.output
+    assert "rows per table and venue" in res.output and "sessions events per venue" in res.output
+    status = CliRunner().invoke(main, ["status", "--root", str(root)])
+    assert status.exit_code == 0 and status.output.split("\n")[1].split() == ["table", "bitbay", "bitexbit", "bitopro",
+                                                                              "btcalpha"]
+    book = next(line for line in status.output.splitlines() if line.startswith("book_events")).split()
+    assert int(book[2]) > 0 and int(book[4]) > 0  # bitexbit and btcalpha recorded their L3 books
+
+
+def test_cli_run_refuses_a_bad_config_naming_the_variable_not_the_value(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+
+    cfg = tmp_path / "r.toml"
+    cfg.write_text('[recorder]\nroot = "d"\n[venues.bitbay]\npairs = ["BTC_PLN"]\n'
+                   'api_key_env = "X_KEY"\napi_secret_env = "X_SECRET"\n')
+    monkeypatch.setenv("X_KEY", "value-that-must-not-show")
+    monkeypatch.delenv("X_SECRET", raising=False)
+    res = CliRunner().invoke(main, ["run", "--config", str(cfg)])
+    assert res.exit_code != 0 and "X_SECRET" in res.output and "value-that-must-not-show" not in res.output
+
+
+# ------------------------------------------------------------------------------------------ soak
+@pytest.mark.soak
+def test_soak_fault_storm_three_minutes(tmp_path):
+    """Drops every 5 s, malformed frames, 429 storms, 5xx and stalls for 3 minutes: still exact at the end."""
+    kinds = [Fault("drop", "all"), Fault("malformed", "all", count=5), Fault("http_error", "all", count=10, status=429),
+             Fault("http_error", "all", count=5, status=500), Fault("stall", "all", seconds=4.0),
+             Fault("duplicate", "all", count=5)]
+    faults = [(5.0 * i, kinds[i % len(kinds)]) for i in range(1, 34)]
+    run = Run(tmp_path, seconds=175.0, rate=8.0, faults=faults, doc_edit=_fast_heartbeats, settle=4.0).go()
+    assert run.exit_code == 0
+    for venue in L3:
+        for pair in PAIRS:
+            rows = sql(run.root, f"""SELECT action, side, order_id, price, amount, trade_id, taker_order_id
+                FROM read_parquet('$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') ORDER BY seq""")
+            assert replay_book(rows).state() == true_state(run.books[(venue, pair)])
+        dup = sql(run.root, f"""SELECT count(*) FROM (SELECT trade_id FROM read_parquet(
+            '$R/trades/exchange={venue}/**/*.parquet', hive_partitioning=true) GROUP BY pair, trade_id HAVING count(*) > 1)""")
+        assert dup[0][0] == 0
+    rest = [m for m in truth(run.tdir, "messages") if m["conn"] == "rest"]
+    for v in ("btcalpha", "bitexbit", "bitopro", "bitbay"):
+        injected = sum(f.count for _, f in faults if f.kind == "http_error" and f.status == 429)
+        assert Counter(m["status"] for m in rest if m["venue"] == v)[429] <= injected
