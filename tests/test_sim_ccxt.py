@@ -7,12 +7,11 @@ ccxt 4.4.50 is the last release with btcalpha and zonda and still has bitopro, s
 """
 from decimal import Decimal
 
+import ccxt  # make test installs ccxt==4.4.50 (--no-deps): a missing client must fail, not skip
 import pytest
 
 from recorder.sim.server import SimConfig
 from simfixtures import threaded_sim
-
-ccxt = pytest.importorskip("ccxt", reason="test extra: ccxt==4.4.50 (pip install --no-deps)")
 
 
 @pytest.fixture(scope="module")
