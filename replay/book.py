@@ -212,6 +212,16 @@ def _samples(ts_recv: np.ndarray, hour: int, every: int) -> tuple[np.ndarray, np
     return times, pos
 
 
+def _late_gap(sess_ts: np.ndarray, sess_seq: np.ndarray, times: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    """Per sample: a gap-kind sessions row (sorted by ts) at or before its time comes after (by seq) the
+    row the sample shows, so the book at that time is not known exact."""
+    if not len(sess_ts):
+        return np.zeros(len(times), bool)
+    latest = np.maximum.accumulate(sess_seq)
+    k = np.searchsorted(sess_ts, times, "right") - 1
+    return (k >= 0) & (latest[np.maximum(k, 0)] > seqs)
+
+
 def _changed(*cols: np.ndarray) -> np.ndarray:
     """Rows whose values differ from the previous row in any column (the first row always)."""
     n = len(cols[0])
@@ -268,11 +278,13 @@ class Events:
     amt: np.ndarray
     price_scale: int
     amount_scale: int
-    #: event positions where a gap-kind sessions row starts a gap (before that event).
+    #: gap-kind sessions rows (ts, seq) sorted by ts, and the event position each one precedes.
+    sess_ts: np.ndarray
+    sess_seq: np.ndarray
     gpos: np.ndarray
 
     @classmethod
-    def from_table(cls, tab: pa.Table, gap_seqs: np.ndarray | None = None) -> "Events":
+    def from_table(cls, tab: pa.Table, sessions: pa.Table | None = None) -> "Events":
         """Vectorised conversion of seq-ordered book_events rows (exact decimals checked to fit int64)."""
         act, side = _codes(tab.column("action"), K.ACTIONS), _codes(tab.column("side"), SIDES)
         px, pv, pk = exact_ints(tab.column("price"))
@@ -286,11 +298,12 @@ class Events:
         return cls.from_arrays(tab.column("seq").to_numpy(),
                                pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy(),
                                tab.column("ts_recv").cast(pa.int64()).to_numpy(), act, side, oid, px, amt, pk, ak,
-                               gap_seqs)
+                               None if sessions is None else (sessions.column("ts").cast(pa.int64()).to_numpy(),
+                                                              sessions.column("seq").to_numpy()))
 
     @classmethod
     def from_arrays(cls, seq, ts_event, ts_recv, act, side, oid, px, amt, pk: int, ak: int,
-                    gap_seqs: np.ndarray | None = None) -> "Events":
+                    sessions: tuple[np.ndarray, np.ndarray] | None = None) -> "Events":
         """Events from int64 columns: price ticks (-1 = none) and amount lots at scales pk, ak."""
         lo, hi = (int(v) for v in K.minmax(px))
         if hi - lo < DIRECT_MAX:
@@ -299,8 +312,11 @@ class Events:
             ticks, inv = np.unique(px, return_inverse=True)
             pidx, lo = inv.astype(np.int64) - int(ticks[0] < 0), 0
             ticks = ticks[ticks >= 0]
-        gpos = np.zeros(0, np.int64) if gap_seqs is None else np.searchsorted(seq, gap_seqs, "right")
-        return cls(seq, ts_event, ts_recv, act, side, oid, pidx, lo, ticks, amt, pk, ak, gpos[gpos < len(seq)])
+        sts, sseq = (np.zeros(0, np.int64),) * 2 if sessions is None else sessions
+        gpos = np.sort(np.searchsorted(seq, sseq, "right"))
+        o = np.argsort(sts, kind="stable")
+        return cls(seq, ts_event, ts_recv, act, side, oid, pidx, lo, ticks, amt, pk, ak, sts[o], sseq[o],
+                   gpos[gpos < len(seq)])
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -379,13 +395,13 @@ class L3Replay:
         return counts, first
 
 
-def replay_events(tab: pa.Table | Events, hour: int | None = None, *, gap_seqs: np.ndarray | None = None,
+def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: pa.Table | None = None,
                   bbo: bool = False, depth: Depth | None = None, at: int | None = None,
                   grouped: pa.Table | None = None) -> HourResult:
     """Replay one hour of seq-ordered book_events rows or their Events (up to ts_recv <= at when given).
 
     grouped: rest_grouped book_levels rows to verify against (mismatches listed in the result)."""
-    ev = tab if isinstance(tab, Events) else Events.from_table(tab, gap_seqs)
+    ev = tab if isinstance(tab, Events) else Events.from_table(tab, sessions)
     n = len(ev)
     hour = int(ev.ts_recv[0] - ev.ts_recv[0] % source.HOUR_NS) if hour is None and n else (hour or 0)
     res = HourResult(hour, "l3", rows=n)
@@ -416,6 +432,8 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, gap_seqs: 
     res.anomalies, res.first = rp.anomalies()
     res.book = rp.book()
     res.digest = res.book.digest()
+    if at is not None:
+        res.book.gap |= bool(_late_gap(ev.sess_ts, ev.sess_seq, np.array([at]), np.array([res.book.seq]))[0])
     tk, gap = ev.ticks, rp.gap
     if bbo:
         ch, bp, ba, ap, aa = rp.bbo_rows()
@@ -426,7 +444,8 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, gap_seqs: 
         keep = samples < stop
         k, pos, times = k[keep], samples[keep], times[keep]
         p = dp[k, :, :nlev]
-        res.depth = _depth_table(times, ev.seq[pos], gap[pos], np.where(p >= 0, tk[p], -1), da[k, :, :nlev],
+        g = gap[pos] | _late_gap(ev.sess_ts, ev.sess_seq, times, ev.seq[pos])
+        res.depth = _depth_table(times, ev.seq[pos], g, np.where(p >= 0, tk[p], -1), da[k, :, :nlev],
                                  dc[k, :, :nlev], ev.price_scale, ev.amount_scale)
     if gpos is not None:
         k = inv[len(samples):]
@@ -605,8 +624,14 @@ def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Ta
     last = len(sn) - 1 if at is None else int(np.searchsorted(run_ts, at, "right")) - 1
     if last < 0:
         return res
+    sts, sseq = (np.zeros(0, np.int64),) * 2 if gap_sessions is None else \
+        (gap_sessions.column("ts").cast(pa.int64()).to_numpy(), gap_sessions.column("seq").to_numpy())
+    o = np.argsort(sts, kind="stable")
+    sts, sseq = sts[o], sseq[o]
     res.book = sn.book(last)
     res.digest = res.book.digest()
+    if at is not None:
+        res.book.gap = bool(_late_gap(sts, sseq, np.array([at]), sn.sid[last:last + 1])[0])
     if verify:
         res.mismatches, res.checked = _l2_checks(sn), len(sn)
     n = last + 1
@@ -622,14 +647,7 @@ def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Ta
             times, snaps = _samples(sn.ts_recv, hour, depth.every)
             keep = (snaps >= 0) & (snaps < n)
             times, snaps = times[keep], snaps[keep]
-        gap = np.zeros(len(snaps), bool)
-        if gap_sessions is not None and gap_sessions.num_rows:
-            st = gap_sessions.column("ts").cast(pa.int64()).to_numpy()
-            sq = gap_sessions.column("seq").to_numpy()
-            o = np.argsort(st, kind="stable")
-            latest = np.maximum.accumulate(sq[o])
-            k = np.searchsorted(st[o], times, "right") - 1
-            gap = (k >= 0) & (np.where(k >= 0, latest[np.maximum(k, 0)], -1) > sn.sid[snaps])
+        gap = _late_gap(sts, sseq, times, sn.sid[snaps])
         p, a, c = sn.top(snaps, depth.levels)
         res.depth = _depth_table(times, sn.sid[snaps], gap, p, a, c, sn.price_scale, sn.amount_scale)
     return res
@@ -651,15 +669,12 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
     end = hour + source.HOUR_NS
     if book_kind == "l3":
         rd = source.hour_events(root, exchange, pair, hour)
-        seqs = np.empty(0, np.int64)
-        if rd.table.num_rows:
-            sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end + 60 * 10**9)
-            seqs = sess.column("seq").to_numpy()
+        sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end) if rd.table.num_rows else None
         grouped = None
         if verify:
             lv = source.hour_levels(root, exchange, pair, hour).table
             grouped = lv.filter(pc.equal(lv.column("source"), "rest_grouped"))
-        ev = Events.from_table(rd.table, seqs)
+        ev = Events.from_table(rd.table, sess)
         rd.table = None  # one copy of the hour at a time: the columns now live in ev
         pa.default_memory_pool().release_unused()
         res = replay_events(ev, hour, bbo=bbo, depth=depth, at=at, grouped=grouped)

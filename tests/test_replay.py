@@ -209,3 +209,16 @@ def test_l2_depth_gap_between_disconnect_and_next_snapshot():
     ts = (res.depth.column("ts").cast(pa.int64()).to_numpy() - T0) // 10**9
     gap = res.depth.column("gap").to_pylist()
     assert list(zip(ts[::2].tolist(), gap[::2]))[:5] == [(1, False), (2, True), (3, True), (4, False), (5, False)]
+
+
+def test_disconnect_after_the_last_event_marks_later_samples(tmp_path):
+    ev = _hand_hour(T0, 1, [("S", "bid", 1, "10", "1"), ("S", "ask", 2, "11", "1"), ("A", "bid", 3, "10.5", "1")])
+    write_part(tmp_path, "book_events", "btcalpha", "BTC_USD", ev)
+    write_part(tmp_path, "sessions", "btcalpha", "BTC_USD", rows_table("sessions", [
+        dict(ts=T0 + 5 * 10**9, seq=100, session=1, stream="ws:book_BTC_USD", kind="disconnect")]))
+    res = B.replay_hour(tmp_path, "btcalpha", "BTC_USD", T0, depth=B.Depth(1, 10**9))
+    ts = (res.depth.column("ts").cast(pa.int64()).to_numpy() - T0) // 10**9
+    gap = np.array(res.depth.column("gap").to_pylist())
+    assert ts[-1] == 3599 and not gap[ts < 5].any() and gap[ts >= 5].all()
+    assert not B.book_at(tmp_path, "btcalpha", "BTC_USD", T0 + 2 * 10**9).gap
+    assert B.book_at(tmp_path, "btcalpha", "BTC_USD", T0 + 6 * 10**9).gap
