@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
 #: sessions kinds after which the book is not known exact until the next snapshot.
 GAP_KINDS = ("disconnect", "gap", "resync", "reject")
+#: sessions streams that carry no book (trades and candles pollers, grouped validation snapshots).
+NOT_BOOK_STREAM = re.compile(r":(trades|candles|grouped)$")
 
 
 def date_of(ns: int) -> str:
@@ -169,8 +172,9 @@ def hour_levels(root, exchange: str, pair: str, hour: int) -> Read:
 
 
 def gap_sessions(root, exchange: str, pair: str, lo: int, hi: int) -> pa.Table:
-    """sessions rows of a gap kind for the pair (and venue-wide rows) with ts in [lo, hi), seq order."""
+    """sessions rows of a gap kind on a book stream for the pair (and venue-wide rows), ts in [lo, hi), seq order."""
     parts = [read(root, "sessions", exchange, p, lo, hi).table for p in (pair, ALL_PAIRS)]
     tab = pa.concat_tables(parts)
     kinds = np.isin(tab.column("kind").to_numpy(zero_copy_only=False), GAP_KINDS)
-    return order(tab.filter(pa.array(kinds)), ("seq",)).table
+    book = [not NOT_BOOK_STREAM.search(s) for s in tab.column("stream").to_pylist()]
+    return order(tab.filter(pa.array(kinds & np.array(book, bool))), ("seq",)).table

@@ -222,3 +222,13 @@ def test_disconnect_after_the_last_event_marks_later_samples(tmp_path):
     assert ts[-1] == 3599 and not gap[ts < 5].any() and gap[ts >= 5].all()
     assert not B.book_at(tmp_path, "btcalpha", "BTC_USD", T0 + 2 * 10**9).gap
     assert B.book_at(tmp_path, "btcalpha", "BTC_USD", T0 + 6 * 10**9).gap
+
+
+def test_gap_sessions_ignore_streams_without_a_book(tmp_path):
+    rows = [dict(ts=T0 + i, seq=10 + i, session=1, stream=st, kind=k) for i, (st, k) in enumerate([
+        ("rest:trades", "disconnect"), ("rest:candles", "reject"), ("rest:grouped", "disconnect"),
+        ("ws:btcalpha", "connect"), ("ws:btcalpha", "disconnect"), ("daemon", "gap"), ("ws:book", "resync")])]
+    write_part(tmp_path, "sessions", "btcalpha", "ALL", rows_table("sessions", rows[:5]))
+    write_part(tmp_path, "sessions", "btcalpha", "BTC_USD", rows_table("sessions", rows[5:]))
+    got = source.gap_sessions(tmp_path, "btcalpha", "BTC_USD", T0, T0 + H)
+    assert got.column("seq").to_pylist() == [14, 15, 16]
