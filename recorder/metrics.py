@@ -24,6 +24,7 @@ GAUGES = {
     "lag_seconds": "ts_recv minus venue ts_event of the latest message",
     "last_message_age_seconds": "seconds since the feed last received anything",
     "up": "1 while the feed's connection or poll loop is healthy",
+    "queue_depth": "messages the feed holds waiting for a snapshot join",
 }
 
 
