@@ -194,6 +194,8 @@ class HourResult:
     depth: pa.Table | None = None
     mismatches: list[str] = field(default_factory=list)
     checked: int = 0
+    #: L2: level changes derived between consecutive snapshots of the hour.
+    changes: int = 0
 
 
 @dataclass(frozen=True)
@@ -634,6 +636,7 @@ def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Ta
         res.book.gap = bool(_late_gap(sts, sseq, np.array([at]), sn.sid[last:last + 1])[0])
     if verify:
         res.mismatches, res.checked = _l2_checks(sn), len(sn)
+        res.changes = len(l2_changes(sn)[0])
     n = last + 1
     if bbo:
         p, a, _ = sn.top(np.arange(n), 1)

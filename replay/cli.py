@@ -202,7 +202,8 @@ def verify(root, exchange, pair, start, end, jobs, progress):
     """Replay and check against recorded grouped snapshots (L3) or snapshot consistency (L2); exit 1 on any problem."""
     bad = 0
     for r in _run(root, exchange, pair, start, end, jobs, progress, "verify", verify=True, write=False):
-        click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}")
+        changes = f" level_changes={r.changes}" if r.kind == "l2" else ""
+        click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{changes}")
         for m in r.mismatches:
             click.echo(f"  mismatch: {m}")
         for k, v in r.anomalies.items():

@@ -193,6 +193,7 @@ def test_l2_books_bbo_depth_changes_and_checks(tmp_path):
     assert at4 == [("ask", 0, Decimal("101"), Decimal("2")), ("bid", 0, Decimal("100"), Decimal("1")),
                    ("bid", 1, Decimal("100.5"), Decimal("1"))]
     assert res.mismatches == ["snapshot 40: prices not strictly ordered"] and res.checked == 4
+    assert res.changes == 1 + 4  # bid 99 2->5; then bid 100.5 in, bid 99 and ask 102 out, ask 101 1->2
     sn = B.Snapshots.from_table(B.l2_source(source.hour_levels(tmp_path, "bitopro", "BTC_TWD", T0).table))
     snap, side, price, old, new = B.l2_changes(sn)
     assert list(zip(snap[snap == 1], side[snap == 1], price[snap == 1], old[snap == 1], new[snap == 1])) == \
