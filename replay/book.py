@@ -463,7 +463,9 @@ def _grouped(grouped: pa.Table, seq: np.ndarray) -> tuple[list, np.ndarray, int]
     price, amount = grouped.column("price").to_pylist(), grouped.column("amount").to_pylist()
     snaps: dict[int, dict[str, list]] = {}
     for i in np.lexsort((lev, sid)):
-        snaps.setdefault(int(sid[i]), {"bid": [], "ask": []})[side[i]].append((price[i], amount[i]))
+        levels = snaps.setdefault(int(sid[i]), {"bid": [], "ask": []})
+        if side[i] in levels:
+            levels[side[i]].append((price[i], amount[i]))
     ids = np.array(sorted(snaps), np.int64)
     pos = np.searchsorted(seq, ids, "left") - 1
     most = max((len(v) for s in snaps.values() for v in s.values()), default=0)
