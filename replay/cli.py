@@ -180,7 +180,7 @@ def book(root, exchange, pair, start, end, jobs, progress, at, levels, orders):
 @main.command()
 @_common
 def bbo(root, exchange, pair, start, end, jobs, progress):
-    """Write the `bbo` table (best bid/offer after every change) for every hour in the range."""
+    """Write the `bbo` table (best bid/offer after every change) for every hour meeting [start, end)."""
     for r in _run(root, exchange, pair, start, end, jobs, progress, "bbo", bbo=True):
         click.echo(_report(r))
 
@@ -190,7 +190,7 @@ def bbo(root, exchange, pair, start, end, jobs, progress):
 @click.option("--levels", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--every", default="1s", show_default=True, help="`event` or a duration (100ms, 1s, 1m)")
 def depth(root, exchange, pair, start, end, jobs, progress, levels, every):
-    """Write the `depth` table (top-N levels per side at each interval or event) for every hour in the range."""
+    """Write the `depth` table (top-N levels per side per interval or event) for every hour meeting [start, end)."""
     d = B.Depth(levels, _every(every))
     for r in _run(root, exchange, pair, start, end, jobs, progress, "depth", depth=d):
         click.echo(_report(r))

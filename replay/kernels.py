@@ -286,7 +286,8 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
     nlev_total = lcnt.shape[1]
     limit = ht.shape[0] // 2
     live, bb, ba, crossed = st[ST_LIVE], st[ST_BID], st[ST_ASK], st[ST_CROSSED]
-    last_gap, last_snap, pending, gp, j, nb = st[ST_GAP], st[ST_SNAP], st[ST_PENDING], st[ST_GPTR], st[ST_SPTR], st[ST_NBBO]
+    last_gap, last_snap, pending = st[ST_GAP], st[ST_SNAP], st[ST_PENDING]
+    gp, j, nb = st[ST_GPTR], st[ST_SPTR], st[ST_NBBO]
     ng = gpos.shape[0]
     ns = samp.shape[0]
     cap = bbo.shape[1]
@@ -389,5 +390,6 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
             j += 1
         i += 1
     st[ST_LIVE], st[ST_BID], st[ST_ASK], st[ST_CROSSED] = live, bb, ba, crossed
-    st[ST_GAP], st[ST_SNAP], st[ST_PENDING], st[ST_GPTR], st[ST_SPTR], st[ST_NBBO] = last_gap, last_snap, pending, gp, j, nb
+    st[ST_GAP], st[ST_SNAP], st[ST_PENDING] = last_gap, last_snap, pending
+    st[ST_GPTR], st[ST_SPTR], st[ST_NBBO] = gp, j, nb
     return i

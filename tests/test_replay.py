@@ -159,7 +159,8 @@ def test_source_sorts_by_seq_and_drops_duplicates(tmp_path):
     rd = source.read(tmp_path, "book_events", "btcalpha", "BTC_USD", T0, T0 + H)
     assert rd.duplicates == 25 and rd.table.equals(tab)
     ev = source.hour_events(tmp_path, "btcalpha", "BTC_USD", T0).table
-    assert ev.column_names == source.EVENT_COLUMNS and ev.column("action").type == pa.dictionary(pa.int32(), pa.string())
+    assert ev.column_names == source.EVENT_COLUMNS
+    assert ev.column("action").type == pa.dictionary(pa.int32(), pa.string())
     assert ev.column("action").cast(pa.string()).equals(tab.column("action"))
     assert source.hours(tmp_path, "book_events", "btcalpha", "BTC_USD", 0, 2**62) == [T0]
 
