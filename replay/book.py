@@ -339,8 +339,7 @@ class L3Replay:
         n = len(ev)
         self.ht = np.full((1 << 12, 4), -1, np.int64)
         self.shift = np.uint64(64 - 12)
-        self.lamt = np.zeros((2, len(ev.ticks)), np.int64)
-        self.lcnt = np.zeros((2, len(ev.ticks)), np.int64)
+        self.lv = np.zeros((2, len(ev.ticks), 2), np.int64)  # per side and level: amount, order count
         self.st = np.zeros(K.STATE_SIZE, np.int64)
         self.st[[K.ST_BID, K.ST_ASK, K.ST_SNAP]] = -1
         self.counts = np.zeros(len(K.KINDS), np.int64)
@@ -358,7 +357,7 @@ class L3Replay:
         self.st[K.ST_SPTR] = 0
         while True:
             self.pos = K.l3_run(e.act, e.side, e.oid, e.pidx, e.lo, e.amt, e.gpos, self.pos, stop, self.ht,
-                                self.shift, self.lamt, self.lcnt, self.st, self.counts, self.first, self.status,
+                                self.shift, self.lv, self.st, self.counts, self.first, self.status,
                                 self.bbo, samples, dp, da, dc)
             if self.pos >= stop:
                 return dp, da, dc

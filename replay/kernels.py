@@ -216,38 +216,38 @@ def minmax(x):
 
 
 @njit(cache=True, inline="always")
-def _remove(s, p, q, full, lamt, lcnt, bb, ba):
+def _remove(s, p, q, full, lv, bb, ba):
     """Take q lots from level (s, p); when the order is gone drop its count; returns the new best indices."""
-    lamt[s, p] -= q
+    lv[s, p, 0] -= q
     if full:
-        lcnt[s, p] -= 1
-        if lcnt[s, p] == 0:
+        lv[s, p, 1] -= 1
+        if lv[s, p, 1] == 0:
             if s == 0 and bb == p:
-                while p >= 0 and lcnt[0, p] == 0:
+                while p >= 0 and lv[0, p, 1] == 0:
                     p -= 1
                 bb = p
             elif s == 1 and ba == p:
-                n = lcnt.shape[1]
-                while p < n and lcnt[1, p] == 0:
+                n = lv.shape[1]
+                while p < n and lv[1, p, 1] == 0:
                     p += 1
                 ba = p if p < n else -1
     return bb, ba
 
 
 @njit(cache=True, inline="always")
-def _sample(j, lamt, lcnt, bb, ba, dp, da, dc):
+def _sample(j, lv, bb, ba, dp, da, dc):
     """Record the top dp.shape[2] levels of each side into sample row j (price index -1 = no level)."""
     nlev = dp.shape[2]
-    n = lcnt.shape[1]
+    n = lv.shape[1]
     for s in range(2):
         p = bb if s == 0 else ba
         step = -1 if s == 0 else 1
         k = 0
         while k < nlev and 0 <= p < n:
-            if lcnt[s, p] > 0:
+            if lv[s, p, 1] > 0:
                 dp[j, s, k] = p
-                da[j, s, k] = lamt[s, p]
-                dc[j, s, k] = lcnt[s, p]
+                da[j, s, k] = lv[s, p, 0]
+                dc[j, s, k] = lv[s, p, 1]
                 k += 1
             p += step
         while k < nlev:
@@ -279,11 +279,11 @@ def _count(counts, first, kind, i):
 # - bbo rows (event, bid level, bid amount, ask level, ask amount) when any of them or the gap bit
 #   changes at an observed event; samp: sorted event positions whose top levels go into dp/da/dc.
 @njit(cache=True)
-def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lcnt, st, counts, first,
+def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lv, st, counts, first,
            status, bbo, samp, dp, da, dc):
     """Apply events [start, stop) to the book in place, counting anomalies; returns the index reached."""
     n = act.shape[0]
-    nlev_total = lcnt.shape[1]
+    nlev_total = lv.shape[1]
     limit = ht.shape[0] // 2
     live, bb, ba, crossed = st[ST_LIVE], st[ST_BID], st[ST_ASK], st[ST_CROSSED]
     last_gap, last_snap, pending = st[ST_GAP], st[ST_SNAP], st[ST_PENDING]
@@ -295,7 +295,7 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
     pb, pba, pa, paa, pg = (bbo[1, nb - 1], bbo[2, nb - 1], bbo[3, nb - 1], bbo[4, nb - 1],
                             status[bbo[0, nb - 1]] & 1) if nb > 0 else (-2, -1, -2, -1, 2)
     while j < ns and samp[j] < start:
-        _sample(j, lamt, lcnt, bb, ba, dp, da, dc)
+        _sample(j, lv, bb, ba, dp, da, dc)
         j += 1
     i = start
     while i < stop:
@@ -320,8 +320,8 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
                     ht[pos, 2] = amt[i]
                     ht[pos, 3] = i
                     live += 1
-                    lamt[s, p] += amt[i]
-                    lcnt[s, p] += 1
+                    lv[s, p, 0] += amt[i]
+                    lv[s, p, 1] += 1
                     if s == 0:
                         if p > bb:
                             bb = p
@@ -331,8 +331,8 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
             for pos in range(ht.shape[0]):
                 v = ht[pos, 1]
                 if v != -1:
-                    lamt[v & 1, v >> 1] = 0
-                    lcnt[v & 1, v >> 1] = 0
+                    lv[v & 1, v >> 1, 0] = 0
+                    lv[v & 1, v >> 1, 1] = 0
                     ht[pos, 1] = -1
             live = 0
             bb = -1
@@ -360,7 +360,7 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
                     live -= 1
                 else:
                     ht[pos, 2] = rest - q
-                bb, ba = _remove(s, p, q, full, lamt, lcnt, bb, ba)
+                bb, ba = _remove(s, p, q, full, lv, bb, ba)
         else:
             _count(counts, first, INVALID, i)
         observed = not ((a == R or a == S) and i + 1 < n and act[i + 1] == S)
@@ -375,8 +375,8 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
         g = 1 if last_gap > last_snap else 0
         status[i] = g | (2 if observed else 0)
         if observed and cap > 0:
-            bamt = lamt[0, bb] if bb >= 0 else 0
-            aamt = lamt[1, ba] if ba >= 0 else 0
+            bamt = lv[0, bb, 0] if bb >= 0 else 0
+            aamt = lv[1, ba, 0] if ba >= 0 else 0
             if bb != pb or bamt != pba or ba != pa or aamt != paa or g != pg:
                 bbo[0, nb] = i
                 bbo[1, nb] = bb
@@ -386,7 +386,7 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lamt, lc
                 nb += 1
                 pb, pba, pa, paa, pg = bb, bamt, ba, aamt, g
         while j < ns and samp[j] == i:
-            _sample(j, lamt, lcnt, bb, ba, dp, da, dc)
+            _sample(j, lv, bb, ba, dp, da, dc)
             j += 1
         i += 1
     st[ST_LIVE], st[ST_BID], st[ST_ASK], st[ST_CROSSED] = live, bb, ba, crossed
