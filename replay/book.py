@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 from decimal import Decimal
 
 import numpy as np
@@ -37,6 +38,8 @@ from schemas import BBO, DEC, DEPTH, TS
 
 #: Largest price range (in ticks) mapped directly to level slots; wider hours use sorted unique prices.
 DIRECT_MAX = 1 << 20
+#: Book samples recorded per kernel call: bounds sample arrays and depth parts whatever the hour's size.
+SAMPLE_CHUNK = 1 << 16
 SIDES = ("bid", "ask")
 
 
@@ -398,60 +401,69 @@ class L3Replay:
 
 def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: pa.Table | None = None,
                   bbo: bool = False, depth: Depth | None = None, at: int | None = None,
-                  grouped: pa.Table | None = None) -> HourResult:
+                  grouped: pa.Table | None = None, depth_sink: Callable[[pa.Table], None] | None = None) -> HourResult:
     """Replay one hour of seq-ordered book_events rows or their Events (up to ts_recv <= at when given).
 
-    grouped: rest_grouped book_levels rows to verify against (mismatches listed in the result)."""
+    grouped: rest_grouped rows to verify against; depth_sink receives depth in parts instead of res.depth."""
     ev = tab if isinstance(tab, Events) else Events.from_table(tab, sessions)
     n = len(ev)
     hour = int(ev.ts_recv[0] - ev.ts_recv[0] % source.HOUR_NS) if hour is None and n else (hour or 0)
     res = HourResult(hour, "l3", rows=n)
-    if n == 0:
-        return res
-    stop = n if at is None else int(np.searchsorted(np.maximum.accumulate(ev.ts_recv), at, "right"))
+    stop = n if at is None or not n else int(np.searchsorted(np.maximum.accumulate(ev.ts_recv), at, "right"))
+    nlev = depth.levels if depth is not None else 0
     if stop == 0:
+        if nlev and depth_sink is None:
+            res.depth = DEPTH.schema.empty_table()
         return res
     rp = L3Replay(ev, bbo)
-    samples, nlev, times = np.zeros(0, np.int64), 0, None
-    if depth is not None and depth.levels > 0:
-        nlev = depth.levels
+    samples, times = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if nlev:
         if depth.every is None:
             samples = np.nonzero(_observed(ev.act))[0]
             times = ev.ts_recv[samples]
         else:
             times, samples = _samples(ev.ts_recv, hour, depth.every)
-    gpos = gsnap = None
-    nlev_v = nlev
-    if grouped is not None and grouped.num_rows:
-        gsnap, gpos, glev = _grouped(grouped, ev.seq)
-        nlev_v = max(nlev, glev)
+    gsnap, gpos, glev = _grouped(grouped, ev.seq) if grouped is not None and grouped.num_rows else ([], None, 0)
+    nlev_v = max(nlev, glev)
+    ns = len(samples)
     allpos = samples if gpos is None else np.concatenate([samples, gpos])
     order = np.argsort(allpos, kind="stable")
-    dp, da, dc = rp.run(stop, allpos[order], nlev_v)
-    inv = np.empty_like(order)
-    inv[order] = np.arange(len(order))
+    gdp = np.empty((len(allpos) - ns, 2, nlev_v), np.int64)
+    gda = np.empty_like(gdp)
+    parts = []
+    for c in range(0, len(order), SAMPLE_CHUNK):
+        idx = order[c:c + SAMPLE_CHUNK]
+        pos = allpos[idx]
+        dp, da, dc = rp.run(min(stop, int(pos[-1]) + 1), pos, nlev_v)
+        g = idx >= ns
+        gdp[idx[g] - ns], gda[idx[g] - ns] = dp[g], da[g]
+        k = ~g & (pos < stop)
+        if k.any():
+            part = _depth_part(ev, rp, times[idx[k]], pos[k], dp[k, :, :nlev], da[k, :, :nlev], dc[k, :, :nlev])
+            parts.append(part) if depth_sink is None else depth_sink(part)
+    rp.run(stop)
+    if nlev and depth_sink is None:
+        res.depth = pa.concat_tables(parts) if parts else DEPTH.schema.empty_table()
     res.anomalies, res.first = rp.anomalies()
     res.book = rp.book()
     res.digest = res.book.digest()
     if at is not None:
         res.book.gap |= bool(_late_gap(ev.sess_ts, ev.sess_seq, np.array([at]), np.array([res.book.seq]))[0])
-    tk, gap = ev.ticks, rp.gap
     if bbo:
+        tk = ev.ticks
         ch, bp, ba, ap, aa = rp.bbo_rows()
         res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
-                             np.where(ap >= 0, tk[ap], -1), aa, gap[ch], ev.price_scale, ev.amount_scale)
-    if nlev:
-        k = inv[:len(samples)]
-        keep = samples < stop
-        k, pos, times = k[keep], samples[keep], times[keep]
-        p = dp[k, :, :nlev]
-        g = gap[pos] | _late_gap(ev.sess_ts, ev.sess_seq, times, ev.seq[pos])
-        res.depth = _depth_table(times, ev.seq[pos], g, np.where(p >= 0, tk[p], -1), da[k, :, :nlev],
-                                 dc[k, :, :nlev], ev.price_scale, ev.amount_scale)
+                             np.where(ap >= 0, tk[ap], -1), aa, rp.gap[ch], ev.price_scale, ev.amount_scale)
     if gpos is not None:
-        k = inv[len(samples):]
-        res.mismatches, res.checked = _verify_grouped(gsnap, gpos, dp[k], da[k], ev, gap)
+        res.mismatches, res.checked = _verify_grouped(gsnap, gpos, gdp, gda, ev, rp.gap)
     return res
+
+
+def _depth_part(ev: Events, rp: L3Replay, times, pos, dp, da, dc) -> pa.Table:
+    """depth rows for samples at event positions pos (levels as indices into ev.ticks)."""
+    g = rp.gap[pos] | _late_gap(ev.sess_ts, ev.sess_seq, times, ev.seq[pos])
+    return _depth_table(times, ev.seq[pos], g, np.where(dp >= 0, ev.ticks[dp], -1), da, dc, ev.price_scale,
+                        ev.amount_scale)
 
 
 def _grouped(grouped: pa.Table, seq: np.ndarray) -> tuple[list, np.ndarray, int]:
@@ -667,8 +679,9 @@ def kind(root, exchange: str, pair: str) -> str:
 
 def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *, bbo: bool = False,
                 depth: Depth | None = None, verify: bool = False, at: int | None = None,
-                book_kind: str | None = None) -> HourResult:
-    """Read one hour from the dataset root and replay it alone (the unit of parallelism)."""
+                book_kind: str | None = None, depth_sink: Callable[[pa.Table], None] | None = None) -> HourResult:
+    """Read one hour from the dataset root and replay it alone (the unit of parallelism); depth_sink, when
+    given, receives the depth rows in parts (bounded memory) instead of res.depth."""
     book_kind = book_kind or kind(root, exchange, pair)
     end = hour + source.HOUR_NS
     if book_kind == "l3":
@@ -681,11 +694,14 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
         ev = Events.from_table(rd.table, sess)
         rd.table = None  # one copy of the hour at a time: the columns now live in ev
         pa.default_memory_pool().release_unused()
-        res = replay_events(ev, hour, bbo=bbo, depth=depth, at=at, grouped=grouped)
+        res = replay_events(ev, hour, bbo=bbo, depth=depth, at=at, grouped=grouped, depth_sink=depth_sink)
     else:
         rd = source.hour_levels(root, exchange, pair, hour)
         sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end)
         res = replay_levels(rd.table, hour, gap_sessions=sess, bbo=bbo, depth=depth, at=at, verify=verify)
+        if depth_sink is not None and res.depth is not None:
+            depth_sink(res.depth)
+            res.depth = None
     res.hour, res.duplicates = hour, rd.duplicates
     return res
 

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,8 +19,9 @@ from replay.source import date_of, partition_dir
 from schemas import TABLES
 
 #: Fixed writer options (same table, same bytes): LZ4, delta-encoded integer/time columns, statistics.
-WRITE_OPTIONS = dict(compression="lz4", use_dictionary=False, write_statistics=True, row_group_size=1 << 20,
-                     data_page_size=1 << 20, version="2.6")
+WRITER_OPTIONS = dict(compression="lz4", use_dictionary=False, write_statistics=True, data_page_size=1 << 20,
+                      version="2.6")
+ROW_GROUP = 1 << 20
 
 
 def _encodings(schema: pa.Schema) -> dict[str, str]:
@@ -34,36 +36,50 @@ def hour_path(root, table: str, exchange: str, pair: str, hour: int, prefix: str
     return partition_dir(root, table, exchange, pair, date_of(hour)) / name
 
 
-def write_hour(root, table: str, exchange: str, pair: str, hour: int, tab: pa.Table, prefix: str = "replay") -> Path:
-    """Write a partition-hour's file under a dot-prefixed temp name, fsync, and rename over the old one."""
+@contextmanager
+def hour_writer(root, table: str, exchange: str, pair: str, hour: int, prefix: str = "replay"):
+    """A partition-hour's file written in parts under a dot-prefixed temp name, fsynced and renamed over the
+    old one on success (removed on failure); yields the function that writes a part."""
     path = hour_path(root, table, exchange, pair, hour, prefix)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        schema = TABLES[table].schema
-        pq.write_table(tab.cast(schema), f, column_encoding=_encodings(schema), **WRITE_OPTIONS)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    schema = TABLES[table].schema
+    try:
+        with open(tmp, "wb") as f:
+            with pq.ParquetWriter(f, schema, column_encoding=_encodings(schema), **WRITER_OPTIONS) as w:
+                yield lambda part: w.write_table(part.cast(schema), row_group_size=ROW_GROUP)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return path
+
+
+def write_hour(root, table: str, exchange: str, pair: str, hour: int, tab: pa.Table, prefix: str = "replay") -> Path:
+    """Write a partition-hour's file atomically (see hour_writer)."""
+    with hour_writer(root, table, exchange, pair, hour, prefix) as write:
+        write(tab)
+    return hour_path(root, table, exchange, pair, hour, prefix)
 
 
 def hour_job(root: str, exchange: str, pair: str, hour: int, book_kind: str, bbo: bool, depth: B.Depth | None,
              verify: bool, write: bool) -> B.HourResult:
     """Replay one hour, write its outputs when asked, and return the result without the bulky parts."""
-    res = B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind)
-    if write:
-        if res.bbo is not None:
-            write_hour(root, "bbo", exchange, pair, hour, res.bbo)
-        if res.depth is not None:
-            write_hour(root, "depth", exchange, pair, hour, res.depth)
-        return replace(res, bbo=None, depth=None, book=None)
-    return res
+    if not write:
+        return B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind)
+    with ExitStack() as stack:
+        sink = None if depth is None else stack.enter_context(hour_writer(root, "depth", exchange, pair, hour))
+        res = B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind,
+                            depth_sink=sink)
+    if res.bbo is not None:
+        write_hour(root, "bbo", exchange, pair, hour, res.bbo)
+    return replace(res, bbo=None, depth=None, book=None)
 
 
 def run_hours(root: str, exchange: str, pair: str, hours: Iterable[int], *, jobs: int = 1, bbo: bool = False,

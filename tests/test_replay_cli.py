@@ -275,3 +275,26 @@ def test_l2_venue_through_the_cli(tmp_path):
         5000, T0 + 2 * H + 5, [("101", "1")], [("100", "1")])), name="crossed")
     r = run("verify", *common, ok=False)
     assert r.exit_code == 1 and "snapshot 5000: crossed (bid 101 >= ask 100)" in r.output
+
+
+def test_depth_in_parts_equals_depth_in_one_piece(tmp_path, stream, monkeypatch):
+    tab = stream.slice(0, 20_000)
+    one = B.replay_events(tab, depth=B.Depth(3, None), grouped=None)
+    monkeypatch.setattr(B, "SAMPLE_CHUNK", 777)
+    parts = []
+    res = B.replay_events(tab, depth=B.Depth(3, None), depth_sink=parts.append)
+    assert res.depth is None and len(parts) > 10 and pa.concat_tables(parts).equals(one.depth)
+    assert res.digest == one.digest
+
+
+def test_failed_hour_leaves_the_old_file_and_no_temp(tmp_path):
+    from replay import outputs
+
+    old = rows_table("bbo", [dict(ts_recv=T0, seq=1, gap=False)])
+    path = outputs.write_hour(tmp_path, "bbo", EX, PAIR, T0, old)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError):
+        with outputs.hour_writer(tmp_path, "bbo", EX, PAIR, T0) as write:
+            write(old)
+            raise RuntimeError("replay failed half way")
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
