@@ -61,7 +61,7 @@ def render(summary: dict) -> str:
     lines += ["", "sessions events per venue", f"{'kind':<12}" + "".join(f"{v:>{w + 2}}" for v in venues)]
     for kind in EVENT_KINDS:
         lines.append(f"{kind:<12}" + "".join(f"{summary['events'].get(v, {}).get(kind, 0):>{w + 2}}" for v in venues))
-    lines.append("")
+    lines += ["", "time span (our clock) per venue"]
     for v in venues:
         if v in summary["span"]:
             lo, hi = summary["span"][v]
