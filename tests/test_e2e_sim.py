@@ -372,3 +372,21 @@ def test_soak_fault_storm_three_minutes(tmp_path):
         injected = sum(f.count for _, f in faults if f.kind == "http_error" and f.status == 429)
         assert Counter(m["status"] for m in rest if m["venue"] == v)[429] <= injected
 
+
+
+def test_engineio_v4_feed_is_exact_too(tmp_path):
+    def eio4(doc):
+        for v in L3:
+            doc["venues"][v]["eio"] = 4
+            doc["venues"][v]["channels"] = ["book"]
+
+    run = Run(tmp_path, seconds=5.0, rate=8.0, doc_edit=eio4, settle=1.5).go()
+    assert run.exit_code == 0
+    for venue in L3:
+        for pair in PAIRS:
+            rows = sql(run.root, f"""SELECT action, side, order_id, price, amount, trade_id, taker_order_id
+                FROM read_parquet('$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') ORDER BY seq""")
+            assert replay_book(rows).state() == true_state(run.books[(venue, pair)])
+    urls = [d for k, d in sql(run.root, "SELECT kind, detail FROM read_parquet('$R/sessions/**/*.parquet')")
+            if k == "connect" and "socket.io" in (d or "")]
+    assert len(urls) == 2 and all("EIO=4" in u for u in urls)
