@@ -13,6 +13,7 @@ from .book import Join, L3Book, book_from_snapshot, find_cut
 from .dedup import Recent
 
 HOUR_NS = 3600 * 10**9
+MAX_CHECK_MSGS = 200_000
 
 
 @dataclass(slots=True)
@@ -82,6 +83,8 @@ class L3Join:
         self._emit(ts_recv, msg_seq, events, out)
         if self._check is not None:
             self._check.msgs.append(events)
+            if len(self._check.msgs) > MAX_CHECK_MSGS:
+                self._check = None  # the check snapshot is too slow to be worth its memory: skip this check
         return out
 
     def _emit(self, ts_recv: int, msg_seq: int | None, events: list[BookEvent], out: list[Out]) -> None:
