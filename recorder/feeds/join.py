@@ -128,7 +128,7 @@ class L3Join:
         """
         chk, self._check = self._check, None
         if chk is None or self.book is None:
-            return True, "no book to check", []
+            return True, "check skipped (book unknown, or too many messages while waiting)", []
         snap_book = book_from_snapshot(snapshot)
         amounts = {oid: o.amount for oid, o in snap_book.orders.items()}
         j = find_cut(amounts, chk.msgs, 0)
