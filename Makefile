@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test soak bench docs clean
 
+DEMO_ROOT := demo-data
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -15,11 +17,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+demo: $(STAMP)
+	rm -rf $(DEMO_ROOT)
+	$(BIN)/recorder demo --seconds 30 --root $(DEMO_ROOT)
+	$(BIN)/replay bbo --root $(DEMO_ROOT) --exchange btcalpha --pair BTC_USD
+	$(BIN)/replay sql --root $(DEMO_ROOT) "SELECT exchange, pair, count(*) AS bbo_rows, \
+	    min(ask_price - bid_price) AS min_spread, max(ask_price - bid_price) AS max_spread FROM bbo GROUP BY ALL"
+	@echo "dataset kept in $(DEMO_ROOT)/ -- try: $(BIN)/replay sql --root $(DEMO_ROOT) 'SELECT * FROM sessions'"
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -o addopts='-p no:cacheprovider'
+
+bench: $(STAMP)
+	for b in store sim ingest replay query; do $(BIN)/python bench/$$b.py || exit 1; done
 
 docs: $(STAMP)
 	$(BIN)/python -m schemas.render > docs/schemas.md
