@@ -401,10 +401,11 @@ class L3Replay:
 
 def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: pa.Table | None = None,
                   bbo: bool = False, depth: Depth | None = None, at: int | None = None,
-                  grouped: pa.Table | None = None, depth_sink: Callable[[pa.Table], None] | None = None) -> HourResult:
+                  grouped: pa.Table | None = None, window: int = 2 * 10**9,
+                  depth_sink: Callable[[pa.Table], None] | None = None) -> HourResult:
     """Replay one hour of seq-ordered book_events rows or their Events (up to ts_recv <= at when given).
 
-    grouped: rest_grouped rows to verify against; depth_sink receives depth in parts instead of res.depth."""
+    grouped: rest_grouped rows to verify (see _Grouped); depth_sink receives depth in parts, not res.depth."""
     ev = tab if isinstance(tab, Events) else Events.from_table(tab, sessions)
     n = len(ev)
     hour = int(ev.ts_recv[0] - ev.ts_recv[0] % source.HOUR_NS) if hour is None and n else (hour or 0)
@@ -423,20 +424,19 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
             times = ev.ts_recv[samples]
         else:
             times, samples = _samples(ev.ts_recv, hour, depth.every)
-    gsnap, gpos, glev = _grouped(grouped, ev.seq) if grouped is not None and grouped.num_rows else ([], None, 0)
-    nlev_v = max(nlev, glev)
+    chk = _Grouped(grouped, ev, window) if grouped is not None and grouped.num_rows else None
+    nlev_v = max(nlev, chk.nlev if chk else 0)
     ns = len(samples)
-    allpos = samples if gpos is None else np.concatenate([samples, gpos])
+    allpos = samples if chk is None else np.concatenate([samples, chk.pos])
     order = np.argsort(allpos, kind="stable")
-    gdp = np.empty((len(allpos) - ns, 2, nlev_v), np.int64)
-    gda = np.empty_like(gdp)
     parts = []
     for c in range(0, len(order), SAMPLE_CHUNK):
         idx = order[c:c + SAMPLE_CHUNK]
         pos = allpos[idx]
         dp, da, dc = rp.run(min(stop, int(pos[-1]) + 1), pos, nlev_v)
         g = idx >= ns
-        gdp[idx[g] - ns], gda[idx[g] - ns] = dp[g], da[g]
+        if g.any():
+            chk.update(idx[g] - ns, dp[g], da[g], rp.gap)
         k = ~g & (pos < stop)
         if k.any():
             part = _depth_part(ev, rp, times[idx[k]], pos[k], dp[k, :, :nlev], da[k, :, :nlev], dc[k, :, :nlev])
@@ -454,8 +454,8 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
         ch, bp, ba, ap, aa = rp.bbo_rows()
         res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
                              np.where(ap >= 0, tk[ap], -1), aa, rp.gap[ch], ev.price_scale, ev.amount_scale)
-    if gpos is not None:
-        res.mismatches, res.checked = _verify_grouped(gsnap, gpos, gdp, gda, ev, rp.gap)
+    if chk is not None:
+        res.mismatches, res.checked = chk.report(rp.gap)
     return res
 
 
@@ -466,42 +466,89 @@ def _depth_part(ev: Events, rp: L3Replay, times, pos, dp, da, dc) -> pa.Table:
                         ev.amount_scale)
 
 
-def _grouped(grouped: pa.Table, seq: np.ndarray) -> tuple[list, np.ndarray, int]:
-    """Grouped REST snapshots: (per snapshot (id, {side: [(price, amount)]}), event position, max levels)."""
-    sid = grouped.column("snapshot_id").to_numpy()
-    side = grouped.column("side").to_pylist()
-    lev = grouped.column("level").to_numpy()
-    price, amount = grouped.column("price").to_pylist(), grouped.column("amount").to_pylist()
-    snaps: dict[int, dict[str, list]] = {}
-    for i in np.lexsort((lev, sid)):
-        levels = snaps.setdefault(int(sid[i]), {"bid": [], "ask": []})
-        if side[i] in levels:
-            levels[side[i]].append((price[i], amount[i]))
-    ids = np.array(sorted(snaps), np.int64)
-    pos = np.searchsorted(seq, ids, "left") - 1
-    most = max((len(v) for s in snaps.values() for v in s.values()), default=0)
-    return [(i, snaps[i]) for i in ids.tolist()], pos, most
+class _Grouped:
+    """Grouped REST snapshots to verify. REST and socket race each other, so a snapshot passes when the
+    replayed top levels equal it at some event position with ts_recv within `window` of its own."""
 
+    #: Most positions tried on each side of a snapshot's capture position.
+    REACH = 4096
 
-def _verify_grouped(snaps, pos, dp, da, ev: Events, gap: np.ndarray) -> tuple[list[str], int]:
-    """Compare the replayed top levels with each grouped REST snapshot taken outside a gap."""
-    out, checked = [], 0
-    for j, (sid, levels) in enumerate(snaps):
-        p = int(pos[j])
-        if p < 0 or gap[p]:
-            continue
-        checked += 1
-        for s, name in enumerate(SIDES):
-            want = levels[name]
-            got = [(Decimal(text(ev.ticks[dp[j, s, k]], ev.price_scale)), Decimal(text(da[j, s, k], ev.amount_scale)))
-                   for k in range(len(want)) if dp[j, s, k] >= 0]
-            for k, w in enumerate(want):
-                g = got[k] if k < len(got) else None
-                if g is None or g[0] != w[0] or g[1] != w[1]:
-                    out.append(f"snapshot {sid} {name} level {k}: recorded {w[0]} x {w[1]}, replayed "
-                               + ("nothing" if g is None else f"{g[0]} x {g[1]}"))
+    def __init__(self, grouped: pa.Table, ev: Events, window: int):
+        sid = grouped.column("snapshot_id").to_numpy()
+        side = grouped.column("side").to_pylist()
+        lev = grouped.column("level").to_numpy()
+        price, amount = grouped.column("price").to_pylist(), grouped.column("amount").to_pylist()
+        t = grouped.column("ts_recv").cast(pa.int64()).to_numpy()
+        snaps: dict[int, dict[str, list]] = {}
+        when: dict[int, int] = {}
+        for i in np.lexsort((lev, sid)):
+            levels = snaps.setdefault(int(sid[i]), {"bid": [], "ask": []})
+            when.setdefault(int(sid[i]), int(t[i]))
+            if side[i] in levels:
+                levels[side[i]].append((price[i], amount[i]))
+        self.ev, self.ids = ev, sorted(snaps)
+        self.levels = [snaps[i] for i in self.ids]
+        n = len(self.ids)
+        self.nlev = max((len(v) for s in self.levels for v in s.values()), default=0)
+        self.cap = np.searchsorted(ev.seq, np.array(self.ids, np.int64), "left") - 1
+        run = np.maximum.accumulate(ev.ts_recv)
+        t = np.array([when[i] for i in self.ids], np.int64)
+        lo = np.minimum(np.maximum(np.searchsorted(run, t - window, "left") - 1, self.cap - self.REACH), self.cap)
+        hi = np.maximum(np.minimum(np.searchsorted(run, t + window, "right") - 1, self.cap + self.REACH), self.cap)
+        lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
+        size = hi - lo + 1
+        self.owner = np.repeat(np.arange(n), size)
+        self.pos = np.repeat(lo - np.cumsum(size) + size, size) + np.arange(len(self.owner))
+        # wanted levels as ticks/lots at the hour's scales (-2: not representable, never matches)
+        self.wp = np.full((n, 2, self.nlev), -1, np.int64)
+        self.wa = np.zeros((n, 2, self.nlev), np.int64)
+        for j, levels in enumerate(self.levels):
+            for s, name in enumerate(SIDES):
+                for k, (p, a) in enumerate(levels[name]):
+                    self.wp[j, s, k], self.wa[j, s, k] = _units(p, ev.price_scale), _units(a, ev.amount_scale)
+        self.depth = np.array([[len(lv[name]) for name in SIDES] for lv in self.levels], np.int64).reshape(n, 2)
+        self.matched = np.zeros(n, bool)
+        self.cp = np.full((n, 2, self.nlev), -1, np.int64)
+        self.ca = np.zeros((n, 2, self.nlev), np.int64)
+
+    def update(self, cand: np.ndarray, dp: np.ndarray, da: np.ndarray, gap: np.ndarray) -> None:
+        """Record replayed top levels at candidate positions (indices into self.pos), vectorised."""
+        o, pos = self.owner[cand], self.pos[cand]
+        dp, da = dp[:, :, :self.nlev], da[:, :, :self.nlev]
+        ticks = np.where(dp >= 0, self.ev.ticks[dp], -1)
+        used = np.arange(self.nlev)[None, None, :] < self.depth[o][:, :, None]
+        same = ((ticks == self.wp[o]) & (da == self.wa[o])) | ~used
+        np.logical_or.at(self.matched, o, same.all(axis=(1, 2)) & ~gap[pos])
+        at = pos == self.cap[o]
+        self.cp[o[at]], self.ca[o[at]] = ticks[at], da[at]
+
+    def report(self, gap: np.ndarray) -> tuple[list[str], int]:
+        """(mismatches, snapshots checked): snapshots captured inside a gap are not checked."""
+        out, checked = [], 0
+        for j, sid in enumerate(self.ids):
+            c = int(self.cap[j])
+            if c < 0 or gap[c]:
+                continue
+            checked += 1
+            if self.matched[j]:
+                continue
+            for s, name in enumerate(SIDES):
+                k = next((k for k in range(self.depth[j, s])
+                          if self.cp[j, s, k] != self.wp[j, s, k] or self.ca[j, s, k] != self.wa[j, s, k]), None)
+                if k is not None:
+                    w = self.levels[j][name][k]
+                    got = "nothing" if self.cp[j, s, k] < 0 else \
+                        f"{text(self.cp[j, s, k], self.ev.price_scale)} x {text(self.ca[j, s, k], self.ev.amount_scale)}"
+                    out.append(f"snapshot {sid} {name} level {k}: recorded {w[0]} x {w[1]}, replayed {got} "
+                               "(and no match within the window)")
                     break
-    return out, checked
+        return out, checked
+
+
+def _units(v: Decimal, k: int) -> int:
+    """v * 10**k when integral, else -2 (a value the replayed book cannot hold at this scale)."""
+    x = v.scaleb(k)
+    return int(x) if x == x.to_integral_value() else -2
 
 
 # ---------------------------------------------------------------- L2
@@ -679,9 +726,10 @@ def kind(root, exchange: str, pair: str) -> str:
 
 def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *, bbo: bool = False,
                 depth: Depth | None = None, verify: bool = False, at: int | None = None,
-                book_kind: str | None = None, depth_sink: Callable[[pa.Table], None] | None = None) -> HourResult:
-    """Read one hour from the dataset root and replay it alone (the unit of parallelism); depth_sink, when
-    given, receives the depth rows in parts (bounded memory) instead of res.depth."""
+                book_kind: str | None = None, window: int = 2 * 10**9,
+                depth_sink: Callable[[pa.Table], None] | None = None) -> HourResult:
+    """Read one hour from the dataset root and replay it alone (the unit of parallelism); window: see
+    _Grouped; depth_sink, when given, receives the depth rows in parts (bounded memory), not res.depth."""
     book_kind = book_kind or kind(root, exchange, pair)
     end = hour + source.HOUR_NS
     if book_kind == "l3":
@@ -694,7 +742,8 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
         ev = Events.from_table(rd.table, sess)
         rd.table = None  # one copy of the hour at a time: the columns now live in ev
         pa.default_memory_pool().release_unused()
-        res = replay_events(ev, hour, bbo=bbo, depth=depth, at=at, grouped=grouped, depth_sink=depth_sink)
+        res = replay_events(ev, hour, bbo=bbo, depth=depth, at=at, grouped=grouped, window=window,
+                            depth_sink=depth_sink)
     else:
         rd = source.hour_levels(root, exchange, pair, hour)
         sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end)

@@ -198,10 +198,15 @@ def depth(root, exchange, pair, start, end, jobs, progress, levels, every):
 
 @main.command()
 @_common
-def verify(root, exchange, pair, start, end, jobs, progress):
+@click.option("--window", default="2s", show_default=True,
+              help="L3: a grouped snapshot passes if the book equals it at an event within this much ts_recv")
+def verify(root, exchange, pair, start, end, jobs, progress, window):
     """Replay and check against recorded grouped snapshots (L3) or snapshot consistency (L2); exit 1 on any problem."""
     bad = 0
-    for r in _run(root, exchange, pair, start, end, jobs, progress, "verify", verify=True, write=False):
+    w = _every(window)
+    if w is None:
+        raise click.BadParameter("--window takes a duration like 500ms or 2s")
+    for r in _run(root, exchange, pair, start, end, jobs, progress, "verify", verify=True, write=False, window=w):
         changes = f" level_changes={r.changes}" if r.kind == "l2" else ""
         click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{changes}")
         for m in r.mismatches:

@@ -69,10 +69,11 @@ def write_hour(root, table: str, exchange: str, pair: str, hour: int, tab: pa.Ta
 
 
 def hour_job(root: str, exchange: str, pair: str, hour: int, book_kind: str, bbo: bool, depth: B.Depth | None,
-             verify: bool, write: bool) -> B.HourResult:
+             verify: bool, write: bool, window: int = 2 * 10**9) -> B.HourResult:
     """Replay one hour, write its outputs when asked, and return the result without the bulky parts."""
     if not write:
-        return B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind)
+        return B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind,
+                             window=window)
     with ExitStack() as stack:
         sink = None if depth is None else stack.enter_context(hour_writer(root, "depth", exchange, pair, hour))
         res = B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind,
@@ -83,12 +84,12 @@ def hour_job(root: str, exchange: str, pair: str, hour: int, book_kind: str, bbo
 
 
 def run_hours(root: str, exchange: str, pair: str, hours: Iterable[int], *, jobs: int = 1, bbo: bool = False,
-              depth: B.Depth | None = None, verify: bool = False, write: bool = True,
+              depth: B.Depth | None = None, verify: bool = False, write: bool = True, window: int = 2 * 10**9,
               progress: Callable[[int, int], None] | None = None) -> list[B.HourResult]:
     """Replay hours independently (in `jobs` worker processes when > 1); results in hour order."""
     hours = list(hours)
     kind = B.kind(root, exchange, pair)
-    args = [(str(root), exchange, pair, h, kind, bbo, depth, verify, write) for h in hours]
+    args = [(str(root), exchange, pair, h, kind, bbo, depth, verify, write, window) for h in hours]
     done: list[B.HourResult] = []
     if jobs <= 1:
         for a in args:

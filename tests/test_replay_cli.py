@@ -298,3 +298,18 @@ def test_failed_hour_leaves_the_old_file_and_no_temp(tmp_path):
             write(old)
             raise RuntimeError("replay failed half way")
     assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_verify_window_absorbs_rest_racing_ahead_of_the_socket(tmp_path):
+    tab = events_table(synth_l3(5000, seed=11))
+    write_part(tmp_path, "book_events", EX, PAIR, tab)
+    seq = tab.column("seq").to_numpy()
+    cut = 3000
+    ahead = B.replay_events(tab.slice(0, cut + 2)).book.levels(5)  # the venue state two events later
+    ts = int(tab.column("ts_recv")[cut].cast(pa.int64()).as_py())
+    rows = _grouped(int(seq[cut - 1]) + 1, ts, {k: [(p, a) for p, a, _ in v] for k, v in ahead.items()})
+    write_part(tmp_path, "book_levels", EX, PAIR, rows_table("book_levels", rows))
+    common = ["--root", tmp_path, "--exchange", EX, "--pair", PAIR]
+    assert "checked=1 mismatches=0" in run("verify", *common).output
+    r = run("verify", *common, "--window", "1ns", ok=False)
+    assert r.exit_code == 1 and "checked=1 mismatches=1" in r.output and "no match within the window" in r.output
