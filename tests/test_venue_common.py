@@ -116,3 +116,55 @@ def test_build_levels_sorts_and_aggregates():
         c.build_levels("bid", [("10", "-1", None)])
     with pytest.raises(ParseError, match="price must be > 0"):
         c.build_levels("bid", [("0", "1", None)])
+
+
+# ------------------------------------------------------------------------------------ walkers
+def test_each_maps_and_anchors_item_errors():
+    assert c.each([{"p": "1"}, {"p": "2"}], lambda r: c.dec(r["p"], "p"), "bids") == ["1", "2"]
+    with pytest.raises(ParseError, match=r"^bids\[1\]\.p: not a decimal number"):
+        c.each([{"p": "1"}, {"p": "x"}], lambda r: c.dec(r["p"], "p"), "bids")
+    with pytest.raises(ParseError, match=r"^bids\[0\]: missing key 'p'"):
+        c.each([{}], lambda r: r["p"], "bids")
+    with pytest.raises(ParseError, match=r"^\[0\]: expected an object, got list"):
+        c.each([[1]], lambda r: r, what="trades")
+    assert c.each([[1]], lambda r: r[0], objects=False) == [1]
+    with pytest.raises(ParseError, match=r"^trades: expected a list, got dict"):
+        c.each({}, lambda r: r, what="trades")
+    with pytest.raises(ParseError, match=r"^items: expected a list, got NoneType"):
+        c.each(None, lambda r: r, "items")
+
+
+def test_sides_walks_each_key_in_order():
+    d = {"bids": [{"p": "1"}, {"p": "2"}], "asks": [{"p": "4"}, {"p": "3"}]}
+    levels = c.sides(d, (("bid", "bids"), ("ask", "asks")), lambda r: (c.dec(r["p"]), "1", None))
+    assert [(lv.side, lv.level, lv.price) for lv in levels] == [
+        ("bid", 0, "2"), ("bid", 1, "1"), ("ask", 0, "3"), ("ask", 1, "4")]
+    same = {"bids": [{"p": "1"}, {"p": "1"}], "asks": []}
+    agg = c.sides(same, (("bid", "bids"), ("ask", "asks")), lambda r: (r["p"], "2", None), aggregate=True,
+                  count_entries=True)
+    assert agg == [Level("bid", 0, "1", "4", 2)]
+    with pytest.raises(ParseError, match=r"^asks\[0\]: missing key 'p'"):
+        c.sides({"bids": [], "asks": [{}]}, (("bid", "bids"), ("ask", "asks")), lambda r: (r["p"], "1", None))
+    with pytest.raises(ParseError, match=r"^asks: expected a list, got str"):
+        c.sides({"bids": [], "asks": "x"}, (("bid", "bids"), ("ask", "asks")), lambda r: r)
+
+
+def test_taker_and_trade_pos():
+    assert c.taker("buy") == "buy" and c.taker("sell", "ty") == "sell"
+    with pytest.raises(ParseError, match=r"^type: unknown side 'Buy' \(expected buy or sell\)"):
+        c.taker("Buy")
+    c.trade_pos("2.5", "0.001")
+    for price, amount in (("2", "0"), ("0.0", "1"), ("-1", "1"), ("1", "-0.5")):
+        with pytest.raises(ParseError, match=rf"^trade price and amount must be > 0, got {price} x {amount}$"):
+            c.trade_pos(price, amount)
+
+
+def test_candle():
+    row = {"o": "1", "h": "2", "l": "0.5", "c": "1.5", "v": "10", "t": 1_700_000_000}
+    got = c.candle("1m", row, ("o", "h", "l", "c", "v"), lambda r: c.ts_seconds(r["t"], "t"))
+    assert got.ts_open == 1_700_000_000 * 10**9 and (got.open, got.high, got.low, got.close, got.volume) == (
+        "1", "2", "0.5", "1.5", "10")
+    with pytest.raises(ParseError, match=r"^negative candle value"):
+        c.candle("1m", {**row, "v": "-1"}, ("o", "h", "l", "c", "v"), lambda r: c.ts_seconds(r["t"], "t"))
+    with pytest.raises(KeyError):
+        c.candle("1m", {"o": "1"}, ("o", "h"), lambda r: 0)

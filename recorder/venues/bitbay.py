@@ -21,11 +21,11 @@ from decimal import Decimal
 from typing import Mapping
 from urllib.parse import urlencode
 
-from recorder.rows import Candle, Level, Parsed, ParseError, Trade
+from recorder.rows import Candle, Parsed, ParseError, Trade
 from recorder.venues import signing
 from recorder.venues.common import (
-    EXACT, at, build_levels, canon_pair, dec, dec_sign, guard, int_id, is_pos, loads, pair_joined, split_market,
-    ts_ms, ts_seconds,
+    EXACT, candle, canon_pair, dec, each, guard, int_id, is_pos, loads, pair_joined, sides, split_market, taker,
+    trade_pos, ts_ms, ts_seconds,
 )
 
 TRADING_HOST = "https://bitbay.net"
@@ -91,6 +91,17 @@ def _raise_error(d: object) -> None:
         raise ParseError(f"venue error {err[0]}: {err[1]}")
 
 
+_BIDS_ASKS = (("bid", "bids"), ("ask", "asks"))
+
+
+def _book(body: bytes | str) -> dict:
+    d = loads(body)
+    _raise_error(d)
+    if type(d) is not dict:
+        raise ParseError(f"orderbook: expected an object, got {type(d).__name__}")
+    return d
+
+
 def _rate(price: str, qty: str) -> str:
     p, q = Decimal(price), Decimal(qty)
     try:
@@ -112,32 +123,19 @@ def parse_trading_orderbook(body: bytes | str, pair: str) -> Parsed:
     """`method=orderbook` body to levels: rate = price / quantity exactly, equal rates summed, best first."""
     pair = canon_pair(pair)
     quote = pair.split("_")[1]
-    d = loads(body)
-    _raise_error(d)
-    if type(d) is not dict:
-        raise ParseError(f"orderbook: expected an object, got {type(d).__name__}")
-    levels: list[Level] = []
-    for side, key in (("bid", "bids"), ("ask", "asks")):
-        rows = d[key]
-        if type(rows) is not list:
-            raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
-        entries = []
-        for i, o in enumerate(rows):
-            try:
-                if type(o) is not dict:
-                    raise ParseError(f"expected an object, got {type(o).__name__}")
-                cur = o.get("currency")
-                if cur is not None and (type(cur) is not str or cur.upper() != quote):
-                    raise ParseError(f"currency: {cur!r} is not the pair's quote {quote}")
-                price = dec(o["price"], "price")
-                qty = dec(o["quantity"], "quantity")
-                if not is_pos(price) or not is_pos(qty):
-                    raise ParseError(f"price and quantity must be > 0, got {price} / {qty}")
-                entries.append((_rate(price, qty), qty, None))
-            except (ParseError, KeyError) as e:
-                raise at(f"{key}[{i}]", e) from None
-        levels += build_levels(side, entries, aggregate=True, count_entries=True)
-    return Parsed(pair, None, levels=levels)
+    d = _book(body)
+
+    def offer(o: dict) -> tuple[str, str, None]:
+        cur = o.get("currency")
+        if cur is not None and (type(cur) is not str or cur.upper() != quote):
+            raise ParseError(f"currency: {cur!r} is not the pair's quote {quote}")
+        price = dec(o["price"], "price")
+        qty = dec(o["quantity"], "quantity")
+        if not is_pos(price) or not is_pos(qty):
+            raise ParseError(f"price and quantity must be > 0, got {price} / {qty}")
+        return _rate(price, qty), qty, None
+
+    return Parsed(pair, None, levels=sides(d, _BIDS_ASKS, offer, aggregate=True, count_entries=True))
 
 
 # -------------------------------------------------------------------------------- public API
@@ -158,51 +156,31 @@ def parse_public_trades(body: bytes | str, pair: str | None = None) -> Parsed:
     """Public `trades.json` (`date` seconds, numbers, `tid` string; `type` = taker side) to trades."""
     d = loads(body)
     _raise_error(d)
-    if type(d) is not list:
-        raise ParseError(f"trades: expected a list, got {type(d).__name__}")
-    out: list[Trade] = []
-    for i, t in enumerate(d):
-        try:
-            if type(t) is not dict:
-                raise ParseError(f"expected an object, got {type(t).__name__}")
-            tid = t["tid"]
-            int_id(tid, "tid")
-            typ = t["type"]
-            if typ not in ("buy", "sell"):
-                raise ParseError(f"type: unknown side {typ!r} (expected buy or sell)")
-            price = dec(t["price"], "price")
-            amount = dec(t["amount"], "amount")
-            ts = ts_seconds(t["date"], "date")
-            if not is_pos(price) or not is_pos(amount):
-                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
-        except (ParseError, KeyError) as e:
-            raise at(f"[{i}]", e) from None
-        out.append(Trade(ts, tid if type(tid) is str else str(tid), price, amount, typ))
-    return Parsed(None if pair is None else canon_pair(pair), None, trades=out)
+    return Parsed(None if pair is None else canon_pair(pair), None, trades=each(d, _public_trade, what="trades"))
+
+
+def _public_trade(t: dict) -> Trade:
+    tid = t["tid"]
+    int_id(tid, "tid")
+    typ = taker(t["type"])
+    price = dec(t["price"], "price")
+    amount = dec(t["amount"], "amount")
+    ts = ts_seconds(t["date"], "date")
+    trade_pos(price, amount)
+    return Trade(ts, tid if type(tid) is str else str(tid), price, amount, typ)
 
 
 @guard("bitbay public orderbook")
 def parse_public_orderbook(body: bytes | str, pair: str) -> Parsed:
     """Public `orderbook.json` ({"bids": [[price, amount]], "asks": [...]}) to levels, best first."""
-    d = loads(body)
-    _raise_error(d)
-    if type(d) is not dict:
-        raise ParseError(f"orderbook: expected an object, got {type(d).__name__}")
-    levels: list[Level] = []
-    for side, key in (("bid", "bids"), ("ask", "asks")):
-        rows = d[key]
-        if type(rows) is not list:
-            raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
-        entries = []
-        for i, r in enumerate(rows):
-            try:
-                if type(r) is not list or len(r) < 2:
-                    raise ParseError(f"expected [price, amount], got {str(r)[:40]}")
-                entries.append((dec(r[0], "price"), dec(r[1], "amount"), None))
-            except ParseError as e:
-                raise at(f"{key}[{i}]", e) from None
-        levels += build_levels(side, entries, aggregate=True)
-    return Parsed(canon_pair(pair), None, levels=levels)
+    return Parsed(canon_pair(pair), None,
+                  levels=sides(_book(body), _BIDS_ASKS, _public_level, aggregate=True, objects=False))
+
+
+def _public_level(r: object) -> tuple[str, str, None]:
+    if type(r) is not list or len(r) < 2:
+        raise ParseError(f"expected [price, amount], got {str(r)[:40]}")
+    return dec(r[0], "price"), dec(r[1], "amount"), None
 
 
 # ---------------------------------------------------------------------------- Zonda REST (v1_01)
@@ -258,53 +236,37 @@ def parse_zonda_orderbook(body: bytes | str, pair: str) -> Parsed:
     `seqNo` has no column and is not returned (it only orders WS pushes, which we do not record).
     """
     d, _ = _zonda(body, "status")
-    levels: list[Level] = []
-    for side, key in (("bid", "buy"), ("ask", "sell")):
-        rows = d[key]
-        if type(rows) is not list:
-            raise ParseError(f"{key}: expected a list, got {type(rows).__name__}")
-        entries = []
-        for i, r in enumerate(rows):
-            try:
-                if type(r) is not dict:
-                    raise ParseError(f"expected an object, got {type(r).__name__}")
-                co = r.get("co")
-                if co is not None:
-                    co = int_id(co, "co")
-                    if co >= 2**31:
-                        raise ParseError(f"co: order count out of range: {co}")
-                entries.append((dec(r["ra"], "ra"), dec(r["ca"], "ca"), co))
-            except (ParseError, KeyError) as e:
-                raise at(f"{key}[{i}]", e) from None
-        levels += build_levels(side, entries)
+    levels = sides(d, (("bid", "buy"), ("ask", "sell")), _zonda_level)
     return Parsed(canon_pair(pair), ts_ms(d["timestamp"], "timestamp"), levels=levels)
+
+
+def _zonda_level(r: dict) -> tuple[str, str, int | None]:
+    co = r.get("co")
+    if co is not None:
+        co = int_id(co, "co")
+        if co >= 2**31:
+            raise ParseError(f"co: order count out of range: {co}")
+    return dec(r["ra"], "ra"), dec(r["ca"], "ca"), co
 
 
 @guard("zonda transactions")
 def parse_zonda_transactions(body: bytes | str, pair: str) -> Parsed:
     """`transactions` body to trades: id verbatim (UUID), `t` ms, `a` amount, `r` rate, `ty` Buy/Sell = taker side."""
     _, items = _zonda(body, "items")
-    if type(items) is not list:
-        raise ParseError(f"items: expected a list, got {type(items).__name__}")
-    out: list[Trade] = []
-    for i, t in enumerate(items):
-        try:
-            if type(t) is not dict:
-                raise ParseError(f"expected an object, got {type(t).__name__}")
-            tid = t["id"]
-            if type(tid) is not str or not tid or len(tid) > 64:
-                raise ParseError(f"id: expected an id string, got {str(tid)[:40]!r}")
-            ty = t["ty"]
-            side = {"Buy": "buy", "Sell": "sell"}.get(ty) if type(ty) is str else None
-            if side is None:
-                raise ParseError(f"ty: unknown side {ty!r} (expected Buy or Sell)")
-            price, amount = dec(t["r"], "r"), dec(t["a"], "a")
-            if not is_pos(price) or not is_pos(amount):
-                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
-            out.append(Trade(ts_ms(t["t"], "t"), tid, price, amount, side))
-        except (ParseError, KeyError) as e:
-            raise at(f"items[{i}]", e) from None
-    return Parsed(canon_pair(pair), None, trades=out)
+    return Parsed(canon_pair(pair), None, trades=each(items, _zonda_trade, "items"))
+
+
+def _zonda_trade(t: dict) -> Trade:
+    tid = t["id"]
+    if type(tid) is not str or not tid or len(tid) > 64:
+        raise ParseError(f"id: expected an id string, got {str(tid)[:40]!r}")
+    ty = t["ty"]
+    side = {"Buy": "buy", "Sell": "sell"}.get(ty) if type(ty) is str else None
+    if side is None:
+        raise ParseError(f"ty: unknown side {ty!r} (expected Buy or Sell)")
+    price, amount = dec(t["r"], "r"), dec(t["a"], "a")
+    trade_pos(price, amount)
+    return Trade(ts_ms(t["t"], "t"), tid, price, amount, side)
 
 
 @guard("zonda candles")
@@ -313,18 +275,10 @@ def parse_zonda_candles(body: bytes | str, resolution: str, pair: str | None = N
     if resolution not in ZONDA_RESOLUTION_SECONDS:
         raise ValueError(f"resolution {resolution!r} not offered; one of {tuple(ZONDA_RESOLUTION_SECONDS)}")
     _, items = _zonda(body, "items")
-    if type(items) is not list:
-        raise ParseError(f"items: expected a list, got {type(items).__name__}")
-    out: list[Candle] = []
-    for i, it in enumerate(items):
-        try:
-            if type(it) is not list or len(it) != 2 or type(it[1]) is not dict:
-                raise ParseError("expected [\"<ms>\", {o, c, h, l, v}]")
-            c = it[1]
-            vals = [dec(c[k], k) for k in ("o", "h", "l", "c", "v")]
-            if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
-                raise ParseError("negative candle value")
-            out.append(Candle(resolution, ts_ms(it[0], "time"), *vals))
-        except (ParseError, KeyError) as e:
-            raise at(f"items[{i}]", e) from None
-    return Parsed(None if pair is None else canon_pair(pair), None, candles=out)
+
+    def one(it: object) -> Candle:
+        if type(it) is not list or len(it) != 2 or type(it[1]) is not dict:
+            raise ParseError("expected [\"<ms>\", {o, c, h, l, v}]")
+        return candle(resolution, it[1], ("o", "h", "l", "c", "v"), lambda _: ts_ms(it[0], "time"))
+
+    return Parsed(None if pair is None else canon_pair(pair), None, candles=each(items, one, "items", objects=False))

@@ -12,28 +12,21 @@ from __future__ import annotations
 from recorder.rows import Parsed
 from recorder.venues import btcalpha as _alpha
 from recorder.venues import signing
+# Identical to BTC-Alpha: one code path.
+from recorder.venues.btcalpha import (  # noqa: F401 (re-exported)
+    CHART_TYPES, channel, chart_type, charts_url, exchanges_url, pair_of_event, pairs_url, parse_candles, parse_pairs,
+    parse_trades,
+)
 from recorder.venues.common import SHAPE_ERRORS, shape_error
 
 WS_URL = "wss://bitexbit.com"
 REST_BASE = "https://bitexbit.com/api/v1/"
 CHARTS_BASE = "https://bitexbit.com/api/charts/"
 GATEWAY_BASE = "https://www.bitexbit.com/api/gateway/"
-CHART_TYPES = _alpha.CHART_TYPES
 
 #: v1 private headers (X-KEY / X-SIGN / X-NONCE) and gateway headers (X-API-Key / X-Signature / X-Nonce).
 auth_headers = signing.btcalpha_headers
 gateway_headers = signing.bitexbit_gateway_headers
-
-# Identical to BTC-Alpha: one code path.
-channel = _alpha.channel
-pair_of_event = _alpha.pair_of_event
-exchanges_url = _alpha.exchanges_url
-parse_trades = _alpha.parse_trades
-chart_type = _alpha.chart_type
-charts_url = _alpha.charts_url
-parse_candles = _alpha.parse_candles
-parse_pairs = _alpha.parse_pairs
-pairs_url = _alpha.pairs_url
 
 
 def socket_url(base: str = WS_URL, eio: int = 3) -> str:

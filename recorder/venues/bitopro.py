@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from recorder.rows import Candle, Level, Parsed, ParseError, Trade
+from recorder.rows import Parsed, ParseError, Trade
 from recorder.venues.common import (
-    RESOLUTIONS, SHAPE_ERRORS, at, build_levels, canon_pair, dec, dec_sign, guard, is_pos, loads, pair_from_lower, pair_lower,
-    shape_error, ts_ms, ts_seconds,
+    RESOLUTIONS, SHAPE_ERRORS, candle, canon_pair, dec, each, guard, loads, pair_from_lower, pair_lower, shape_error,
+    sides, trade_pos, ts_ms, ts_seconds,
 )
 
 WS_BASE = "wss://stream.bitopro.com:443/ws"
@@ -72,48 +72,37 @@ def tickers_stream_url(base: str, pairs) -> str:
 
 
 # ------------------------------------------------------------------------------------ parsing
-def _levels(rows: object, side: str) -> list[Level]:
-    if type(rows) is not list:
-        raise ParseError(f"{side}s: expected a list, got {type(rows).__name__}")
-    entries = []
-    for i, r in enumerate(rows):
-        try:
-            if type(r) is not dict:
-                raise ParseError(f"expected an object, got {type(r).__name__}")
-            price = dec(r["price"], "price")
-            amount = dec(r["amount"], "amount")
-            count = r.get("count")
-            if count is not None and (type(count) is not int or not 0 <= count < 2**31):
-                raise ParseError(f"count: expected a non-negative int, got {count!r}")
-        except (ParseError, KeyError) as e:
-            raise at(f"{side}s[{i}]", e) from None
-        entries.append((price, amount, count))
-    return build_levels(side, entries)
+_BIDS_ASKS = (("bid", "bids"), ("ask", "asks"))
+
+
+def _level(r: dict) -> tuple[str, str, int | None]:
+    price = dec(r["price"], "price")
+    amount = dec(r["amount"], "amount")
+    count = r.get("count")
+    if count is not None and (type(count) is not int or not 0 <= count < 2**31):
+        raise ParseError(f"count: expected a non-negative int, got {count!r}")
+    return price, amount, count
 
 
 def _canon(s: str) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
+def _trade(t: dict) -> tuple[int, str, str, bool]:
+    ts = ts_seconds(t["timestamp"], "timestamp")
+    price = dec(t["price"], "price")
+    amount = dec(t["amount"], "amount")
+    buyer = t["isBuyer"]
+    if type(buyer) is not bool:
+        raise ParseError(f"isBuyer: expected true or false, got {buyer!r}")
+    trade_pos(price, amount)
+    return ts, price, amount, buyer
+
+
 def _trades(rows: object, label: str) -> list[Trade]:
-    if type(rows) is not list:
-        raise ParseError(f"{label}: expected a list, got {type(rows).__name__}")
     out: list[Trade] = []
     seen: dict[tuple, int] = {}
-    for i, t in enumerate(rows):
-        try:
-            if type(t) is not dict:
-                raise ParseError(f"expected an object, got {type(t).__name__}")
-            ts = ts_seconds(t["timestamp"], "timestamp")
-            price = dec(t["price"], "price")
-            amount = dec(t["amount"], "amount")
-            buyer = t["isBuyer"]
-            if type(buyer) is not bool:
-                raise ParseError(f"isBuyer: expected true or false, got {buyer!r}")
-            if not is_pos(price) or not is_pos(amount):
-                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
-        except (ParseError, KeyError) as e:
-            raise at(f"{label}[{i}]", e) from None
+    for ts, price, amount, buyer in each(rows, _trade, label):
         s, frac = divmod(ts, 1_000_000_000)
         ts_s = str(s) if not frac else f"{s}.{frac:09d}".rstrip("0")
         key = (ts_s, _canon(price), _canon(amount), "true" if buyer else "false")
@@ -136,8 +125,7 @@ def _parse_ws(d: object) -> Parsed:
         raise ParseError(f"expected an object, got {type(d).__name__}")
     ev = d["event"]
     if ev == "ORDER_BOOK":
-        return Parsed(canon_pair(d["pair"]), ts_ms(d["timestamp"], "timestamp"),
-                      levels=_levels(d["bids"], "bid") + _levels(d["asks"], "ask"))
+        return Parsed(canon_pair(d["pair"]), ts_ms(d["timestamp"], "timestamp"), levels=sides(d, _BIDS_ASKS, _level))
     if ev == "TRADE":
         return Parsed(canon_pair(d["pair"]), ts_ms(d["timestamp"], "timestamp"), trades=_trades(d["data"], "data"))
     if ev == "TICKER":
@@ -153,12 +141,16 @@ def _rest_error(d: object) -> None:
         raise ParseError(f"venue error: {str(d['error'])[:200]}")
 
 
-def _data(body: bytes | str, what: str) -> list:
+def _object(body: bytes | str, what: str) -> dict:
     d = loads(body)
     _rest_error(d)
     if type(d) is not dict:
         raise ParseError(f"{what}: expected an object, got {type(d).__name__}")
-    rows = d["data"]
+    return d
+
+
+def _data(body: bytes | str, what: str) -> list:
+    rows = _object(body, what)["data"]
     if type(rows) is not list:
         raise ParseError(f"{what}: data must be a list, got {type(rows).__name__}")
     return rows
@@ -174,11 +166,7 @@ def orderbook_url(base: str, pair: str, limit: int | None = None, scale: int | N
 @guard("bitopro order-book")
 def parse_orderbook(body: bytes | str, pair: str) -> Parsed:
     """REST book to levels (bids then asks, best first); the body has no timestamp (ts_event None)."""
-    d = loads(body)
-    _rest_error(d)
-    if type(d) is not dict:
-        raise ParseError(f"order-book: expected an object, got {type(d).__name__}")
-    return Parsed(canon_pair(pair), None, levels=_levels(d["bids"], "bid") + _levels(d["asks"], "ask"))
+    return Parsed(canon_pair(pair), None, levels=sides(_object(body, "order-book"), _BIDS_ASKS, _level))
 
 
 def trades_url(base: str, pair: str) -> str:
@@ -205,19 +193,15 @@ def parse_candles(body: bytes | str, resolution: str, pair: str | None = None) -
     """REST candles (`timestamp` ms; values as strings or numbers)."""
     if resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}; one of {RESOLUTIONS}")
-    out: list[Candle] = []
-    for i, c in enumerate(_data(body, "trading-history")):
-        try:
-            if type(c) is not dict:
-                raise ParseError(f"expected an object, got {type(c).__name__}")
-            vals = [dec(c[k], k) for k in ("open", "high", "low", "close", "volume")]
-            ts = ts_ms(c["timestamp"], "timestamp")
-            if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
-                raise ParseError("negative candle value")
-        except (ParseError, KeyError) as e:
-            raise at(f"data[{i}]", e) from None
-        out.append(Candle(resolution, ts, *vals))
+    out = each(_data(body, "trading-history"), lambda c: candle(resolution, c, _OHLCV, _candle_ts), "data")
     return Parsed(None if pair is None else canon_pair(pair), None, candles=out)
+
+
+_OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def _candle_ts(c: dict) -> int:
+    return ts_ms(c["timestamp"], "timestamp")
 
 
 def trading_pairs_url(base: str) -> str:

@@ -26,10 +26,11 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import urlencode
 
-from recorder.rows import BookEvent, Level, Parsed, ParseError, Trade, Candle
+from recorder.rows import BookEvent, Parsed, ParseError, Trade
 from recorder.venues import signing
 from recorder.venues.common import (
-    RESOLUTIONS, SHAPE_ERRORS, at, build_levels, canon_pair, dec, dec_sign, guard, int_id, is_pos, loads, shape_error, ts_seconds,
+    RESOLUTIONS, SHAPE_ERRORS, at, build_levels, candle, canon_pair, dec, dec_sign, each, guard, int_id, is_pos, loads,
+    shape_error, taker, trade_pos, ts_seconds,
 )
 
 WS_URL = "wss://btc-alpha.com"
@@ -212,47 +213,40 @@ def _book_lists(d: object, legacy: bool) -> tuple[list, list]:
     return sells, buys
 
 
+def _level(o: dict) -> tuple[str, str, None]:
+    return dec(o["price"], "price"), dec(o["amount"], "amount"), None
+
+
 @guard("orderbook")
 def parse_orderbook(body: bytes | str, pair: str, ts_recv_ns: int, group: int = 0, legacy: bool = False) -> Parsed:
     """REST book: group=0 -> `R` + one `S` per resting order (L3); group=1 -> levels (L2)."""
     pair = canon_pair(pair)
     sells, buys = _book_lists(loads(body), legacy)
     if group == 1:
-        levels: list[Level] = []
-        for side, rows in (("ask", sells), ("bid", buys)):
-            entries = []
-            for i, o in enumerate(rows):
-                try:
-                    entries.append((dec(o["price"], "price"), dec(o["amount"], "amount"), None))
-                except (ParseError, KeyError) as e:
-                    raise at(f"{side}[{i}]", e) from None
-            levels += build_levels(side, entries)
-        return Parsed(pair, None, levels=levels)
+        levels = build_levels("ask", each(sells, _level, "ask", objects=False))
+        return Parsed(pair, None, levels=levels + build_levels("bid", each(buys, _level, "bid", objects=False)))
     if group != 0:
         raise ValueError(f"group must be 0 or 1, got {group!r}")
     events = [BookEvent(ts_recv_ns, "R")]
     seen: set[int] = set()
+
+    def order(o: dict) -> tuple[Decimal, int, int, str, str]:
+        oid = int_id(o["id"], "id")
+        price = dec(o["price"], "price")
+        amount = dec(o["amount"], "amount")
+        ts = ts_seconds(o["timestamp"], "timestamp", True)
+        if not is_pos(price):
+            raise ParseError(f"price: must be > 0, got {price}")
+        if not is_pos(amount):
+            raise ParseError(f"amount: resting amount must be > 0, got {amount}")
+        if oid in seen:
+            raise ParseError(f"id: duplicate order id {oid}")
+        seen.add(oid)
+        d = Decimal(price)
+        return d if side == "ask" else -d, ts, oid, price, amount  # sort key first: best price, time, id
+
     for side, rows in (("ask", sells), ("bid", buys)):
-        orders = []
-        for i, o in enumerate(rows):
-            try:
-                if type(o) is not dict:
-                    raise ParseError(f"expected an object, got {type(o).__name__}")
-                oid = int_id(o["id"], "id")
-                price = dec(o["price"], "price")
-                amount = dec(o["amount"], "amount")
-                ts = ts_seconds(o["timestamp"], "timestamp", True)
-                if not is_pos(price):
-                    raise ParseError(f"price: must be > 0, got {price}")
-                if not is_pos(amount):
-                    raise ParseError(f"amount: resting amount must be > 0, got {amount}")
-                if oid in seen:
-                    raise ParseError(f"id: duplicate order id {oid}")
-            except (ParseError, KeyError) as e:
-                raise at(f"{side}[{i}]", e) from None
-            seen.add(oid)
-            d = Decimal(price)
-            orders.append((d if side == "ask" else -d, ts, oid, price, amount))
+        orders = each(rows, order, side)
         orders.sort(key=lambda o: o[:3])
         events += [BookEvent(ts, "S", side, oid, price, amount) for _, ts, oid, price, amount in orders]
     return Parsed(pair, None, events)
@@ -280,28 +274,22 @@ def parse_trades(body: bytes | str, pair: str | None = None) -> Parsed:
         raise ParseError(f"exchanges: expected a list, got {type(d).__name__}")
     if pair is not None:
         pair = canon_pair(pair)
-    rows: list[Trade] = []
-    for i, t in enumerate(d):
-        try:
-            if type(t) is not dict:
-                raise ParseError(f"expected an object, got {type(t).__name__}")
-            if "pair" in t:
-                p = canon_pair(t["pair"])
-                if pair is None:
-                    pair = p
-                elif p != pair:
-                    raise ParseError(f"pair: {p} differs from {pair} (request one pair at a time)")
-            typ = t["type"]
-            if typ not in ("buy", "sell"):
-                raise ParseError(f"type: unknown side {typ!r} (expected buy or sell)")
-            price = dec(t["price"], "price")
-            amount = dec(t["amount"], "amount")
-            if not is_pos(price) or not is_pos(amount):
-                raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
-            rows.append(Trade(ts_seconds(t["timestamp"], "timestamp", True), str(int_id(t["id"], "id")),
-                              price, amount, typ))
-        except (ParseError, KeyError) as e:
-            raise at(f"[{i}]", e) from None
+
+    def trade(t: dict) -> Trade:
+        nonlocal pair
+        if "pair" in t:
+            p = canon_pair(t["pair"])
+            if pair is None:
+                pair = p
+            elif p != pair:
+                raise ParseError(f"pair: {p} differs from {pair} (request one pair at a time)")
+        typ = taker(t["type"])
+        price = dec(t["price"], "price")
+        amount = dec(t["amount"], "amount")
+        trade_pos(price, amount)
+        return Trade(ts_seconds(t["timestamp"], "timestamp", True), str(int_id(t["id"], "id")), price, amount, typ)
+
+    rows = each(d, trade)
     return Parsed(pair, None, trades=rows)
 
 
@@ -335,21 +323,15 @@ def parse_candles(body: bytes | str, resolution: str, pair: str | None = None) -
     res = _resolution(resolution)
     d = loads(body)
     _venue_error(d)
-    if type(d) is not list:
-        raise ParseError(f"charts: expected a list, got {type(d).__name__}")
-    out: list[Candle] = []
-    for i, c in enumerate(d):
-        try:
-            if type(c) is not dict:
-                raise ParseError(f"expected an object, got {type(c).__name__}")
-            vals = [dec(c[k], k) for k in ("open", "high", "low", "close", "volume")]
-            ts = ts_seconds(c["time"], "time", True)
-            if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
-                raise ParseError("negative candle value")
-        except (ParseError, KeyError) as e:
-            raise at(f"[{i}]", e) from None
-        out.append(Candle(res, ts, *vals))
+    out = each(d, lambda c: candle(res, c, _OHLCV, _chart_time), what="charts")
     return Parsed(None if pair is None else canon_pair(pair), None, candles=out)
+
+
+_OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def _chart_time(c: dict) -> int:
+    return ts_seconds(c["time"], "time", True)
 
 
 def pairs_url(base: str) -> str:

@@ -1,4 +1,4 @@
-"""Helpers shared by the venue adapters: exact decimals, timestamps, JSON, pairs, level building.
+"""Helpers shared by the venue adapters: exact decimals, timestamps, JSON, pairs, levels, list/trade/candle walking.
 
 Pure functions, no I/O. Everything that cannot be parsed raises rows.ParseError with a reason.
 
@@ -30,12 +30,13 @@ from typing import Callable, Iterable, TypeVar
 
 import orjson
 
-from recorder.rows import Level, ParseError
+from recorder.rows import Candle, Level, ParseError
 from schemas import PAIR_RE
 
 __all__ = [
     "ParseError", "dec", "dec_sign", "is_pos", "int_id", "ts_seconds", "ts_ms", "loads", "guard", "shape_error", "at", "SHAPE_ERRORS",
     "canon_pair", "pair_lower", "pair_from_lower", "pair_joined", "split_market", "build_levels",
+    "each", "sides", "taker", "trade_pos", "candle",
     "EXACT", "TS_MIN_NS", "TS_MAX_NS", "KNOWN_QUOTES", "RESOLUTIONS",
 ]
 
@@ -179,6 +180,7 @@ def loads(b: bytes | bytearray | memoryview | str) -> object:
 
 
 F = TypeVar("F", bound=Callable)
+T = TypeVar("T")
 
 
 def shape_error(label: str, e: BaseException) -> ParseError:
@@ -317,3 +319,53 @@ def build_levels(side: str, entries: list[tuple[str, str, int | None]], aggregat
         out.append(Level(side, len(out), price, amount, 1 if count_entries else count))
         prev = d
     return out
+
+
+# ------------------------------------------------------------------------------------ walkers
+def each(rows: object, fn: Callable[[object], T], label: str = "", what: str | None = None,
+         objects: bool = True) -> list[T]:
+    """[fn(item) for item in rows] with each item's error anchored at `label[i]`; rows must be a list (named
+    `what`, default `label`) and, when `objects`, every item a JSON object."""
+    if type(rows) is not list:
+        raise ParseError(f"{label if what is None else what}: expected a list, got {type(rows).__name__}")
+    out: list[T] = []
+    try:
+        for r in rows:
+            if objects and type(r) is not dict:
+                raise ParseError(f"expected an object, got {type(r).__name__}")
+            out.append(fn(r))
+    except (ParseError, KeyError) as e:
+        raise at(f"{label}[{len(out)}]", e) from None
+    return out
+
+
+def sides(d: dict, keys: Iterable[tuple[str, str]], entry: Callable[[object], tuple[str, str, int | None]],
+          aggregate: bool = False, count_entries: bool = False, objects: bool = True) -> list[Level]:
+    """Levels of each (side, key) list of `d` in turn, `entry(item)` giving (price, amount, count); items are
+    walked by `each` (errors at `key[i]`), the rest are `build_levels`'s options."""
+    levels: list[Level] = []
+    for side, key in keys:
+        levels += build_levels(side, each(d[key], entry, key, None, objects), aggregate, count_entries)
+    return levels
+
+
+def taker(x: object, what: str = "type") -> str:
+    """A taker side sent as `buy` / `sell`, returned as is; ParseError naming `what` otherwise."""
+    if x not in ("buy", "sell"):
+        raise ParseError(f"{what}: unknown side {x!r} (expected buy or sell)")
+    return x  # type: ignore[return-value]
+
+
+def trade_pos(price: str, amount: str) -> None:
+    """ParseError unless a trade's price and amount (decimal text from `dec`) are both > 0."""
+    if not is_pos(price) or not is_pos(amount):
+        raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
+
+
+def candle(resolution: str, c: dict, keys: Iterable[str], ts_fn: Callable[[dict], int]) -> Candle:
+    """A Candle from object `c`: `keys` name open, high, low, close, volume (each >= 0); `ts_fn(c)` is the open time."""
+    vals = [dec(c[k], k) for k in keys]
+    ts = ts_fn(c)
+    if any(v[0] == "-" and dec_sign(v) < 0 for v in vals):
+        raise ParseError("negative candle value")
+    return Candle(resolution, ts, *vals)
