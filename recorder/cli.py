@@ -19,13 +19,18 @@ def main() -> None:
               help="TOML config (see recorder.example.toml).")
 def run(config_path: str) -> None:
     """Record the configured venues until SIGTERM/SIGINT."""
+    import signal
+
+    early: list[int] = []  # a stop asked for while still starting up is honoured once running
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     from recorder import config, daemon
 
     try:
         cfg = config.load(config_path)
     except config.ConfigError as e:
         raise click.ClickException(str(e)) from None
-    sys.exit(daemon.run(cfg))
+    sys.exit(daemon.run(cfg, early=early))
 
 
 @main.command()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import aiohttp
+import pyarrow as pa
 
 from recorder import feeds as feeds_mod
 from recorder.config import Config
@@ -125,6 +126,7 @@ class Daemon:
         self.sink: Sink | None = None
         self._feeds: list = []
         self._run_session = 0
+        self.stop_early = False  # set by a signal that arrives before the event loop handles signals
 
     def stop(self) -> None:
         """Ask the run to end (signal handlers call this)."""
@@ -171,18 +173,21 @@ class Daemon:
         """Record until stopped; returns the process exit code."""
         cfg = self.cfg
         loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        if self.stop_early:
+            self.stop()
         self.store = await asyncio.to_thread(
             Store(cfg.root, self.writer, fsync_interval=cfg.fsync_interval,
                   max_pending_bytes=cfg.max_pending_bytes).open)
         self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
         self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
         self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))
+        self.metrics.gauge_fn("arrow_allocated_bytes", pa.total_allocated_bytes)
         self._run_session = sink.next_seq()
         server = MetricsServer(self.metrics, self.health, cfg.metrics_host, cfg.metrics_port)
         self.port = await server.start()
         log.info("metrics listening", extra={"fields": {"url": f"http://{cfg.metrics_host}:{self.port}/metrics"}})
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
         self._daemon_event("start", f"pid {os.getpid()} writer {self.writer} venues "
                                     f"{','.join(v.name for v in cfg.venues)} metrics port {self.port}")
         limiter = RateLimiter()
@@ -218,7 +223,15 @@ class Daemon:
         return 0
 
 
-def run(cfg: Config, **kw) -> int:
-    """Blocking entry point for the CLI."""
+def run(cfg: Config, early: list | None = None, **kw) -> int:
+    """Blocking entry point for the CLI; a SIGTERM/SIGINT from here on (or in `early`) stops it gracefully."""
     setup_logging(cfg.log_format, cfg.log_level, Redactor(secrets_of(cfg)))
-    return asyncio.run(Daemon(cfg, **kw).run())
+    daemon = Daemon(cfg, **kw)
+    daemon.stop_early = bool(early)
+
+    def on_signal(*_) -> None:
+        daemon.stop_early = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    return asyncio.run(daemon.run())

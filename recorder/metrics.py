@@ -25,6 +25,7 @@ GAUGES = {
     "last_message_age_seconds": "seconds since the feed last received anything",
     "up": "1 while the feed's connection or poll loop is healthy",
     "queue_depth": "messages the feed holds waiting for a snapshot join",
+    "book_orders": "resting orders in the books the feed tracks",
 }
 
 

@@ -175,3 +175,13 @@ def test_secrets_never_appear_in_logs_errors_metrics_or_dataset(tmp_path):
             assert n == 0, (table, c)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("msg") == "rate_limited" for line in lines) and any(line["level"] == "warning" for line in lines)
+
+
+def test_sigterm_while_starting_up_still_exits_cleanly(tmp_path):
+    with threaded_sim(SimConfig(seed=7, pairs=PAIRS, rate=5.0, credentials={"bitbay": (KEY, SECRET)})) as ts:
+        cfg = write_config(tmp_path, ts.sim.urls)
+        log = tmp_path / "recorder.log"
+        proc = start(cfg, log)
+        time.sleep(1.0)  # imports / store open still in progress
+        code, took = stop(proc)
+    assert code == 0 and took < 10, log.read_text()[-2000:]

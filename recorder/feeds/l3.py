@@ -40,6 +40,7 @@ class L3BookFeed:
         tap.metrics.counters[("book_anomalies", tap.feed, "")] = total
         tap.metrics.counters[("dropped_duplicates", tap.feed, "")] = sum(j.duplicates for j in self.joins.values())
         tap.metrics.set("queue_depth", tap.feed, sum(j.buffered for j in self.joins.values()))
+        tap.metrics.set("book_orders", tap.feed, sum(len(j.book.orders) for j in self.joins.values() if j.book))
 
     async def _snapshot(self, tap, http, session: int, pair: str, stream: str) -> None:
         join = self.joins[pair]
