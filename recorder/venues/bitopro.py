@@ -88,28 +88,25 @@ def _canon(s: str) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
-def _trade(t: dict) -> tuple[int, str, str, bool]:
-    ts = ts_seconds(t["timestamp"], "timestamp")
-    price = dec(t["price"], "price")
-    amount = dec(t["amount"], "amount")
-    buyer = t["isBuyer"]
-    if type(buyer) is not bool:
-        raise ParseError(f"isBuyer: expected true or false, got {buyer!r}")
-    trade_pos(price, amount)
-    return ts, price, amount, buyer
-
-
 def _trades(rows: object, label: str) -> list[Trade]:
-    out: list[Trade] = []
     seen: dict[tuple, int] = {}
-    for ts, price, amount, buyer in each(rows, _trade, label):
+
+    def trade(t: dict) -> Trade:
+        ts = ts_seconds(t["timestamp"], "timestamp")
+        price = dec(t["price"], "price")
+        amount = dec(t["amount"], "amount")
+        buyer = t["isBuyer"]
+        if type(buyer) is not bool:
+            raise ParseError(f"isBuyer: expected true or false, got {buyer!r}")
+        trade_pos(price, amount)
         s, frac = divmod(ts, 1_000_000_000)
         ts_s = str(s) if not frac else f"{s}.{frac:09d}".rstrip("0")
         key = (ts_s, _canon(price), _canon(amount), "true" if buyer else "false")
         k = seen.get(key, 0)
         seen[key] = k + 1
-        out.append(Trade(ts, f"{key[0]}:{key[1]}:{key[2]}:{key[3]}:{k}", price, amount, "buy" if buyer else "sell"))
-    return out
+        return Trade(ts, f"{key[0]}:{key[1]}:{key[2]}:{key[3]}:{k}", price, amount, "buy" if buyer else "sell")
+
+    return each(rows, trade, label)
 
 
 def parse_ws(payload: bytes | str) -> Parsed:

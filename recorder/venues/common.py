@@ -287,7 +287,7 @@ def build_levels(side: str, entries: list[tuple[str, str, int | None]], aggregat
     venue counts added up when all present) and rejected otherwise. Prices must be > 0, amounts >= 0.
     """
     for price, amount, _ in entries:
-        if not is_pos(price):
+        if price[0] == "-" or price.strip("0.") == "":  # not is_pos(price), inlined: once per level on hot paths
             raise ParseError(f"{side} level: price must be > 0, got {price}")
         if amount[0] == "-" and dec_sign(amount) < 0:
             raise ParseError(f"{side} level: negative amount {amount}")
@@ -358,7 +358,7 @@ def taker(x: object, what: str = "type") -> str:
 
 def trade_pos(price: str, amount: str) -> None:
     """ParseError unless a trade's price and amount (decimal text from `dec`) are both > 0."""
-    if not is_pos(price) or not is_pos(amount):
+    if price[0] == "-" or amount[0] == "-" or price.strip("0.") == "" or amount.strip("0.") == "":  # is_pos, inlined
         raise ParseError(f"trade price and amount must be > 0, got {price} x {amount}")
 
 
