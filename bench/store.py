@@ -1,11 +1,15 @@
 """Store benchmark: log ingest rate (fsync on), end-to-end Parquet rate, bytes/row, files per hour.
 
 Run: .venv/bin/python bench/store.py [--rows N]   (prints figures; baseline = plain pq.write_table)
+     .venv/bin/python bench/store.py --compact-only [--compact-rows N]   (only the compaction memory figure)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import shutil
 import tempfile
 import time
@@ -16,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recorder.store import Store
-from schemas import BOOK_EVENTS, DEC
+from recorder.store.writer import segment_file_name, write_file
+from schemas import BOOK_EVENTS, DEC, RAW
 
 T0 = 1_710_265_800 * 10**9  # 2024-03-12 17:50 UTC: the run crosses an hour boundary
 
@@ -90,13 +95,97 @@ def fsynced_write(t: pa.Table, path: Path, **opts) -> None:
     os.close(fd)
 
 
+HOUR0 = 1_710_262_800 * 10**9  # 2024-03-12 17:00 UTC
+
+#: Runs in a fresh process so its peak RSS (VmHWM) and pool peak are the compaction's alone.
+_COMPACT_CHILD = r"""
+import json, sys
+from pathlib import Path
+import pyarrow as pa
+from recorder.store import compact
+from schemas import TABLES
+
+def rss(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+root = Path(sys.argv[1])
+pool = pa.default_memory_pool()
+out = dict(rss0=rss("VmRSS:"), pool0=pool.max_memory(), backend=pool.backend_name)
+for name, d in json.loads(sys.argv[2]):
+    assert compact.compact_hour(root, TABLES[name], Path(d), 17)
+out.update(hwm=rss("VmHWM:"), rss1=rss("VmRSS:"), pool_peak=pool.max_memory(), pool_after=pool.bytes_allocated())
+print(json.dumps(out))
+"""
+
+
+def raw_rows(n: int, payload: int = 1024, seed: int = 2) -> pa.Table:
+    """raw-shaped rows with `payload`-byte incompressible payloads."""
+    rng = np.random.default_rng(seed)
+    body = rng.integers(0, 256, size=n * payload, dtype=np.uint8).tobytes()
+    payloads = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(
+        (np.arange(n + 1, dtype=np.int32) * payload).tobytes()), pa.py_buffer(body)])
+    return pa.table({
+        "ts_recv": pa.array(HOUR0 + np.arange(n) * (3_000_000_000_000 // n), RAW.schema.field("ts_recv").type),
+        "seq": pa.array(np.arange(n) * 3, pa.int64()), "session": pa.array(np.ones(n, np.int64)),
+        "stream": pa.array(["ws:book_BTC_USD"] * n), "request": pa.nulls(n, pa.string()),
+        "status": pa.array(["ok"] * n), "reason": pa.nulls(n, pa.string()), "payload": payloads,
+    }, schema=RAW.schema)
+
+
+def write_hour(root: Path, tables: dict[str, pa.Table], segments: int) -> list[tuple[str, str]]:
+    """Each table as `segments` consecutive segment files of hour 17 (as conversion leaves them)."""
+    dirs = []
+    for name, t in tables.items():
+        d = root / name / "exchange=btcalpha" / "pair=BTC_USD" / "date=2024-03-12"
+        step = -(-t.num_rows // segments)
+        for i in range(segments):
+            write_file(d / segment_file_name(17, "w", i + 1), BOOK_EVENTS if name == "book_events" else RAW,
+                       t.slice(i * step, step))
+        dirs.append((name, str(d)))
+    return dirs
+
+
+def compaction_peak(work: Path, n_events: int, n_raw: int, segments: int = 24) -> None:
+    """Figure: compaction peak memory for one big hour (book_events + raw with 1 KB payloads)."""
+    ev = book_events(n_events)
+    span = 3_000_000_000_000 // max(1, n_events)
+    ev = ev.set_column(1, BOOK_EVENTS.schema.field("ts_recv"), pa.array(HOUR0 + np.arange(n_events) * span,
+                                               BOOK_EVENTS.schema.field("ts_recv").type))
+    tables = {"book_events": ev, "raw": raw_rows(n_raw)}
+    arrow = sum(t.nbytes for t in tables.values())
+    dirs = write_hour(work / "hour", tables, segments)
+    del tables, ev
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", _COMPACT_CHILD, str(work / "hour"), json.dumps(dirs)],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if p.returncode:
+        raise SystemExit(f"compaction child failed:\n{p.stderr}")
+    r = json.loads(p.stdout)
+    secs = time.perf_counter() - t0
+    mb = 1 << 20
+    print(f"compaction peak memory for a {n_events + n_raw:,}-row hour ({n_events:,} book_events + {n_raw:,} raw "
+          f"with 1 KB payloads, {segments} segment files per table, {arrow / mb:,.0f} MB of Arrow data): "
+          f"pool peak {r['pool_peak'] / mb:,.1f} MB ({r['backend']}), RSS peak - RSS before "
+          f"{(r['hwm'] - r['rss0']) / mb:,.1f} MB, RSS after - before {(r['rss1'] - r['rss0']) / mb:,.1f} MB, "
+          f"pool after {r['pool_after'] / mb:,.1f} MB; {secs:.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=3_000_000)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--compact-rows", type=int, default=4_000_000,
+                    help="book_events rows of the compaction-memory hour (raw rows: a quarter as many)")
+    ap.add_argument("--compact-only", action="store_true", help="only the compaction memory figure")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    if args.compact_only:
+        compaction_peak(work, args.compact_rows, args.compact_rows // 4)
+        shutil.rmtree(work)
+        return
     data = book_events(args.rows)
     n = data.num_rows
     span_h = (data["ts_recv"][-1].value - data["ts_recv"][0].value) / 3.6e12
@@ -148,6 +237,8 @@ def main() -> None:
           f"(store is {base / size:.2f}x smaller), zstd default {base_z / n:.2f} ({base_z / size:.2f}x)")
     print(f"baseline pq.write_table default (one fsynced file, no log, no partitioning): {n / base_s:,.0f} rows/s; "
           f"store end to end / baseline = {base_s / e2e_s:.2f}")
+    del data, cols
+    compaction_peak(work, args.compact_rows, args.compact_rows // 4)
     shutil.rmtree(work)
 
 

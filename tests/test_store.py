@@ -354,3 +354,67 @@ def test_append_does_not_fsync_flush_does_and_stats(tmp_path):
     with pytest.raises(StoreError, match="not open"):
         s.append("trades", "btcalpha", "BTC_USD", trades([3]))
     s.close()  # idempotent
+
+
+_COMPACT_PEAK = r"""
+import json, sys
+from pathlib import Path
+import pyarrow as pa
+from recorder.store import compact
+from schemas import TABLES
+for name, d in json.loads(sys.argv[1]):
+    assert compact.compact_hour(Path(sys.argv[2]), TABLES[name], Path(d), 17)
+print(pa.default_memory_pool().max_memory())
+"""
+
+
+def test_compaction_memory_bounded_whatever_the_hour_size(tmp_path):
+    """A ~300 MB hour in 30 segment files per table compacts with a pool peak of a few tens of MB."""
+    import numpy as np
+
+    from recorder.store.writer import segment_file_name, write_file
+    n, n_raw, segments = 1_500_000, 120_000, 30
+    ev_t, raw_t = TABLES["book_events"], TABLES["raw"]
+    rng = np.random.default_rng(0)
+    ts = pa.array(T0 + np.arange(n) * 2_000_000, pa.int64())
+    dec = pa.array(rng.integers(1, 10**6, n), pa.int64()).cast(ev_t.schema.field("price").type)
+    events = pa.table({
+        "ts_event": ts.cast(ev_t.schema.field("ts_event").type), "ts_recv": ts.cast(ev_t.schema.field("ts_recv").type),
+        "seq": pa.array(np.arange(n) * 2, pa.int64()), "session": pa.array(np.ones(n, np.int64)),
+        "msg_seq": pa.array(np.arange(n) * 2 - 1, pa.int64()),
+        "action": pa.array(np.array(["A", "C", "F"])[rng.integers(0, 3, n)]),
+        "side": pa.array(np.array(["bid", "ask"])[rng.integers(0, 2, n)]),
+        "order_id": pa.array(rng.integers(0, 10**9, n), pa.int64()), "price": dec, "amount": dec,
+        "trade_id": pa.nulls(n, pa.int64()), "taker_order_id": pa.nulls(n, pa.int64())}, schema=ev_t.schema)
+    body = rng.integers(0, 256, n_raw * 1024, dtype=np.uint8).tobytes()
+    payload = pa.Array.from_buffers(pa.binary(), n_raw, [None, pa.py_buffer(
+        (np.arange(n_raw + 1, dtype=np.int32) * 1024).tobytes()), pa.py_buffer(body)])
+    rts = pa.array(T0 + np.arange(n_raw) * 25_000_000, pa.int64()).cast(raw_t.schema.field("ts_recv").type)
+    raw = pa.table({"ts_recv": rts, "seq": pa.array(np.arange(n_raw) * 2 + 1, pa.int64()),
+                    "session": pa.array(np.ones(n_raw, np.int64)), "stream": pa.array(["ws:x"] * n_raw),
+                    "request": pa.nulls(n_raw, pa.string()), "status": pa.array(["ok"] * n_raw),
+                    "reason": pa.nulls(n_raw, pa.string()), "payload": payload}, schema=raw_t.schema)
+    hour_bytes = events.nbytes + raw.nbytes
+    assert hour_bytes >= 200 << 20
+    dirs = []
+    for table, data in ((ev_t, events), (raw_t, raw)):
+        d = partition_path(tmp_path, table.name, "btcalpha", "BTC_USD", "2024-03-12")
+        step = -(-data.num_rows // segments)
+        for i in range(segments):
+            write_file(d / segment_file_name(17, "w", i + 1), table, data.slice(i * step, step))
+        dirs.append((table.name, str(d)))
+    del body, payload, raw, events, dec, ts, rts
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _COMPACT_PEAK, __import__("json").dumps(dirs), str(tmp_path)],
+                         capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    peak = int(out.stdout.split()[-1])
+    assert peak < 80 << 20, f"compaction pool peak {peak >> 20} MB for a {hour_bytes >> 20} MB hour"
+    for name, d in dirs:
+        files = parquet_files(Path(d))
+        assert len(files) == 1
+        pf = pq.ParquetFile(files[0])
+        assert pf.metadata.num_rows == (n if name == "book_events" else n_raw)
+        seq = pf.read(columns=["seq"]).column("seq").to_numpy()
+        assert (seq[1:] > seq[:-1]).all()
+        assert pf.schema_arrow == TABLES[name].schema
