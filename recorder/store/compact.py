@@ -12,7 +12,7 @@ Only final files are merged: a segment file whose log segment still exists may b
 Memory is bounded whatever the hour's size: inputs are read in batches of about READ_BYTES of Arrow data
 (iter_batches over a buffered stream, never a whole file or row group), overlapping inputs are merged by a
 streaming k-way merge, and the output is written one row group at a time (<= ROW_GROUP rows / about
-ROW_GROUP_BYTES of Arrow data). Same inputs give the same bytes. Measured peak: ~45 MB of Arrow pool for
+ROW_GROUP_BYTES of Arrow data). Same inputs give the same bytes. Measured peak: ~67 MB of Arrow pool for
 hours of 0.36-2.9 GB (bench/store.py, "compaction peak memory"); the pool's freed pages are then released.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .writer import sort_rows, write_options
 #: (raw's payloads): the Parquet writer holds one row group (dictionary pages are buffered until its column
 #: chunk closes), so this bounds what writing costs, whatever the hour's size.
 ROW_GROUP = 1 << 20
-ROW_GROUP_BYTES = 32 << 20
+ROW_GROUP_BYTES = 48 << 20
 #: Arrow bytes read ahead per step, shared by the inputs being merged (batch size = this / bytes per row).
 READ_BYTES = 8 << 20
 #: Read buffer per column stream: column chunks are read in pieces, not whole.
