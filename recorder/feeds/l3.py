@@ -78,8 +78,9 @@ class L3BookFeed:
                     join.drop_check()
                     continue
                 ok, detail, outs = join.on_check(parsed.events, res.ts_recv)
-                self._write(tap, pair, session, outs)
+                # The resync row comes first so its seq precedes the R+S it introduces: replay's gap ends there.
                 tap.event(session, stream, "snapshot" if ok else "resync", detail, pair)
+                self._write(tap, pair, session, outs)
 
     async def _watchdog(self, tap) -> None:
         limit = self.ctx.cfg.heartbeat
