@@ -18,15 +18,21 @@ from .base import Healthy, VenueContext, describe, fetch
 from .join import L3Join, Out
 
 
+#: Seconds the stream keeps buffering after a snapshot response before the cut is chosen: a REST
+#: snapshot can run ahead of the socket, and messages it already contains must be seen to be placed.
+JOIN_LOOKAHEAD = 2.0
+
+
 class L3BookFeed:
     """The book stream of one venue (all its pairs) with snapshots, checks and socket trades."""
 
     def __init__(self, ctx: VenueContext, venue_mod: ModuleType, *, snapshot_interval: float = 3600.0,
-                 max_buffer: int = 200_000) -> None:
+                 max_buffer: int = 200_000, join_lookahead: float = JOIN_LOOKAHEAD) -> None:
         self.ctx = ctx
         self.mod = venue_mod
         self.name = f"{ctx.venue}:book"
         self.snapshot_interval = snapshot_interval
+        self.join_lookahead = join_lookahead
         self.max_buffer = max_buffer
         self.joins = {p: L3Join() for p in ctx.cfg.pairs}
         self._last_rx = 0.0
@@ -50,6 +56,7 @@ class L3BookFeed:
                                      lambda r: self.mod.parse_orderbook(r.body, pair, r.ts_recv, 0))
         if parsed is None:
             raise TransportError(f"{pair} snapshot unusable (HTTP {res.status})")
+        await asyncio.sleep(self.join_lookahead)
         buffered = join.buffered
         outs = join.on_snapshot(parsed.events, res.ts_recv)
         self._write(tap, pair, session, outs)
@@ -77,6 +84,7 @@ class L3BookFeed:
                 if parsed is None:
                     join.drop_check()
                     continue
+                await asyncio.sleep(self.join_lookahead)
                 ok, detail, outs = join.on_check(parsed.events, res.ts_recv)
                 # The resync row comes first so its seq precedes the R+S it introduces: replay's gap ends there.
                 tap.event(session, stream, "snapshot" if ok else "resync", detail, pair)
