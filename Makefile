@@ -21,6 +21,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO_ROOT)
 	$(BIN)/recorder demo --seconds 30 --root $(DEMO_ROOT)
 	$(BIN)/replay bbo --root $(DEMO_ROOT) --exchange btcalpha --pair BTC_USD
+	$(BIN)/replay verify --root $(DEMO_ROOT) --exchange btcalpha --pair BTC_USD
 	$(BIN)/replay sql --root $(DEMO_ROOT) "SELECT exchange, pair, count(*) AS bbo_rows, \
 	    min(ask_price - bid_price) AS min_spread, max(ask_price - bid_price) AS max_spread FROM bbo GROUP BY ALL"
 	@echo "dataset kept in $(DEMO_ROOT)/ -- try: $(BIN)/replay sql --root $(DEMO_ROOT) 'SELECT * FROM sessions'"
