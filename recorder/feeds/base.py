@@ -104,3 +104,33 @@ def describe(exc: BaseException) -> str:
         return "; ".join(describe(e) for e in exc.exceptions)[:400]
     text = str(exc)
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:400]
+
+
+class StreamSession:
+    """Around one connection: once connected, its end is a `disconnect` row with the reason and,
+    unless the daemon is stopping, a `gap` row per pair (the stream's data is lost until it resumes)."""
+
+    def __init__(self, tap: Tap, session: int, stream: str, pairs, gap_detail: str) -> None:
+        self.tap, self.session, self.stream = tap, session, stream
+        self.pairs, self.gap_detail = list(pairs), gap_detail
+        self.connected = False
+
+    def connect(self, detail: str) -> None:
+        """The connection is up: a `connect` row, and its end will be recorded."""
+        self.connected = True
+        self.tap.event(self.session, self.stream, "connect", detail)
+
+    def __enter__(self) -> "StreamSession":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.connected:
+            if isinstance(exc, asyncio.CancelledError):
+                reason = "stopping"
+            else:
+                reason = describe(exc) if exc is not None else "stream ended"
+            self.tap.event(self.session, self.stream, "disconnect", reason)
+            if reason != "stopping":
+                for p in self.pairs:
+                    self.tap.event(self.session, self.stream, "gap", self.gap_detail, p)
+        return False

@@ -1,13 +1,12 @@
 """BitoPro websocket streams: ORDER_BOOK pushes (full top-N snapshots -> book_levels) and TRADE pushes."""
 from __future__ import annotations
 
-import asyncio
 
 from recorder.rows import ParseError
 from recorder.transport import TransportError, WebSocketClient
 from recorder.venues import bitopro
 
-from .base import Healthy, VenueContext, describe
+from .base import Healthy, StreamSession, VenueContext
 
 
 class BitoProStream:
@@ -31,11 +30,9 @@ class BitoProStream:
         session = tap.new_session()
         stream = f"ws:{self.kind}"
         pairs = set(ctx.cfg.pairs)
-        connected, reason = False, "connect failed"
-        try:
+        with StreamSession(tap, session, stream, ctx.cfg.pairs, f"{self.kind} stream lost") as conn:
             async with WebSocketClient(ctx.http_session, self.url(), idle_timeout=ctx.cfg.heartbeat) as ws:
-                connected = True
-                tap.event(session, stream, "connect", ws.url)
+                conn.connect(ws.url)
                 first = True
                 async for frame in ws:
                     ts = frame.ts_recv
@@ -57,16 +54,4 @@ class BitoProStream:
                         first = False
                     if ctx.sink.full:
                         await ctx.sink.room()
-        except asyncio.CancelledError:
-            reason = "stopping"
-            raise
-        except BaseException as e:
-            reason = describe(e)
-            raise
-        finally:
-            if connected:
-                tap.event(session, stream, "disconnect", reason)
-                if reason != "stopping":
-                    for p in ctx.cfg.pairs:
-                        tap.event(session, stream, "gap", f"{self.kind} stream lost", p)
         raise TransportError("stream ended")  # pragma: no cover - the client raises instead of ending

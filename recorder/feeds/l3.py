@@ -14,7 +14,7 @@ from types import ModuleType
 from recorder.rows import ParseError
 from recorder.transport import SocketIOClient, TransportError
 
-from .base import Healthy, VenueContext, describe, fetch
+from .base import Healthy, StreamSession, VenueContext, fetch
 from .join import L3Join, Out
 
 
@@ -111,32 +111,20 @@ class L3BookFeed:
         for j in self.joins.values():
             j.reset()
         emits = [f'42["subscribe","{self.mod.channel(p)}"]' for p in cfg.pairs]
-        connected = False
-        reason = "connect failed"
+        gap_detail = "book stream lost; book unknown until the next snapshot"
         try:
-            async with SocketIOClient(ctx.http_session, cfg.urls["ws_url"], eio=cfg.eio, emits=emits) as sio:
-                connected = True
-                self._last_rx = time.monotonic()
-                tap.event(session, stream, "connect", f"{sio.url} ({len(cfg.pairs)} pairs)")
-                async with asyncio.TaskGroup() as tg:
-                    snaps = [tg.create_task(self._snapshot(tap, http, session, p, stream)) for p in cfg.pairs]
-                    tg.create_task(self._watchdog(tap))
-                    tg.create_task(self._checks(tap, http, session, stream))
-                    tg.create_task(self._read(sio, tap, session, stream))
-                    await asyncio.gather(*snaps)
-                    healthy()
-        except asyncio.CancelledError:
-            reason = "stopping"
-            raise
-        except BaseException as e:
-            reason = describe(e)
-            raise
+            with StreamSession(tap, session, stream, cfg.pairs, gap_detail) as conn:
+                async with SocketIOClient(ctx.http_session, cfg.urls["ws_url"], eio=cfg.eio, emits=emits) as sio:
+                    self._last_rx = time.monotonic()
+                    conn.connect(f"{sio.url} ({len(cfg.pairs)} pairs)")
+                    async with asyncio.TaskGroup() as tg:
+                        snaps = [tg.create_task(self._snapshot(tap, http, session, p, stream)) for p in cfg.pairs]
+                        tg.create_task(self._watchdog(tap))
+                        tg.create_task(self._checks(tap, http, session, stream))
+                        tg.create_task(self._read(sio, tap, session, stream))
+                        await asyncio.gather(*snaps)
+                        healthy()
         finally:
-            if connected:
-                tap.event(session, stream, "disconnect", reason)
-                if reason != "stopping":
-                    for p in cfg.pairs:
-                        tap.event(session, stream, "gap", "book stream lost; book unknown until the next snapshot", p)
             self._anomalies(tap)
 
     async def _read(self, sio: SocketIOClient, tap, session: int, stream: str) -> None:
