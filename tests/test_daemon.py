@@ -115,7 +115,9 @@ def test_metrics_render_is_prometheus_text():
     assert "# TYPE booktape_lag_seconds gauge" in text and 'booktape_lag_seconds{feed="v"} 0.25' in text
 
 
-def test_log_lines_are_structured_and_redacted():
+def test_log_lines_are_structured_and_redacted(monkeypatch):
+    # `recorder demo` run in-process by an earlier test quiets the "recorder" logger for the process
+    monkeypatch.setattr(logging.getLogger("recorder"), "level", logging.NOTSET)
     buf = io.StringIO()
     setup_logging("json", "info", Redactor(["hunter2-secret"]), buf)
     logging.getLogger("recorder.x").warning("failed", extra={"fields": {"detail": "sig hunter2-secret bad", "n": 3}})
