@@ -215,10 +215,12 @@ class SocketIOClient:
 
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ping_task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
         self._pending: collections.deque[Frame] = collections.deque()
         self._ns_connected = False
         self._last_rx = 0.0
+        self._clock = time.monotonic  # replaced by the running loop's clock in _open
         self._dead: str | None = None
         self._close_code: int | None = None
         self.pings_sent = 0
@@ -275,7 +277,9 @@ class SocketIOClient:
         self.ping_interval = float(pi) / 1000 if isinstance(pi, (int, float)) else DEFAULT_PING_INTERVAL_MS / 1000
         self.ping_timeout = float(pt) / 1000 if isinstance(pt, (int, float)) else DEFAULT_PING_TIMEOUT_MS / 1000
         self.idle_limit = self.ping_interval + self.ping_timeout + self.heartbeat_grace
+        self._clock = loop.time
         self._last_rx = loop.time()
+        self._idle_task = asyncio.create_task(self._idle_loop(), name=f"eio-idle {self.url}")
         if self.client_pings:
             self._ping_task = asyncio.create_task(self._ping_loop(), name=f"eio-ping {self.url}")
 
@@ -300,17 +304,20 @@ class SocketIOClient:
             self._pending.append(frame)
 
     async def close(self) -> None:
-        """Stop the heartbeat task and close the socket (idempotent, cancellation-safe,
+        """Stop the heartbeat and idle tasks and close the socket (idempotent, cancellation-safe,
         bounded by close_timeout)."""
-        task, self._ping_task = self._ping_task, None
+        tasks = [t for t in (self._ping_task, self._idle_task) if t is not None]
+        self._ping_task = self._idle_task = None
         try:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
+            if tasks:
                 try:
-                    await asyncio.wait([task])  # raises only our own cancellation
+                    await asyncio.wait(tasks)  # raises only our own cancellation
                 finally:
-                    if task.done() and not task.cancelled():
-                        task.exception()  # retrieve: a failure was already surfaced via the socket
+                    for task in tasks:
+                        if task.done() and not task.cancelled():
+                            task.exception()  # retrieve: a failure was already surfaced via the socket
         finally:
             await self._close_ws()
 
@@ -357,6 +364,26 @@ class SocketIOClient:
             await self._send("2")
             self.pings_sent += 1
 
+    async def _idle_loop(self) -> None:
+        """Heartbeat watchdog (owned by this client; cancelled in close()): a connection silent for
+        ``idle_limit`` is declared dead and closed, which ends the pending receive.
+
+        One timer per idle period instead of one per frame: the receive path only stamps ``_last_rx``.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            wait = self._last_rx + self.idle_limit - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._die(
+                f"heartbeat timeout: nothing received for {self.idle_limit:.3f}s "
+                f"(pingInterval {self.ping_interval:.3f}s + pingTimeout {self.ping_timeout:.3f}s "
+                f"+ grace {self.heartbeat_grace:.3f}s)"
+            )
+            await self._abort()
+            return
+
     # ------------------------------------------------------------------ receiving
     def __aiter__(self) -> "SocketIOClient":
         return self
@@ -398,32 +425,20 @@ class SocketIOClient:
         if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
             await self._abort()
             raise self._die(f"heartbeat send failed: {task.exception()}")
-        loop = asyncio.get_running_loop()
-        remaining = self._last_rx + self.idle_limit - loop.time()
-        msg = None
-        if remaining > 0:
-            try:
-                msg = await ws.receive(timeout=remaining)
-            except TimeoutError:
-                msg = None
-        if msg is None:
-            await self._abort()
-            raise self._die(
-                f"heartbeat timeout: nothing received for {self.idle_limit:.3f}s "
-                f"(pingInterval {self.ping_interval:.3f}s + pingTimeout {self.ping_timeout:.3f}s "
-                f"+ grace {self.heartbeat_grace:.3f}s)"
-            )
+        msg = await ws.receive()
+        if self._dead is not None:  # the idle watchdog closed the socket while we waited
+            raise TransportError(self._dead, close_code=self._close_code)
         ts = time.time_ns()
         t = msg.type
         if t == aiohttp.WSMsgType.BINARY:
-            self._last_rx = loop.time()
+            self._last_rx = self._clock()
             return Frame(kind="malformed", raw=bytes(msg.data), ts_recv=ts, binary=True,
                          error="binary frame (binary attachments are not supported)")
         if t != aiohttp.WSMsgType.TEXT:
             err = self._msg_error(msg)
             await self._abort()
             raise err
-        self._last_rx = loop.time()
+        self._last_rx = self._clock()
         raw = text_bytes(msg.data)
         control, detail, frame = parse_packet(raw, ts)
         if control is None:
