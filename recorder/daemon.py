@@ -7,6 +7,7 @@ flush the sink, commit the store and return 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -234,4 +235,17 @@ def run(cfg: Config, early: list | None = None, **kw) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    tune_gc()
     return asyncio.run(daemon.run())
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper cyclic collections for a process that allocates millions of short-lived objects.
+
+    Everything imported so far is frozen out of the collector's view, and the young generation is
+    collected every 50,000 allocations instead of 700: the hot path creates no reference cycles,
+    and rows waiting up to `linger` in the sink would otherwise be rescanned on every young pass.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)

@@ -17,9 +17,11 @@ from schemas import Table
 
 from .writer import StoreError
 
-# pyarrow wraps instead of failing for some string->decimal casts far beyond 38 digits; no legit
-# DECIMAL(38,18) value is >= 1e20, so anything whose float value is beyond this bound is refused.
+# pyarrow wraps instead of failing for some string->decimal casts ("9e37", 23+ integer digits); no legit
+# DECIMAL(38,18) value is >= 1e20, so a column holding such text whose float value is beyond this bound
+# is refused. Only columns with an exponent or a run of 21+ digits pay for the float check.
 _DEC_LIMIT = 1.5e20
+_WRAP_RISK = "[eE]|[0-9]{21}"
 
 
 def _kind_ok(src: pa.DataType, dst: pa.DataType) -> bool:
@@ -65,13 +67,17 @@ def _to_array(values, field: pa.Field) -> pa.Array:
     elif isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
         raise TypeError(f"expected a sequence of values, got {type(values).__name__}")
     elif pa.types.is_decimal(dst):
-        src = pa.array([_dec_text(v) for v in values], pa.string())
+        try:
+            src = pa.array(values, pa.string())  # the common case: exact decimal strings already
+        except pa.ArrowTypeError:
+            src = pa.array([_dec_text(v) for v in values], pa.string())
     else:
         src = pa.array(values)  # inferred, so the kind check below sees what the caller really passed
         if not _kind_ok(src.type, dst):
             raise TypeError(f"values of type {src.type} cannot hold {dst}")
     arr = src if src.type == dst else src.cast(dst, safe=True)
-    if pa.types.is_decimal(dst) and src.type != dst and not pa.types.is_integer(src.type):
+    if pa.types.is_decimal(dst) and src.type != dst and not pa.types.is_integer(src.type) \
+            and (pa.types.is_decimal(src.type) or pc.any(pc.match_substring_regex(src, _WRAP_RISK)).as_py()):
         limit = pc.max(pc.abs(src.cast(pa.float64()))).as_py()
         if limit is not None and limit >= _DEC_LIMIT:
             raise ValueError(f"value beyond DECIMAL(38,18) range (|x| ~ {limit:.3g})")
