@@ -72,7 +72,9 @@ class L3Join:
     def on_message(self, events: list[BookEvent], ts_recv: int, msg_seq: int) -> list[Out]:
         """A parsed stream message; returns what to write now (nothing while joining or for a duplicate)."""
         if events:
-            key = tuple((e.action, e.order_id, e.trade_id) for e in events)
+            # A message's first and last events identify it: an order is added or cancelled once, a trade id is unique.
+            first, last = events[0], events[-1]
+            key = (first.action, first.order_id, first.trade_id, last.action, last.order_id, last.trade_id, len(events))
             if not self._seen.add(key):
                 self.duplicates += 1
                 return []
