@@ -9,7 +9,7 @@ import signal
 import click
 
 from recorder.sim.faults import KINDS, Fault
-from recorder.sim.server import VENUES, SimConfig, Simulator
+from recorder.sim import VENUES
 
 
 def _fault(spec: str) -> Fault:
@@ -39,6 +39,8 @@ def _fault(spec: str) -> Fault:
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None, help="write the URLs as JSON here once serving")
 def simulate(port, seed, pairs, rate, start, warmup, truth_dir, styles, faults, bitopro_ping, venues, ready_file) -> None:
     """Serve simulated BTC-Alpha, bitexbit, BitoPro and BitBay APIs on 127.0.0.1 from one seed."""
+    from recorder.sim.server import SimConfig, Simulator
+
     cfg = SimConfig(seed=seed, pairs=[p.strip().upper() for p in pairs.split(",") if p.strip()], rate=rate, port=port,
                     start=start, warmup=warmup, truth_dir=truth_dir,
                     styles={**SimConfig().styles, **dict(s.split("=", 1) for s in styles)},

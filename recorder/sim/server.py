@@ -15,6 +15,7 @@ from typing import Iterator
 
 from aiohttp import web
 
+from recorder.sim import VENUES
 from recorder.sim.bitbay import BitBayVenue
 from recorder.sim.bitopro import BitoProVenue
 from recorder.sim.btcalpha import BtcAlphaVenue
@@ -25,7 +26,6 @@ from recorder.sim.plumbing import RateLimiter, VenueContext
 from recorder.sim.traders import Traders
 from recorder.sim.truth import TruthWriter
 
-VENUES = ("btcalpha", "bitexbit", "bitopro", "bitbay")
 #: Documented limits as (requests, per seconds): "public" per IP, "private" per API key.
 DEFAULT_LIMITS = {
     "btcalpha.public": (100, 1.0), "btcalpha.private": (2, 1.0),
