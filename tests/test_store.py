@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder.store import Store, StoreError, partition_path
+import recorder.store as store_mod
 from recorder.store import compact as compact_mod
 from schemas import TABLES
 
@@ -155,6 +156,25 @@ def test_rotation_by_hour_day_and_size_then_compaction(tmp_path):
         seq = pq.read_table(f, columns=["seq"]).column("seq").to_pylist()
         assert seq == sorted(seq)  # rows in order_by within each file
         assert "exchange" not in pq.ParquetFile(f).schema_arrow.names  # partition columns only in the path
+
+
+def test_background_compaction_runs_in_a_child_process(tmp_path, monkeypatch):
+    """The writer never merges in its own process (its RSS would keep the merge); a child does, while it runs."""
+    def no_merge_here(*a, **k):
+        raise AssertionError("merged in the writer's process")
+    monkeypatch.setattr(compact_mod, "_merge", no_merge_here)
+    monkeypatch.setattr(store_mod, "COMPACT_EVERY", 0.1)
+    with Store(tmp_path, "w", seal_interval=0.05) as s:
+        for i in range(3):  # three segments of one closed hour: three files to merge
+            s.append("trades", "btcalpha", "BTC_USD", trades(range(10 * i, 10 * i + 10)))
+            s.commit()
+        assert len(parquet_files(tmp_path)) == 3
+        deadline = time.monotonic() + 30
+        while s.stats["compactions"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s.stats["compactions"] == 1 and s.stats["last_error"] is None
+        assert len(parquet_files(tmp_path)) == 1
+    assert sorted(read_all(tmp_path).column("seq").to_pylist()) == list(range(30))
 
 
 def test_compact_merges_out_of_order_files_sorted(tmp_path):

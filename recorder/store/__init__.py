@@ -3,7 +3,8 @@
 append() validates a batch and writes it as one CRC frame to the writer's log segment
 (`<root>/_log/<writer>/`); a background thread fsyncs the log every `fsync_interval` seconds, seals
 segments (by size, age, wall-clock hour or memory pressure) and converts sealed segments into Parquet,
-then merges each closed hour into one file. open() recovers whatever a crash left behind.
+then merges each closed hour into one file (in a child process: compact.py). open() recovers whatever a
+crash left behind.
 
 On disk: `<root>/<table>/exchange=<x>/pair=<P>/date=<YYYY-MM-DD>/h<HH>-<writer>-<segment>.parquet` (one
 per log segment and hour, named so re-converting a segment rewrites the same file) or `h<HH>-<hash>.parquet`
@@ -16,9 +17,9 @@ Overflow policy (bounded memory): data not yet in Parquet (`pending_bytes`, the 
 also what one conversion may hold in memory) is capped at `max_pending_bytes`. An append that would go
 beyond blocks until conversion frees room, for at most `overload_timeout` seconds, then raises
 StoreError("store overloaded ..."); that call writes nothing. A single batch bigger than the cap is refused.
-Compaction streams (compact.py): its extra memory is a few tens of MB whatever the hour's size. After each
-conversion and compaction the Arrow pool's unused memory is released to the OS (`release_unused()`), so a
-long-running recorder's RSS does not keep the peak of its biggest hour.
+Compaction streams (compact.py): its extra memory is a few tens of MB whatever the hour's size, and it runs
+in a short-lived child process, so the writer's RSS never holds it and fsync/conversion go on meanwhile.
+After each conversion the Arrow pool's unused memory is released to the OS (`release_unused()`).
 
 Allocator: the pyarrow default (mimalloc here) is kept. With release_unused() after each big step, mimalloc,
 jemalloc and the system allocator return to within 6-16 MB of the pre-compaction RSS (measured with
@@ -28,9 +29,13 @@ system allocator only what glibc trims. Override per process with ARROW_DEFAULT_
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -39,7 +44,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from schemas import TABLES
 
 from . import compact as _compact
 from . import log as _log
@@ -54,6 +58,13 @@ _log_ = logging.getLogger(__name__)
 WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 #: Background compaction looks at closed hours at most this often (seconds).
 COMPACT_EVERY = 30.0
+
+
+def _child_env() -> dict:
+    """The environment for the compaction child, with this package importable whatever the install."""
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
 
 
 class Store:
@@ -89,6 +100,7 @@ class Store:
         self._error: BaseException | None = None
         self._last_compact = 0.0
         self._scanned = False  # a full compaction pass has run since open()
+        self._compactor: tuple | None = None  # (child process, its output file, its request)
         self._stats = dict(rows_appended=0, batches_appended=0, bytes_logged=0, fsyncs=0, last_fsync_ts=None,
                            segments_converted=0, files_written=0, compactions=0, batches_rejected=0,
                            overloaded=0, last_error=None)
@@ -133,9 +145,9 @@ class Store:
             self._wake.set()
             self._thread.join()
             self.commit()
-            self._compact_touched()
-            if not self._scanned:
-                self.compact()
+            self._reap_compactor(wait=True)
+            self._start_compactor()  # closed hours not merged yet (all of them if no pass ran since open)
+            self._reap_compactor(wait=True)
             seg, self._seg = self._seg, None
             seg.close()
             os.unlink(seg.path)
@@ -228,15 +240,11 @@ class Store:
         self._convert_sealed()
 
     def compact(self) -> None:
-        """Merge every closed hour under the root into at most one file per table/partition/hour."""
-        with self._convert_lock, _compact.compaction_lock(self.root):
-            _compact.recover(self.root)
-        for table, directory, hod, hour in list(_compact.scan(self.root)):
-            if _compact.closed(hour):  # locks per hour, so conversion is never held up for long
-                with self._convert_lock, _compact.compaction_lock(self.root):
-                    self._compact_one(table, directory, hod)
-        self._scanned = True
-        self._last_compact = time.monotonic()
+        """Merge every closed hour under the root into at most one file per table/partition/hour, in this process."""
+        with self._convert_lock:
+            merged, _ = _compact.compact_hours(self.root)
+        with self._lock:
+            self._stats["compactions"] += merged
 
     @property
     def stats(self) -> dict:
@@ -291,25 +299,62 @@ class Store:
                     self._pending -= seg.size
                     self._room.notify_all()
 
-    def _compact_one(self, table, directory: Path, hod: int) -> None:
-        if _compact.compact_hour(self.root, table, directory, hod):
-            with self._lock:
-                self._stats["compactions"] += 1
+    def _start_compactor(self) -> None:
+        """Start the compaction child on the closed hours this writer touched (every closed hour under the root
+        on the first pass after open: what a crash left); no-op while one runs or when there is nothing to do.
 
-    def _compact_touched(self) -> None:
-        """Compact the closed hours this writer has written to."""
-        with self._lock:
-            todo = sorted(t for t in self._touched if _compact.closed(t[2]))
-        if not todo:
+        A child process, not this thread: its memory (an hour's merge) is handed back to the OS when it exits,
+        so a 24/7 recorder's RSS never keeps it, and fsync and conversion go on while it works.
+        """
+        if self._compactor is not None:
             return
-        with self._convert_lock, _compact.compaction_lock(self.root):
-            for directory, hod, hour in todo:
-                self._compact_one(TABLES[directory.relative_to(self.root).parts[0]], directory, hod)
-                _, waiting = _compact.final_files(self.root, directory, hod)
-                if not waiting:
-                    with self._lock:
-                        self._touched.discard((directory, hod, hour))
+        if self._scanned:
+            with self._lock:
+                todo = sorted({(d, hod) for d, hod, hour in self._touched if _compact.closed(hour)})
+            if not todo:
+                return
+            req = {"hours": [[str(d.relative_to(self.root)), hod] for d, hod in todo]}
+        else:
+            req = {"scan": True}
+        out = tempfile.TemporaryFile()
+        proc = subprocess.Popen([sys.executable, "-m", "recorder.store.compact", str(self.root)],
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=_child_env(),
+                                start_new_session=True)  # a terminal's Ctrl-C is the daemon's to handle
+        try:
+            proc.stdin.write(json.dumps(req).encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # the child died at once: reaped (and reported) below
+        self._compactor = (proc, out, req)
         self._last_compact = time.monotonic()
+
+    def _reap_compactor(self, wait: bool = False) -> None:
+        """Collect a finished compaction child: count its merges, forget the hours it completed."""
+        if self._compactor is None:
+            return
+        proc, out, req = self._compactor
+        if wait:
+            proc.wait()
+        elif proc.poll() is None:
+            return
+        self._compactor = None
+        with out:
+            out.seek(0)
+            text = out.read().decode("utf-8", "replace")
+        try:
+            res = json.loads(text.strip().splitlines()[-1]) if proc.returncode == 0 else None
+        except (ValueError, IndexError):
+            res = None
+        if res is None:  # hours stay touched: retried at the next pass
+            raise StoreError(f"compaction child exited {proc.returncode}: {text[-500:]}")
+        waiting = {(self.root / d, h) for d, h in res["waiting"]}
+        with self._lock:
+            self._stats["compactions"] += res["merged"]
+            if req.get("scan"):
+                self._scanned = True
+            else:
+                done = {(self.root / d, h) for d, h in req["hours"]} - waiting
+                self._touched = {t for t in self._touched if (t[0], t[1]) not in done}
 
     def _due(self) -> bool:
         seg, (born, hour) = self._seg, self._seg_born
@@ -333,10 +378,10 @@ class Store:
                 if self._due():
                     self._seal()
                 self._convert_sealed()
-                if not self._scanned:  # once per open: hours a crash left uncompacted
-                    self.compact()
-                elif time.monotonic() - self._last_compact >= max(COMPACT_EVERY, self._seal_interval):
-                    self._compact_touched()
+                self._reap_compactor()
+                if not self._scanned or time.monotonic() - self._last_compact >= max(COMPACT_EVERY,
+                                                                                    self._seal_interval):
+                    self._start_compactor()
             except Exception as e:  # keep the log going; conversion retries next tick
                 _log_.exception("store background work failed")
                 with self._lock:

@@ -286,3 +286,40 @@ def scan(root: Path):
             hods = {int(p.name[1:3]) for p in directory.glob("h??-*.parquet")}
             for hod in sorted(hods):
                 yield table, directory, hod, base + hod
+
+
+def compact_hours(root: Path, hours: list[tuple[Path, int]] | None = None) -> tuple[int, list[tuple[Path, int]]]:
+    """Recover, then merge each closed (directory, hour of day), or every closed hour under the root when
+    `hours` is None; the lock is taken per hour. Returns (hours merged, hours still holding non-final files)."""
+    root = Path(root)
+    with compaction_lock(root):
+        recover(root)
+    if hours is None:
+        hours = [(directory, hod) for _, directory, hod, hour in scan(root) if closed(hour)]
+    merged, waiting = 0, []
+    for directory, hod in hours:
+        with compaction_lock(root):
+            merged += compact_hour(root, TABLES[directory.relative_to(root).parts[0]], directory, hod)
+            if final_files(root, directory, hod)[1]:
+                waiting.append((directory, hod))
+    return merged, waiting
+
+
+def main() -> int:
+    """`python -m recorder.store.compact ROOT`: the store's compaction child.
+
+    stdin: JSON `{"hours": [[dir relative to ROOT, hour of day], ...]}` or `{"scan": true}`;
+    stdout: JSON `{"merged": n, "waiting": [[dir, hod], ...]}`.
+    """
+    import sys
+
+    root = Path(sys.argv[1])
+    req = json.loads(sys.stdin.read())
+    hours = None if req.get("scan") else [(root / d, int(h)) for d, h in req["hours"]]
+    merged, waiting = compact_hours(root, hours)
+    print(json.dumps({"merged": merged, "waiting": [[str(d.relative_to(root)), h] for d, h in waiting]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
