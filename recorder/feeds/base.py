@@ -54,7 +54,8 @@ class VenueContext:
         return d
 
     def http(self, tap: Tap, session: int, stream: str) -> HttpClient:
-        """An HttpClient on the venue's scope whose 429s and errors become sessions rows."""
+        """An HttpClient on the venue's scope whose 429s and errors become sessions rows and whose refused
+        responses (429, 5xx: retried or given up) are kept in raw as rejected."""
         def hook(kind: str, d: dict) -> None:
             what = f"{d.get('method')} {d.get('url')} attempt {d.get('attempt')}"
             if kind == "rate_limited":
@@ -62,6 +63,10 @@ class VenueContext:
                                                            f"waiting {d.get('delay', 0):.2f}s")
             elif kind == "error":
                 tap.event(session, stream, "error", f"{what}: {d.get('error')}{' (giving up)' if d.get('final') else ''}")
+            if "body" in d and (kind == "retry" or (kind == "error" and d.get("final"))):
+                tap.raw(session, stream, None, d["ts_recv"], d["body"], status="rejected",
+                        reason=f"HTTP {d.get('status')} ({'retried' if kind == 'retry' else 'giving up'})",
+                        request=f"{d.get('method')} {d.get('url')}")
         return HttpClient(self.http_session, self.limiter, max_attempts=self.http_attempts,
                           backoff_base=self.backoff_base, backoff_cap=self.backoff_cap, on_event=hook)
 

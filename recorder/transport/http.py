@@ -238,7 +238,9 @@ class HttpClient:
     ``on_event(kind, detail)`` is called synchronously with kind ``"rate_limited"`` (a 429),
     ``"error"`` (a failed attempt; ``detail["final"]`` True when giving up) or ``"retry"``
     (a retry is scheduled; ``detail["delay"]``). ``detail`` holds scope, method, url (without
-    params), attempt, status or error, never header values. Exceptions from the hook propagate.
+    params), attempt, status or error, never header values; when a response arrived (429, 408,
+    5xx) also its ``body`` and ``ts_recv``. Each failed attempt ends in exactly one ``"retry"`` or
+    final ``"error"``. Exceptions from the hook propagate.
     """
 
     def __init__(
@@ -322,6 +324,7 @@ class HttpClient:
                     return HttpResult(status=status, body=body, ts_recv=ts_recv, url=final_url, attempts=attempt)
                 last_status = status
                 last_error = f"HTTP {status}"
+                base.update(body=body, ts_recv=ts_recv)  # the refused response, for whoever keeps raw bodies
 
             if fatal is not None:
                 # raised outside the except block so no aiohttp exception (which may
