@@ -167,6 +167,24 @@ def test_bitopro_trades_once(clean):
     assert ours and all(n == 1 for *_, n in ours)
 
 
+def test_bitopro_every_trade_complete(clean):
+    """BitoPro trades carry no id: by content (second, price, amount, taker side), every fill the venue made
+    between the first and last second recorded is there exactly as often as it happened."""
+    rows = sql(clean.root, """SELECT pair, epoch_ns(ts_event) // 1000000000, price, amount, taker_side FROM
+        read_parquet('$R/trades/exchange=bitopro/**/*.parquet', hive_partitioning=true)""")
+    ours = Counter((p, s, pr.normalize(), a.normalize(), side) for p, s, pr, a, side in rows)
+    span = {p: (min(s for q, s, *_ in rows if q == p) + 1, max(s for q, s, *_ in rows if q == p) - 1) for p in PAIRS}
+    want = Counter()
+    for e in truth(clean.tdir, "events"):
+        if e["venue"] == "bitopro" and e["action"] == "F":
+            sec = e["ts"] // 10**9
+            if span[e["pair"]][0] <= sec <= span[e["pair"]][1]:
+                taker = "sell" if e["side"] == "buy" else "buy"  # side is the resting (maker) order's
+                want[e["pair"], sec, e["price"].normalize(), e["amount"].normalize(), taker] += 1
+    inside = Counter({k: n for k, n in ours.items() if span[k[0]][0] <= k[1] <= span[k[0]][1]})
+    assert sum(want.values()) > 50 and inside == want
+
+
 def test_everything_sent_is_in_raw(clean):
     raw = Counter((v, bytes(p)) for v, p in sql(clean.root, """SELECT exchange, payload
         FROM read_parquet('$R/raw/**/*.parquet', hive_partitioning=true)"""))
