@@ -9,11 +9,13 @@ aggregated to the depth the feed records.
 from __future__ import annotations
 
 import sys
+import time
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -240,3 +242,37 @@ def test_bitbay_final_replayed_book_equals_the_true_book(clean, pair):
     got = B.book_at(clean.root, "bitbay", pair, clean.t_stop).levels()
     assert got["bid"] and got["ask"]
     assert same_levels(got, true_levels(true_state(clean.books[("bitbay", pair)]), None))
+
+
+def test_l3_hour_boundary_on_the_wall_clock_opens_the_hour_with_the_tracked_book(tmp_path, monkeypatch):
+    """The sockets' receive clock is moved to 4 s before the next hour (and day): the first message of the new
+    hour is preceded by R + S of the tracked book, and replaying from that R alone is exact at every later
+    truth checkpoint. `replay_hour` of the new hour needs nothing from the hour before."""
+    import types
+
+    import recorder.transport.engineio as eio
+
+    real = time.time_ns
+    hour = 3600 * 10**9
+    boundary = (real() // (24 * hour) + 1) * 24 * hour  # next midnight: the date partition changes too
+    offset = boundary - 4 * 10**9 - real()
+    monkeypatch.setattr(eio, "time", types.SimpleNamespace(time_ns=lambda: real() + offset, monotonic=time.monotonic))
+    run = Run(tmp_path, seconds=10.0, rate=8.0, sim_kw={"checkpoint_every": 3}).go()
+    for venue in L3:
+        for pair in PAIRS:
+            tab = events_table(run, venue, pair)
+            seq, act = (tab.column(c).to_pylist() for c in ("seq", "action"))
+            ts = tab.column("ts_recv").cast(pa.int64()).to_pylist()
+            first_new = next(i for i, t in enumerate(ts) if t >= boundary)
+            assert act[first_new] == "R" and act[first_new + 1] == "S", (venue, pair, act[first_new:first_new + 2])
+            assert sql(run.root, f"""SELECT msg_seq FROM read_parquet('$R/book_events/**/*.parquet',
+                hive_partitioning=true) WHERE seq = {seq[first_new]}""") == [(None,)]  # synthesized, no message
+            assert all(t >= boundary for t in ts[first_new:])
+            r_seq = seq[first_new]
+            since = tab.filter(pc.greater_equal(tab.column("seq"), r_seq))
+            later = [(cp, s, book) for cp, s, book in matched(run, venue, pair) if s > r_seq]
+            assert len(later) >= 3, (venue, pair, len(later))
+            for cp, s, book in later:
+                assert replayed(since, s) == book, (venue, pair, cp, s)
+            new_hour = B.replay_hour(run.root, venue, pair, boundary)
+            assert not new_hour.book.gap and new_hour.book.seq == seq[-1]
