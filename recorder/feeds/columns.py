@@ -62,4 +62,4 @@ def to_columns(table: str, rows: Sequence[tuple]) -> dict[str, list]:
     names = ORDER[table]
     if not rows:
         return {n: [] for n in names}
-    return {n: list(col) for n, col in zip(names, zip(*rows))}
+    return dict(zip(names, zip(*rows)))  # column tuples: Arrow takes any sequence, no copy needed
