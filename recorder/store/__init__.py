@@ -21,10 +21,10 @@ Compaction streams (compact.py): its extra memory is a few tens of MB whatever t
 in a short-lived child process, so the writer's RSS never holds it and fsync/conversion go on meanwhile.
 After each conversion the Arrow pool's unused memory is released to the OS (`release_unused()`).
 
-Allocator: the pyarrow default (mimalloc here) is kept. With release_unused() after each big step, mimalloc,
-jemalloc and the system allocator return to within 6-16 MB of the pre-compaction RSS (measured with
-bench/store.py: "compaction peak memory"); jemalloc also returns memory by itself after its decay time, the
-system allocator only what glibc trims. Override per process with ARROW_DEFAULT_MEMORY_POOL if needed.
+Allocator: the pyarrow default (mimalloc here) is kept. After an in-process merge (`compact()`) with
+release_unused(), mimalloc, jemalloc and the system allocator return to within 6-16 MB of the pre-compaction
+RSS (bench/store.py: "compaction peak memory"), which is why background compaction is a child process.
+Override per process with ARROW_DEFAULT_MEMORY_POOL if needed.
 """
 from __future__ import annotations
 
