@@ -39,6 +39,22 @@ def test_ts_seconds_exact_float_and_text():
     assert c.ts_seconds("1570599531.4814300537") == 1570599531481430053  # sub-ns digits truncated
 
 
+def test_ts_seconds_float_fast_path_equals_the_general_rule():
+    import random
+
+    r = random.Random(7)
+    xs = [r.uniform(1.2e9, 4.2e9) for _ in range(20_000)] + [r.uniform(1.2e9, 2e9) // 1 for _ in range(1000)]
+    xs += [float(c.TS_MIN_NS // 10**9), float(c.TS_MAX_NS // 10**9) - 1e-6, 1700000000.010002]
+    for x in xs:
+        try:
+            want = c._ns(x, "t", 9)
+        except c.ParseError:
+            with pytest.raises(c.ParseError):
+                c.ts_seconds(x)
+            continue
+        assert c.ts_seconds(x) == want, repr(x)
+
+
 def test_ts_seconds_kiloseconds_rule():
     assert c.ts_seconds("1710264.956584", allow_ks=True) == 1710264956584000000
     assert c.ts_seconds("1710328.217553", allow_ks=True) == 1710328217553000000

@@ -43,6 +43,7 @@ __all__ = [
 #: 2009-01-01T00:00:00Z and 2100-01-01T00:00:00Z in ns: the plausible range of any venue time.
 TS_MIN_NS = 1_230_768_000 * 1_000_000_000
 TS_MAX_NS = 4_102_444_800 * 1_000_000_000
+_TS_MIN_S, _TS_MAX_S = float(TS_MIN_NS // 1_000_000_000), float(TS_MAX_NS // 1_000_000_000)
 #: Candle resolutions the candles table accepts.
 RESOLUTIONS = ("1m", "5m", "15m", "30m", "1h", "3h", "4h", "6h", "12h", "1d", "1w", "1M")
 _INT64_MAX = (1 << 63) - 1
@@ -161,6 +162,9 @@ def ts_seconds(x: object, what: str = "timestamp", allow_ks: bool = False) -> in
     allow_ks: a value < 1e8 is read as kiloseconds (BTC-Alpha 2024 `"1710264.956584"` = 1710264956.584 s,
     exchanges.md §1.4); such values are before 1973 as seconds, so the rule is unambiguous.
     """
+    if type(x) is float and _TS_MIN_S <= x < _TS_MAX_S:  # hot path: float seconds in range; repr has no exponent
+        ip, _, fp = repr(x).partition(".")
+        return int(ip) * 1_000_000_000 + int(fp[:9].ljust(9, "0"))
     return _ns(x, what, 9, allow_ks)
 
 
