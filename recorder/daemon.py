@@ -31,6 +31,8 @@ from recorder.transport import Backoff, RateLimiter
 
 log = logging.getLogger("recorder.daemon")
 STOP_BUDGET = 8.0  # seconds allowed for feeds to wind down before the final flush
+#: seconds a stop waits for compaction; a longer merge finishes in its own process (see Store.close).
+COMPACT_WAIT = 3.0
 
 
 class Redactor:
@@ -219,7 +221,7 @@ class Daemon:
             await server.stop()
             if sink.pending:
                 await sink.flush()
-            await asyncio.to_thread(self.store.close)
+            await asyncio.to_thread(self.store.close, COMPACT_WAIT)
             log.info("stopped", extra={"fields": {"rows": sink.appended}})
         return 0
 

@@ -177,6 +177,32 @@ def test_background_compaction_runs_in_a_child_process(tmp_path, monkeypatch):
     assert sorted(read_all(tmp_path).column("seq").to_pylist()) == list(range(30))
 
 
+def test_close_does_not_wait_for_a_long_compaction(tmp_path, monkeypatch):
+    """close(compact_wait) returns in time; the child finishes the merge on its own, crash-safely."""
+    monkeypatch.setattr(Store, "_start_compactor", lambda self: None)  # no compaction while setting up
+    for i in range(3):
+        with Store(tmp_path, f"w{i}") as s:  # three writers: three files of one closed hour
+            s.append("trades", "btcalpha", "BTC_USD", trades(range(10 * i, 10 * i + 10)))
+    monkeypatch.undo()
+    assert len(parquet_files(tmp_path)) == 3
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time, runpy, sys; time.sleep(3); sys.argv = ['x'] + sys.argv[1:]; "
+                    "runpy.run_module('recorder.store.compact', run_name='__main__')")
+    real_popen = store_mod.subprocess.Popen
+    monkeypatch.setattr(store_mod.subprocess, "Popen",
+                        lambda args, **kw: real_popen([args[0], str(slow)] + args[3:], **kw))
+    s = Store(tmp_path, "w9").open()
+    t0 = time.monotonic()
+    s.close(compact_wait=0.5)
+    assert time.monotonic() - t0 < 2.5
+    assert len(parquet_files(tmp_path)) == 3  # not merged yet
+    deadline = time.monotonic() + 30
+    while len(parquet_files(tmp_path)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(parquet_files(tmp_path)) == 1
+    assert sorted(read_all(tmp_path).column("seq").to_pylist()) == list(range(30))
+
+
 def test_compact_merges_out_of_order_files_sorted(tmp_path):
     with Store(tmp_path, "w") as s:
         for seqs in ([5, 9], [1, 7], [3]):  # overlapping key ranges: merged in memory and sorted

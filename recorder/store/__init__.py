@@ -136,8 +136,12 @@ class Store:
         self._thread.start()
         return self
 
-    def close(self) -> None:
-        """Flush, convert everything to Parquet, compact closed hours, release the writer lock."""
+    def close(self, compact_wait: float | None = None) -> None:
+        """Flush, convert everything to Parquet, compact closed hours, release the writer lock.
+
+        compact_wait bounds the wait for compaction (None: until done); a merge still running then finishes
+        on its own (crash-safe, under the root's compaction lock) and the next open() does what is left.
+        """
         if self._lock_fd is None:
             return
         try:
@@ -145,9 +149,7 @@ class Store:
             self._wake.set()
             self._thread.join()
             self.commit()
-            self._reap_compactor(wait=True)
-            self._start_compactor()  # closed hours not merged yet (all of them if no pass ran since open)
-            self._reap_compactor(wait=True)
+            self._finish_compaction(compact_wait)
             seg, self._seg = self._seg, None
             seg.close()
             os.unlink(seg.path)
@@ -328,15 +330,36 @@ class Store:
         self._compactor = (proc, out, req)
         self._last_compact = time.monotonic()
 
-    def _reap_compactor(self, wait: bool = False) -> None:
-        """Collect a finished compaction child: count its merges, forget the hours it completed."""
+    def _finish_compaction(self, wait: float | None) -> None:
+        """At close: the running child, then one for the closed hours not merged yet, within `wait` seconds."""
+        deadline = None if wait is None else time.monotonic() + wait
+        try:
+            for start in (False, True):
+                if start:
+                    self._start_compactor()  # all closed hours if no pass ran since open
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._reap_compactor(wait=True, timeout=left):
+                    _log_.warning("compaction still running at close; it finishes on its own",
+                                  extra={"fields": {"pid": self._compactor[0].pid}})
+                    self._compactor[1].close()
+                    self._compactor = None
+                    return
+        except StoreError:
+            _log_.exception("compaction failed at close; the next open retries it")
+
+    def _reap_compactor(self, wait: bool = False, timeout: float | None = None) -> bool:
+        """Collect a finished compaction child: count its merges, forget the hours it completed.
+        False while the child is still running (after waiting up to `timeout` with `wait`)."""
         if self._compactor is None:
-            return
+            return True
         proc, out, req = self._compactor
         if wait:
-            proc.wait()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
         elif proc.poll() is None:
-            return
+            return False
         self._compactor = None
         with out:
             out.seek(0)
@@ -355,6 +378,7 @@ class Store:
             else:
                 done = {(self.root / d, h) for d, h in req["hours"]} - waiting
                 self._touched = {t for t in self._touched if (t[0], t[1]) not in done}
+        return True
 
     def _due(self) -> bool:
         seg, (born, hour) = self._seg, self._seg_born
