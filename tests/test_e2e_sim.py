@@ -127,6 +127,15 @@ def replay_book(rows) -> L3Book:
     return b
 
 
+def assert_l3_books_end_true(run: "Run") -> None:
+    """Every L3 pair's recorded book_events, applied in seq order, end at the venue's true book."""
+    for venue in L3:
+        for pair in PAIRS:
+            rows = sql(run.root, f"""SELECT action, side, order_id, price, amount, trade_id, taker_order_id
+                FROM read_parquet('$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') ORDER BY seq""")
+            assert replay_book(rows).state() == true_state(run.books[(venue, pair)]), (venue, pair)
+
+
 def true_state(book: dict) -> dict:
     return {o["id"]: ("bid" if side == "bids" else "ask", Decimal(o["price"]), Decimal(o["amount"]))
             for side in ("bids", "asks") for o in book[side]}
@@ -397,11 +406,8 @@ def test_soak_fault_storm_three_minutes(tmp_path):
     faults = [(5.0 * i, kinds[i % len(kinds)]) for i in range(1, 34)]
     run = Run(tmp_path, seconds=175.0, rate=8.0, faults=faults, doc_edit=_fast_heartbeats, settle=4.0).go()
     assert run.exit_code == 0
+    assert_l3_books_end_true(run)
     for venue in L3:
-        for pair in PAIRS:
-            rows = sql(run.root, f"""SELECT action, side, order_id, price, amount, trade_id, taker_order_id
-                FROM read_parquet('$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') ORDER BY seq""")
-            assert replay_book(rows).state() == true_state(run.books[(venue, pair)])
         dup = sql(run.root, f"""SELECT count(*) FROM (SELECT trade_id FROM read_parquet(
             '$R/trades/exchange={venue}/**/*.parquet', hive_partitioning=true) GROUP BY pair, trade_id HAVING count(*) > 1)""")
         assert dup[0][0] == 0
@@ -409,7 +415,6 @@ def test_soak_fault_storm_three_minutes(tmp_path):
     for v in ("btcalpha", "bitexbit", "bitopro", "bitbay"):
         injected = sum(f.count for _, f in faults if f.kind == "http_error" and f.status == 429)
         assert Counter(m["status"] for m in rest if m["venue"] == v)[429] <= injected
-
 
 
 def test_engineio_v4_feed_is_exact_too(tmp_path):
@@ -420,11 +425,7 @@ def test_engineio_v4_feed_is_exact_too(tmp_path):
 
     run = Run(tmp_path, seconds=5.0, rate=8.0, doc_edit=eio4, settle=1.5).go()
     assert run.exit_code == 0
-    for venue in L3:
-        for pair in PAIRS:
-            rows = sql(run.root, f"""SELECT action, side, order_id, price, amount, trade_id, taker_order_id
-                FROM read_parquet('$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') ORDER BY seq""")
-            assert replay_book(rows).state() == true_state(run.books[(venue, pair)])
+    assert_l3_books_end_true(run)
     urls = [d for k, d in sql(run.root, "SELECT kind, detail FROM read_parquet('$R/sessions/**/*.parquet')")
             if k == "connect" and "socket.io" in (d or "")]
     assert len(urls) == 2 and all("EIO=4" in u for u in urls)
