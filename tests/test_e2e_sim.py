@@ -303,7 +303,9 @@ def test_faults_book_and_trades_still_exact(faulty, venue):
     for pair in PAIRS:
         rows = sql(faulty.root, f"""SELECT action, side, order_id, price, amount, trade_id, taker_order_id
             FROM read_parquet('$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') ORDER BY seq""")
-        assert sum(1 for r in rows if r[0] == "R") >= DROPS + 1
+        # one R+S per connection, but the malformed frames at 2 s void a snapshot still being joined (it may
+        # predate a lost message) and the 429 storm holds its resync up until the drop at 4 s
+        assert sum(1 for r in rows if r[0] == "R") >= DROPS
         assert replay_book(rows).state() == true_state(faulty.books[(venue, pair)])
     ours = sql(faulty.root, f"""SELECT pair, trade_id, count(*) FROM
         read_parquet('$R/trades/exchange={venue}/**/*.parquet', hive_partitioning=true) GROUP BY ALL""")
@@ -323,6 +325,20 @@ def test_faults_malformed_frames_kept_raw_as_rejected(faulty):
         GROUP BY ALL"""))  # refused REST responses: rate_limited/error rows in sessions instead
     for v in L3 + ("bitopro",):
         assert rej.get(v, 0) - refused.get(v, 0) >= 3, (rej, refused)
+    for v in L3:  # a book message lost while its pair's book was known is a gap until a fresh snapshot
+        rows = [r for r in sessions(faulty, v) if r[2].startswith("ws:")]
+        joined = dict.fromkeys(PAIRS, False)
+        for i, (_, pair, _, kind, detail, _, _) in enumerate(rows):
+            if kind == "connect":
+                joined = dict.fromkeys(PAIRS, False)
+            elif kind == "snapshot" and detail.startswith("R+S"):
+                joined[pair] = True
+            elif kind == "gap":
+                joined[pair] = False
+            elif kind == "reject" and joined.get(pair):
+                assert rows[i + 1][1] == pair and rows[i + 1][3] == "gap", rows[i + 1]
+                assert rows[i + 1][4].startswith("book message lost"), rows[i + 1]
+        assert sum(r[3] == "reject" for r in rows) >= 3, v
     n_reject_rows = sum(1 for r in sessions(faulty) if r[3] == "reject")
     assert n_reject_rows == sum(rej.values()) - sum(refused.values())
     m = faulty.daemon.metrics
@@ -364,6 +380,21 @@ def test_faults_refused_rest_bodies_are_kept_raw_as_rejected(faulty):
         else:
             missing.append((m["venue"], m["status"], m["request"]))
     assert not missing
+
+
+def test_a_lost_book_message_resyncs_its_pair_on_the_same_connection(tmp_path):
+    """Malformed frames after the joins: each is a gap of its pair, a fresh snapshot follows without a
+    reconnect, and the recorded book ends exact (a lost cancel used to leave its order in the book)."""
+    run = Run(tmp_path, seconds=9.0, rate=8.0, faults=[(4.5, Fault("malformed", "all", count=2))]).go()
+    assert run.exit_code == 0
+    for v in L3:
+        rows = [r for r in sessions(run, v) if r[2].startswith("ws:")]
+        assert sum(r[3] == "connect" for r in rows) == 1 and sum(r[3] == "disconnect" for r in rows) == 1, v
+        lost = [i for i, r in enumerate(rows) if r[3] == "gap" and r[4].startswith("book message lost")]
+        assert lost, v
+        for i in lost:
+            assert any(r[3] == "snapshot" and r[1] == rows[i][1] and r[4].startswith("R+S") for r in rows[i:]), v
+    assert_l3_books_end_true(run)
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_demo_and_status(tmp_path):

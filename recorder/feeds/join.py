@@ -50,6 +50,7 @@ class L3Join:
         self._seen = Recent(dedup_capacity)
         self.duplicates = 0
         self.last_join: Join | None = None
+        self.epoch = 0  # bumped by reset(): a snapshot requested before it must not be joined after it
 
     @property
     def joining(self) -> bool:
@@ -62,8 +63,9 @@ class L3Join:
         return len(self._buffer)
 
     def reset(self) -> None:
-        """Forget the book (connection lost): buffer again until the next snapshot."""
+        """Forget the book (connection lost, or a message lost): buffer again until the next snapshot."""
         self.book, self._buffer, self._sent_before, self._check = None, [], 0, None
+        self.epoch += 1
 
     def request_sent(self) -> None:
         """The connect/reconnect snapshot request is about to go out: everything buffered so far is in it."""

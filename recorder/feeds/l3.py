@@ -2,8 +2,10 @@
 
 One connection per venue carries every pair. At connect every pair buffers until its snapshot is
 joined (feeds/join.py); a REST snapshot per pair is re-taken at every `snapshot_interval` boundary
-(one hour) to check the tracked book, and a mismatch resyncs. Silence longer than the venue's
-heartbeat reconnects.
+(one hour) to check the tracked book, and a mismatch resyncs. A book message that cannot be parsed
+(kept raw, rejected) is a lost message: its pair (every pair when the frame does not say which) gets
+a `gap` row and a fresh snapshot on the same connection. Silence longer than the venue's heartbeat
+reconnects.
 """
 from __future__ import annotations
 
@@ -51,12 +53,15 @@ class L3BookFeed:
     async def _snapshot(self, tap, http, session: int, pair: str, stream: str) -> None:
         join = self.joins[pair]
         join.request_sent()
+        epoch = join.epoch
         url = self.mod.orderbook_url(self.ctx.cfg.urls["rest_url"], pair, 0)
         res, _, parsed = await fetch(http, tap, session, "rest:orderbook", pair, url,
                                      lambda r: self.mod.parse_orderbook(r.body, pair, r.ts_recv, 0))
         if parsed is None:
             raise TransportError(f"{pair} snapshot unusable (HTTP {res.status})")
         await asyncio.sleep(self.join_lookahead)
+        if join.epoch != epoch:
+            return  # a message was lost meanwhile: this snapshot may predate it; the resync takes another
         buffered = join.buffered
         outs = join.on_snapshot(parsed.events, res.ts_recv)
         self._write(tap, pair, session, outs)
@@ -110,6 +115,8 @@ class L3BookFeed:
         http = ctx.http(tap, session, "rest:orderbook")
         for j in self.joins.values():
             j.reset()
+        self._lost: asyncio.Queue[str] = asyncio.Queue()  # pairs waiting for a resync snapshot
+        self._queued: set[str] = set()
         emits = [f'42["subscribe","{self.mod.channel(p)}"]' for p in cfg.pairs]
         gap_detail = "book stream lost; book unknown until the next snapshot"
         try:
@@ -122,10 +129,33 @@ class L3BookFeed:
                         tg.create_task(self._watchdog(tap))
                         tg.create_task(self._checks(tap, http, session, stream))
                         tg.create_task(self._read(sio, tap, session, stream))
+                        tg.create_task(self._resyncs(tap, http, session, stream))
                         await asyncio.gather(*snaps)
                         healthy()
         finally:
             self._anomalies(tap)
+
+    def _lose(self, tap, session: int, stream: str, pair: str | None, raw_seq: int) -> None:
+        """A book message was lost (kept raw, rejected): the pair's book is unknown until a snapshot requested
+        after the loss is joined (one taken earlier is dropped: it may predate the lost message)."""
+        if pair is not None and pair not in self.joins:
+            return  # a pair we do not record
+        for p in ([pair] if pair is not None else list(self.joins)):
+            join = self.joins[p]
+            if join.book is not None:
+                tap.event(session, stream, "gap", f"book message lost (raw seq {raw_seq}); book unknown until "
+                                                  f"the next snapshot", p)
+            join.reset()
+            if p not in self._queued:
+                self._queued.add(p)
+                self._lost.put_nowait(p)
+
+    async def _resyncs(self, tap, http, session: int, stream: str) -> None:
+        """Take a fresh snapshot for each pair that lost a message (owned by the connection's task group)."""
+        while True:
+            pair = await self._lost.get()
+            self._queued.discard(pair)
+            await self._snapshot(tap, http, session, pair, stream)
 
     async def _read(self, sio: SocketIOClient, tap, session: int, stream: str) -> None:
         sink, mod, joins = self.ctx.sink, self.mod, self.joins
@@ -134,7 +164,9 @@ class L3BookFeed:
             ts = frame.ts_recv
             if frame.kind != "event":
                 if frame.kind == "malformed":
-                    tap.reject(session, stream, None, ts, frame.raw, frame.error or "malformed frame")
+                    pair = mod.pair_in_frame(frame.raw)
+                    seq = tap.reject(session, stream, pair, ts, frame.raw, frame.error or "malformed frame")
+                    self._lose(tap, session, stream, pair, seq)
                 else:
                     tap.raw(session, stream, None, ts, frame.raw)
                 continue
@@ -145,7 +177,9 @@ class L3BookFeed:
                     pair = mod.pair_of_event(frame.name)
                 except ParseError:
                     pair = None
-                tap.reject(session, stream, pair, ts, frame.raw, str(e))
+                seq = tap.reject(session, stream, pair, ts, frame.raw, str(e))
+                if pair is not None or frame.name.startswith("book_"):  # a book message: lost
+                    self._lose(tap, session, stream, pair, seq)
                 continue
             pair = parsed.pair
             seq = tap.raw(session, stream, pair, ts, frame.raw)

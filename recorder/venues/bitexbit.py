@@ -14,7 +14,7 @@ from recorder.venues import btcalpha as _alpha
 from recorder.venues import signing
 # Identical to BTC-Alpha: one code path.
 from recorder.venues.btcalpha import (  # noqa: F401 (re-exported)
-    CHART_TYPES, channel, chart_type, charts_url, exchanges_url, pair_of_event, pairs_url, parse_candles, parse_pairs,
+    CHART_TYPES, channel, chart_type, charts_url, exchanges_url, pair_in_frame, pair_of_event, pairs_url, parse_candles, parse_pairs,
     parse_trades,
 )
 from recorder.venues.common import SHAPE_ERRORS, shape_error

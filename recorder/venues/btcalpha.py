@@ -23,6 +23,7 @@ Decisions (facts and tags in shared/exchanges.md §1):
 """
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -93,6 +94,20 @@ def pair_of_event(event_name: object) -> str:
     if len(_EVENT_PAIRS) < 4096:
         _EVENT_PAIRS[event_name] = pair
     return pair
+
+
+_FRAME_EVENT = re.compile(rb'42\["(book_[A-Za-z0-9]{1,32}_[A-Za-z0-9]{1,32})"')
+
+
+def pair_in_frame(raw: bytes) -> str | None:
+    """Pair named at the start of a socket.io frame too broken to decode (`42["book_<PAIR>",...`), if any."""
+    m = _FRAME_EVENT.match(raw)
+    if m is None:
+        return None
+    try:
+        return pair_of_event(m.group(1).decode("ascii"))
+    except ParseError:
+        return None
 
 
 def _new_order(pair: str, arg: dict) -> Parsed:
