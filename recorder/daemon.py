@@ -31,7 +31,7 @@ from recorder.transport import Backoff, RateLimiter
 
 log = logging.getLogger("recorder.daemon")
 STOP_BUDGET = 8.0  # seconds allowed for feeds to wind down before the final flush
-#: seconds a stop waits for compaction; a longer merge finishes in its own process (see Store.close).
+#: seconds a stop waits for compaction; a longer merge is stopped and redone at the next start (Store.close).
 COMPACT_WAIT = 3.0
 
 

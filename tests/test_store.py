@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import decimal
+import os
 import shutil
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_background_compaction_runs_in_a_child_process(tmp_path, monkeypatch):
 
 
 def test_close_does_not_wait_for_a_long_compaction(tmp_path, monkeypatch):
-    """close(compact_wait) returns in time; the child finishes the merge on its own, crash-safely."""
+    """close(compact_wait) returns in time: a merge still running is stopped, and the next open redoes it."""
     monkeypatch.setattr(Store, "_start_compactor", lambda self: None)  # no compaction while setting up
     for i in range(3):
         with Store(tmp_path, f"w{i}") as s:  # three writers: three files of one closed hour
@@ -186,21 +187,42 @@ def test_close_does_not_wait_for_a_long_compaction(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert len(parquet_files(tmp_path)) == 3
     slow = tmp_path / "slow.py"
-    slow.write_text("import time, runpy, sys; time.sleep(3); sys.argv = ['x'] + sys.argv[1:]; "
+    slow.write_text("import time, runpy, sys; time.sleep(30); sys.argv = ['x'] + sys.argv[1:]; "
                     "runpy.run_module('recorder.store.compact', run_name='__main__')")
     real_popen = store_mod.subprocess.Popen
-    monkeypatch.setattr(store_mod.subprocess, "Popen",
-                        lambda args, **kw: real_popen([args[0], str(slow)] + args[3:], **kw))
-    s = Store(tmp_path, "w9").open()
-    t0 = time.monotonic()
-    s.close(compact_wait=0.5)
-    assert time.monotonic() - t0 < 2.5
-    assert len(parquet_files(tmp_path)) == 3  # not merged yet
-    deadline = time.monotonic() + 30
-    while len(parquet_files(tmp_path)) > 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    with monkeypatch.context() as m:
+        m.setattr(store_mod.subprocess, "Popen", lambda args, **kw: real_popen([args[0], str(slow)] + args[3:], **kw))
+        s = Store(tmp_path, "w9").open()
+        t0 = time.monotonic()
+        s.close(compact_wait=0.5)
+        assert time.monotonic() - t0 < 2.5
+    assert len(parquet_files(tmp_path)) == 3 and not list((tmp_path / "trades").rglob(".*"))
+    with Store(tmp_path, "w9"):
+        pass
     assert len(parquet_files(tmp_path)) == 1
     assert sorted(read_all(tmp_path).column("seq").to_pylist()) == list(range(30))
+
+
+def test_compaction_child_stops_when_its_writer_dies(tmp_path):
+    """kill -9 of the writer: its compaction child does not go on changing files behind the restart's back."""
+    r, w = os.pipe()  # the child's request pipe stays open (held here): only the watchdog can end it
+    script = ("import os, subprocess, sys, time; p = subprocess.Popen([sys.executable, '-m', 'recorder.store.compact', "
+              "sys.argv[1]], stdin=int(sys.argv[2]), start_new_session=True); print(p.pid, flush=True); time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(r)], stdout=subprocess.PIPE,
+                              text=True, pass_fds=(r,), env=store_mod._child_env())
+    os.close(r)
+    try:
+        child = int(writer.stdout.readline())
+        time.sleep(1.0)
+        assert Path(f"/proc/{child}").exists()  # waiting for its request
+        writer.kill()
+        writer.wait()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not Path(f"/proc/{child}").exists()
+    finally:
+        os.close(w)
 
 
 def test_compact_merges_out_of_order_files_sorted(tmp_path):

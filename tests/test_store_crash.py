@@ -55,6 +55,7 @@ class Child:
     """A crash child whose stdout is collected in the background."""
 
     def __init__(self, root: Path, writer: str, seed: int):
+        self.root = root
         self.proc = subprocess.Popen([sys.executable, str(CHILD), str(root), writer, str(seed)],
                                      stdout=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -69,11 +70,30 @@ class Child:
             time.sleep(0.01)
 
     def kill(self) -> tuple[int, set[int]]:
-        """kill -9; (the child's first seq, the seqs it acknowledged)."""
+        """kill -9; (the child's first seq, the seqs it acknowledged). Its compaction child, if one was running,
+        stops on its own within ~50 ms (recorder.store.compact); wait for that before looking at files."""
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self.reader.join(5)
+        deadline = time.monotonic() + 5
+        while compactors(self.root) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not compactors(self.root), "compaction child outlived its writer"
         return parse(self.lines)
+
+
+def compactors(root: Path) -> list[int]:
+    """Live compaction children working on root."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"recorder.store.compact" in cmd and str(root).encode() in cmd and state != "Z":
+            out.append(int(proc.name))
+    return out
 
 
 def run_round(root: Path, seed: int) -> tuple[int, set[int]]:

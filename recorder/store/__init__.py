@@ -151,8 +151,8 @@ class Store:
     def close(self, compact_wait: float | None = None) -> None:
         """Flush, convert everything to Parquet, compact closed hours, release the writer lock.
 
-        compact_wait bounds the wait for compaction (None: until done); a merge still running then finishes
-        on its own (crash-safe, under the root's compaction lock) and the next open() does what is left.
+        compact_wait bounds the wait for compaction (None: until done); a merge still running then is stopped
+        (crash-safe: the next open() rolls it back and redoes it).
         """
         if self._lock_fd is None:
             return
@@ -351,10 +351,13 @@ class Store:
                     self._start_compactor()  # all closed hours if no pass ran since open
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not self._reap_compactor(wait=True, timeout=left):
-                    _log_.warning("compaction still running at close; it finishes on its own",
-                                  extra={"fields": {"pid": self._compactor[0].pid}})
-                    self._compactor[1].close()
+                    proc, out, _ = self._compactor
                     self._compactor = None
+                    proc.kill()
+                    proc.wait()
+                    out.close()
+                    _log_.warning("compaction still running at close: stopped, the next open redoes it",
+                                  extra={"fields": {"pid": proc.pid}})
                     return
         except StoreError:
             _log_.exception("compaction failed at close; the next open retries it")

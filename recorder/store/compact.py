@@ -306,13 +306,22 @@ def compact_hours(root: Path, hours: list[tuple[Path, int]] | None = None) -> tu
 
 
 def main() -> int:
-    """`python -m recorder.store.compact ROOT`: the store's compaction child.
+    """`python -m recorder.store.compact ROOT`: the store's compaction child (exits if its writer dies).
 
     stdin: JSON `{"hours": [[dir relative to ROOT, hour of day], ...]}` or `{"scan": true}`;
     stdout: JSON `{"merged": n, "waiting": [[dir, hod], ...]}`.
     """
     import sys
+    import threading
 
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the writer died (kill -9): stop now; recovery rolls this merge back or forward
+        while os.getppid() == parent:
+            time.sleep(0.05)
+        os._exit(3)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     root = Path(sys.argv[1])
     req = json.loads(sys.stdin.read())
     hours = None if req.get("scan") else [(root / d, int(h)) for d, h in req["hours"]]
