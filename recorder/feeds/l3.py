@@ -38,6 +38,8 @@ class L3BookFeed:
         self.max_buffer = max_buffer
         self.joins = {p: L3Join() for p in ctx.cfg.pairs}
         self._last_rx = 0.0
+        self._lost: asyncio.Queue[str] = asyncio.Queue()  # pairs waiting for a resync snapshot (per connection)
+        self._queued: set[str] = set()
 
     def _write(self, tap, pair: str, session: int, outs: list[Out]) -> None:
         for o in outs:
@@ -115,8 +117,7 @@ class L3BookFeed:
         http = ctx.http(tap, session, "rest:orderbook")
         for j in self.joins.values():
             j.reset()
-        self._lost: asyncio.Queue[str] = asyncio.Queue()  # pairs waiting for a resync snapshot
-        self._queued: set[str] = set()
+        self._lost, self._queued = asyncio.Queue(), set()
         emits = [f'42["subscribe","{self.mod.channel(p)}"]' for p in cfg.pairs]
         gap_detail = "book stream lost; book unknown until the next snapshot"
         try:

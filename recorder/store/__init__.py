@@ -45,7 +45,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-
 from . import compact as _compact
 from . import log as _log
 from .fsutil import fsync_dir, makedirs
