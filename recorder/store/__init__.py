@@ -19,7 +19,7 @@ beyond blocks until conversion frees room, for at most `overload_timeout` second
 StoreError("store overloaded ..."); that call writes nothing. A single batch bigger than the cap is refused.
 Compaction streams (compact.py): its extra memory is a few tens of MB whatever the hour's size, and it runs
 in a short-lived child process, so the writer's RSS never holds it and fsync/conversion go on meanwhile.
-After each conversion the Arrow pool's unused memory is released to the OS (`release_unused()`).
+After each conversion and merge, freed memory is handed back to the OS (memory.py).
 
 Allocator: the pyarrow default (mimalloc here) is kept. After an in-process merge (`compact()`) with
 release_unused(), mimalloc, jemalloc and the system allocator return to within 6-16 MB of the pre-compaction
@@ -28,7 +28,6 @@ Override per process with ARROW_DEFAULT_MEMORY_POOL if needed.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import logging
@@ -48,6 +47,7 @@ import pyarrow as pa
 from . import compact as _compact
 from . import log as _log
 from .fsutil import fsync_dir, makedirs
+from .memory import release_memory
 from .seq import SeqLease
 from .validate import to_batch
 from .writer import StoreError, check_key, convert, partition_path
@@ -58,17 +58,6 @@ _log_ = logging.getLogger(__name__)
 WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 #: Background compaction looks at closed hours at most this often (seconds).
 COMPACT_EVERY = 30.0
-
-
-_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
-
-
-def release_memory() -> None:
-    """Give freed memory back to the OS: Arrow's pool, and the C heap the Parquet writer's metadata and codecs
-    use (glibc keeps freed chunks of a long-lived thread's arena otherwise; RSS crept ~1 MB per conversion)."""
-    pa.default_memory_pool().release_unused()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
 
 
 def _child_env() -> dict:

@@ -34,6 +34,7 @@ from schemas import TABLES, Table
 
 from .fsutil import fsync_dir, makedirs, publish, temp_name, write_atomic
 from .log import segment_path
+from .memory import release_memory
 from .writer import sort_rows, write_options
 
 #: Output row groups hold at most ROW_GROUP rows and are cut once their Arrow data reaches ROW_GROUP_BYTES
@@ -112,7 +113,7 @@ def compact_hour(root: Path, table: Table, directory: Path, hod: int) -> bool:
     try:
         _merge(table, inputs, output)
     finally:
-        pa.default_memory_pool().release_unused()  # hand the merge's freed pages back to the OS
+        release_memory()  # hand the merge's freed pages back to the OS
     for p in inputs:
         p.unlink()
     fsync_dir(directory)
