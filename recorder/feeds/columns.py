@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import pyarrow as pa
+
 from recorder.rows import BookEvent, Candle, Level, Trade
 from schemas import TABLES
 
@@ -57,9 +59,38 @@ def session_row(ts: int, seq: int, session: int, stream: str, kind: str, detail:
     return (ts, seq, session, stream, kind, detail)
 
 
-def to_columns(table: str, rows: Sequence[tuple]) -> dict[str, list]:
-    """Row tuples of one table to the column mapping Store.append takes."""
-    names = ORDER[table]
+def _builder(t: pa.DataType) -> tuple[pa.DataType, pa.DataType | None]:
+    """(type to build the column as, type to view it as afterwards). Decimals are built as text:
+    the store casts and range-checks them."""
+    if pa.types.is_timestamp(t):
+        return pa.int64(), t
+    if pa.types.is_decimal(t):
+        return pa.string(), None
+    return t, None
+
+
+#: Per table, (name, build type, view type) of each column.
+_BUILD = {name: tuple((f.name, *_builder(f.type)) for f in TABLES[name].schema) for name in ORDER}
+
+
+def to_columns(table: str, rows: Sequence[tuple]) -> dict[str, pa.Array | Sequence]:
+    """Row tuples of one table to the column mapping Store.append takes.
+
+    Columns are built with their schema's types: the row builders above take their values from the
+    venue parsers, which return ints for every int and ns column and exact text for decimals, so
+    no type inference is needed (it was half the cost of storing a row). Arrow's typed build would
+    truncate a float into an int column; nothing here produces one (tests/test_feeds_logic.py).
+    Rows it cannot build are handed over as plain values for the store's strict validation to name.
+    """
+    spec = _BUILD[table]
     if not rows:
-        return {n: [] for n in names}
-    return dict(zip(names, zip(*rows)))  # column tuples: Arrow takes any sequence, no copy needed
+        return {n: [] for n, _, _ in spec}
+    out: dict[str, pa.Array | Sequence] = {}
+    for (name, build, view), values in zip(spec, zip(*rows)):
+        try:
+            arr = pa.array(values, build)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            out[name] = values
+            continue
+        out[name] = arr if view is None else arr.view(view)
+    return out
