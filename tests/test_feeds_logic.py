@@ -66,6 +66,16 @@ def test_cut_fill_of_missing_preexisting_order_is_before():
     assert j.upper == 2 and j.ambiguous == 1
 
 
+def test_cut_known_resting_amounts_place_fills_of_orders_resting_before_the_buffer():
+    # order 8 rested with 5 before the buffer; the snapshot shows 4: the fill of 1 is in it
+    msgs = [[F(8, "1", 101, taker=51)], [A(9, "1")]]
+    assert find_cut({8: Decimal(4)}, msgs, 0).ambiguous == 1  # amounts unknown (connect): unplaceable
+    j = find_cut({8: Decimal(4)}, msgs, 0, {8: Decimal(5), 3: Decimal(2)})
+    assert (j.lower, j.upper, j.ambiguous) == (1, 1, 0)
+    j = find_cut({8: Decimal(5)}, msgs, 0, {8: Decimal(5)})  # the snapshot predates the fill
+    assert (j.lower, j.upper) == (0, 0)
+
+
 def test_cut_amount_path_places_fills_of_buffered_adds():
     # order 5 added (10), filled 3, filled 2: snapshot shows 7 -> exactly one fill was before the cut
     msgs = [[A(5, "10")], [F(5, "3", 1, 60)], [F(5, "2", 2, 61)]]
@@ -192,6 +202,18 @@ def test_l3join_hourly_check_matches_or_resyncs():
     assert set(j.book.orders) == {1}
 
 
+def test_l3join_hourly_check_places_an_in_flight_partial_fill_of_a_resting_order():
+    # The fill was in flight when the check snapshot was taken (the snapshot has it, the socket delivers it
+    # after the request): the tracked book's amounts place it, so the check matches instead of resyncing.
+    j = L3Join()
+    j.request_sent()
+    j.on_snapshot([BookEvent(0, "R"), BookEvent(0, "S", "bid", 1, "100", "5")], 5)
+    j.start_check()
+    j.on_message([F(1, "2", 70, taker=9, side="bid")], 6, 2)
+    ok, detail, outs = j.on_check([BookEvent(0, "R"), BookEvent(0, "S", "bid", 1, "100", "3")], 7)
+    assert ok and outs == [] and "cut 1/1" in detail, detail
+
+
 # ------------------------------------------------------------------------------------ L3Book
 def test_book_counts_conservation_anomalies():
     b = L3Book()
@@ -295,3 +317,20 @@ def test_columns_are_accepted_by_the_store_validator(table):
         "sessions": C.session_row(10**18, 6, 1, "daemon", "start", None),
     }
     assert to_batch(TABLES[table], C.to_columns(table, [rows[table]])).num_rows == 1
+
+
+def test_columns_are_built_typed_and_a_bad_value_is_left_for_the_store_to_name():
+    import pyarrow as pa
+    from recorder.store import StoreError
+    from recorder.store.validate import to_batch
+    from schemas import TABLES
+
+    good = C.event_row(A(1, "2.5"), 10**18, 2, 1, 1)
+    cols = C.to_columns("book_events", [good])
+    assert cols["ts_recv"].type == TABLES["book_events"].schema.field("ts_recv").type
+    assert cols["order_id"].type == pa.int64() and cols["price"].type == pa.string()
+    bad = good[:7] + ("17",) + good[8:]  # an order id as text: never coerced
+    cols = C.to_columns("book_events", [good, bad])
+    assert cols["order_id"] == (good[7], "17") and isinstance(cols["seq"], pa.Array)
+    with pytest.raises(StoreError, match="order_id"):
+        to_batch(TABLES["book_events"], cols)

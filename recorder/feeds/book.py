@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from recorder.rows import BookEvent
 
@@ -108,11 +108,14 @@ class Join:
     ambiguous: int  # messages in [lower, upper) the evidence cannot place
 
 
-def find_cut(snapshot: dict[int, Decimal], messages: Sequence[Sequence[BookEvent]], sent_before: int) -> Join:
+def find_cut(snapshot: dict[int, Decimal], messages: Sequence[Sequence[BookEvent]], sent_before: int,
+             resting: Mapping[int, Decimal] | None = None) -> Join:
     """Index k such that the snapshot is the book after messages[:k].
 
     snapshot: resting order id -> amount; messages: book events per socket message, in arrival order;
-    sent_before: how many messages arrived before the snapshot request was sent (all of them are in it).
+    sent_before: how many messages arrived before the snapshot request was sent (all of them are in it);
+    resting: order id -> amount of the book before messages[0] when it is known (the hourly check's
+    tracked book): then fills of those orders are placed by amount too, as for orders added in the buffer.
     """
     n = len(messages)
     lower, upper = sent_before, n
@@ -124,8 +127,9 @@ def find_cut(snapshot: dict[int, Decimal], messages: Sequence[Sequence[BookEvent
                 added_at[ev.order_id] = i
             elif ev.action in ("C", "F", "P"):
                 removed_after.setdefault(ev.order_id, []).append(i)
-    # Amount paths of snapshot orders that were added inside the buffer: amounts match at exactly the cut.
-    running: dict[int, Decimal] = {}
+    # Amount paths of snapshot orders whose amount before the buffer is known (added inside it, or resting
+    # and given): the snapshot amount matches at exactly the cut.
+    running: dict[int, Decimal] = {} if resting is None else {o: a for o, a in resting.items() if o in snapshot}
     for i, msg in enumerate(messages):
         before = after = False
         for ev in msg:

@@ -135,7 +135,7 @@ class L3Join:
             return True, "check skipped (book unknown, or too many messages while waiting)", []
         snap_book = book_from_snapshot(snapshot)
         amounts = {oid: o.amount for oid, o in snap_book.orders.items()}
-        j = find_cut(amounts, chk.msgs, 0)
+        j = find_cut(amounts, chk.msgs, 0, {oid: o.amount for oid, o in chk.base.orders.items()})
         expected = chk.base
         for evs in chk.msgs[:j.cut]:
             expected.apply_all(evs)
