@@ -159,8 +159,9 @@ class L3BookFeed:
             await self._snapshot(tap, http, session, pair, stream)
 
     async def _read(self, sio: SocketIOClient, tap, session: int, stream: str) -> None:
-        sink, mod, joins = self.ctx.sink, self.mod, self.joins
-        async for frame in sio:
+        sink, mod, joins, recv = self.ctx.sink, self.mod, self.joins, sio.recv
+        while True:
+            frame = await recv()  # not `async for`: one coroutine less per frame
             self._last_rx = time.monotonic()
             ts = frame.ts_recv
             if frame.kind != "event":

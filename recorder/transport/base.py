@@ -1,10 +1,15 @@
-"""Types shared by every transport: the received-frame record and the one error type.
+"""What every transport shares: the received-frame record, the one error type, and turning a failed
+connect into that error without leaking headers.
 
 No venue knowledge lives here (or anywhere in ``recorder.transport``).
 """
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import aiohttp
 
 
 class TransportError(Exception):
@@ -82,3 +87,54 @@ def text_bytes(data: str | bytes | bytearray) -> bytes:
     if isinstance(data, str):
         return data.encode("utf-8")
     return bytes(data)
+
+
+# ---------------------------------------------------------------- connect failures
+def close_description(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage | None = None) -> str:
+    """Close code, reason and error of a websocket that ended (never headers)."""
+    code = ws.close_code
+    reason = ""
+    if msg is not None and msg.type == aiohttp.WSMsgType.CLOSE:
+        code = msg.data if code is None else code
+        if msg.extra:
+            reason = f" reason={str(msg.extra)[:200]!r}"
+    exc = ws.exception()
+    err = f" error={type(exc).__name__}" if exc is not None else ""
+    return f"close_code={code}{reason}{err}"
+
+
+def connect_error(exc: BaseException) -> str:
+    """Header-free description of a connect failure."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"{type(exc).__name__} status={exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__} {getattr(exc.os_error, 'strerror', '') or type(exc.os_error).__name__}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__} status={exc.status}"
+    return type(exc).__name__
+
+
+async def open_or_fail(open_: Callable[[], Awaitable[None]], timeout: float, abort: Callable[[], Awaitable[None]],
+                       what: str, close_code: Callable[[], int | None] = lambda: None) -> None:
+    """Run `open_` within `timeout`; a failure to connect becomes one TransportError ("<what>: <reason>").
+
+    It is raised after `abort`, outside the except block: aiohttp's handshake errors reference the
+    request headers (credentials), so they must never be chained into ours. Anything else
+    (cancellation) aborts and propagates.
+    """
+    failure: str | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            await open_()
+    except TransportError as exc:
+        failure = str(exc)
+    except (aiohttp.ClientError, OSError) as exc:  # OSError includes TimeoutError
+        failure = f"{what}: {connect_error(exc)}"
+    except BaseException:
+        await abort()
+        raise
+    if failure is not None:
+        await abort()
+        raise TransportError(failure, close_code=close_code())

@@ -42,8 +42,7 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 
-from .base import Frame, TransportError, text_bytes, ws_connect_kwargs
-from .websocket import _connect_error, close_description
+from .base import Frame, TransportError, close_description, open_or_fail, text_bytes, ws_connect_kwargs
 
 __all__ = ["SocketIOClient", "parse_packet", "socketio_url"]
 
@@ -52,6 +51,7 @@ MIN_PING_INTERVAL = 0.05
 DEFAULT_PING_INTERVAL_MS = 25000
 DEFAULT_PING_TIMEOUT_MS = 20000
 _CLOSE_TEXT_LIMIT = 200
+_TEXT, _BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY  # looked up once: the receive path runs per frame
 
 
 def socketio_url(base_url: str, eio: int, *, path: str = "socket.io", query: Mapping[str, str] | None = None) -> str:
@@ -231,21 +231,8 @@ class SocketIOClient:
     async def __aenter__(self) -> "SocketIOClient":
         if self._ws is not None:
             raise RuntimeError("SocketIOClient connects once; create a new instance to reconnect")
-        failure: str | None = None
-        try:
-            async with asyncio.timeout(self.open_timeout):
-                await self._open()
-        except TransportError as exc:
-            failure = str(exc)
-        except (aiohttp.ClientError, OSError) as exc:  # OSError includes TimeoutError
-            failure = f"socket.io connect failed ({self.url}): {_connect_error(exc)}"
-        except BaseException:
-            await self.close()
-            raise
-        if failure is not None:
-            # outside the except block: aiohttp errors may reference request headers
-            await self.close()
-            raise TransportError(failure, close_code=self._close_code)
+        await open_or_fail(self._open, self.open_timeout, self.close, f"socket.io connect failed ({self.url})",
+                           lambda: self._close_code)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -430,11 +417,11 @@ class SocketIOClient:
             raise TransportError(self._dead, close_code=self._close_code)
         ts = time.time_ns()
         t = msg.type
-        if t == aiohttp.WSMsgType.BINARY:
-            self._last_rx = self._clock()
-            return Frame(kind="malformed", raw=bytes(msg.data), ts_recv=ts, binary=True,
-                         error="binary frame (binary attachments are not supported)")
-        if t != aiohttp.WSMsgType.TEXT:
+        if t is not _TEXT:
+            if t is _BINARY:
+                self._last_rx = self._clock()
+                return Frame(kind="malformed", raw=bytes(msg.data), ts_recv=ts, binary=True,
+                             error="binary frame (binary attachments are not supported)")
             err = self._msg_error(msg)
             await self._abort()
             raise err

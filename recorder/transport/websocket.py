@@ -20,34 +20,9 @@ from typing import Any
 
 import aiohttp
 
-from .base import Frame, TransportError, text_bytes, ws_connect_kwargs
+from .base import Frame, TransportError, close_description, open_or_fail, text_bytes, ws_connect_kwargs
 
 __all__ = ["WebSocketClient"]
-
-
-def close_description(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage | None = None) -> str:
-    code = ws.close_code
-    reason = ""
-    if msg is not None and msg.type == aiohttp.WSMsgType.CLOSE:
-        code = msg.data if code is None else code
-        if msg.extra:
-            reason = f" reason={str(msg.extra)[:200]!r}"
-    exc = ws.exception()
-    err = f" error={type(exc).__name__}" if exc is not None else ""
-    return f"close_code={code}{reason}{err}"
-
-
-def _connect_error(exc: BaseException) -> str:
-    """Header-free description of a connect failure."""
-    if isinstance(exc, aiohttp.WSServerHandshakeError):
-        return f"{type(exc).__name__} status={exc.status}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"{type(exc).__name__} {getattr(exc.os_error, 'strerror', '') or type(exc.os_error).__name__}"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"{type(exc).__name__} status={exc.status}"
-    return type(exc).__name__
 
 
 class WebSocketClient:
@@ -93,33 +68,21 @@ class WebSocketClient:
     async def __aenter__(self) -> "WebSocketClient":
         if self._ws is not None:
             raise RuntimeError("WebSocketClient connects once; create a new instance to reconnect")
-        failure: str | None = None
-        try:
-            async with asyncio.timeout(self.open_timeout):
-                self._ws = await self._session.ws_connect(
-                    self.url,
-                    autoping=True,
-                    autoclose=True,
-                    heartbeat=self.heartbeat,
-                    headers=self._headers,
-                    max_msg_size=self._max_msg_size,
-                    **ws_connect_kwargs(self.close_timeout),
-                )
-                for raw in self._send_on_open:
-                    await self.send_str(raw)
-        except TransportError as exc:
-            failure = str(exc)
-        except (aiohttp.ClientError, OSError) as exc:  # OSError includes TimeoutError
-            failure = f"websocket connect failed: {_connect_error(exc)}"
-        except BaseException:
-            await self._abort()
-            raise
-        if failure is not None:
-            # raised outside the except block: aiohttp handshake errors reference the
-            # request headers (credentials), so they must not be chained
-            await self._abort()
-            raise TransportError(failure)
+        await open_or_fail(self._open, self.open_timeout, self._abort, "websocket connect failed")
         return self
+
+    async def _open(self) -> None:
+        self._ws = await self._session.ws_connect(
+            self.url,
+            autoping=True,
+            autoclose=True,
+            heartbeat=self.heartbeat,
+            headers=self._headers,
+            max_msg_size=self._max_msg_size,
+            **ws_connect_kwargs(self.close_timeout),
+        )
+        for raw in self._send_on_open:
+            await self.send_str(raw)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
