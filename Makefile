@@ -33,7 +33,7 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -o addopts='-p no:cacheprovider'
 
 bench: $(STAMP)
-	for b in store sim ingest replay query; do $(BIN)/python bench/$$b.py || exit 1; done
+	for b in store sim ingest hotpath replay query; do $(BIN)/python bench/$$b.py || exit 1; done
 
 docs: $(STAMP)
 	$(BIN)/python -m schemas.render > docs/schemas.md
