@@ -19,6 +19,8 @@ from recorder.venues.btcalpha import (  # noqa: F401 (re-exported)
 )
 from recorder.venues.common import SHAPE_ERRORS, shape_error
 
+#: Cancels must carry `cancel_order_id` (the book stream scanner is told too).
+CANCEL_ID_REQUIRED = True
 WS_URL = "wss://bitexbit.com"
 REST_BASE = "https://bitexbit.com/api/v1/"
 CHARTS_BASE = "https://bitexbit.com/api/charts/"

@@ -34,6 +34,8 @@ from recorder.venues.common import (
     shape_error, taker, trade_pos, ts_seconds,
 )
 
+#: Cancels must carry `cancel_order_id` (the book stream scanner is told too).
+CANCEL_ID_REQUIRED = False
 WS_URL = "wss://btc-alpha.com"
 REST_BASE = "https://btc-alpha.com/api/v1/"
 CHARTS_BASE = "https://btc-alpha.com/api/charts/"
