@@ -52,6 +52,7 @@ DEFAULT_PING_INTERVAL_MS = 25000
 DEFAULT_PING_TIMEOUT_MS = 20000
 _CLOSE_TEXT_LIMIT = 200
 _TEXT, _BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY  # looked up once: the receive path runs per frame
+_EVENT_PREFIXES = ("42[", b"42[")  # a root-namespace event without ack id (aiohttp gives text as str or bytes)
 
 
 def socketio_url(base_url: str, eio: int, *, path: str = "socket.io", query: Mapping[str, str] | None = None) -> str:
@@ -401,21 +402,57 @@ class SocketIOClient:
             return self._die(f"websocket error{where}: {type(msg.data).__name__} {close_description(ws)}")
         return self._die(f"connection closed by server{where}: {close_description(ws, msg)}")
 
-    async def _next_frame(self) -> Frame | None:
-        """Read one websocket message; handle control packets; return a consumer frame or None."""
+    def _check_alive(self) -> aiohttp.ClientWebSocketResponse:
         if self._dead is not None:
             raise TransportError(self._dead, close_code=self._close_code)
         ws = self._ws
         if ws is None:
             raise TransportError("socket.io client not connected")
+        return ws
+
+    async def _next_frame(self) -> Frame | None:
+        """Read one websocket message; handle control packets; return a consumer frame or None."""
+        ws = self._check_alive()
+        await self._check_pings()
+        msg = await ws.receive()
+        if self._dead is not None:  # the idle watchdog closed the socket while we waited
+            raise TransportError(self._dead, close_code=self._close_code)
+        return await self._handle(msg, time.time_ns())
+
+    async def _check_pings(self) -> None:
         task = self._ping_task
         if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
             await self._abort()
             raise self._die(f"heartbeat send failed: {task.exception()}")
-        msg = await ws.receive()
-        if self._dead is not None:  # the idle watchdog closed the socket while we waited
-            raise TransportError(self._dead, close_code=self._close_code)
-        ts = time.time_ns()
+
+    async def recv_batch(self, texts: list, stamps: list[int], limit: int) -> Frame | None:
+        """Read a burst: event frames (``42[...``, undecoded) are appended to texts (their receive times
+        to stamps) until none is waiting in the socket's buffer or ``limit`` are held; a frame of any
+        other kind ends the burst and is returned (it came after the texts). Raises as ``recv``."""
+        if self._pending:
+            return self._pending.popleft()
+        ws = self._check_alive()
+        waiting = getattr(getattr(ws, "_reader", None), "_buffer", ())  # aiohttp's queue of parsed messages
+        while True:
+            await self._check_pings()
+            msg = await ws.receive()
+            if self._dead is not None:
+                raise TransportError(self._dead, close_code=self._close_code)
+            ts = time.time_ns()
+            data = msg.data
+            if msg.type is _TEXT and data[:3] in _EVENT_PREFIXES:
+                self._last_rx = self._clock()
+                texts.append(data)
+                stamps.append(ts)
+            else:
+                frame = await self._handle(msg, ts)
+                if frame is not None:
+                    return frame
+            if len(texts) >= limit or (texts and not waiting):
+                return None
+
+    async def _handle(self, msg: aiohttp.WSMessage, ts: int) -> Frame | None:
+        """One websocket message: a consumer frame, or None for a control packet handled here."""
         t = msg.type
         if t is not _TEXT:
             if t is _BINARY:
