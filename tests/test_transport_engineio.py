@@ -521,3 +521,39 @@ def test_v4_connect_error_is_transport_error():
 
     err = run(main())
     assert "error packet" in str(err) and "Not authorized" in str(err)
+
+
+def test_recv_batch_hands_event_frames_over_in_order_and_stops_at_other_frames():
+    events = [f'42["book_X",{{"n":{i}}}]' for i in range(600)]
+    # `42[` frames are handed over undecoded, even broken ones (the consumer's parser judges them)
+    events[7] = "42[bad json"
+    script = events[:300] + ["4x", "6"] + events[300:]
+    srv = V3Server(script=script, gap=0, after_script="close")
+
+    async def main():
+        got: list = []  # ("burst", [texts]) or ("frame", Frame)
+        async with serve(srv.app()) as base, aiohttp.ClientSession() as session:
+            async with SocketIOClient(session, base, eio=3) as client:
+                await asyncio.sleep(0.3)  # let frames pile up in the socket's queue
+                while True:
+                    texts, stamps = [], []
+                    try:
+                        frame = await client.recv_batch(texts, stamps, 128)
+                    except TransportError as e:
+                        got.append(("burst", texts))
+                        return got, str(e)
+                    assert len(texts) == len(stamps) <= 128 and stamps == sorted(stamps)
+                    got.append(("burst", texts))
+                    if frame is not None:
+                        got.append(("frame", frame))
+
+    got, err = run(main())
+    assert err  # the server closed: TransportError, after every frame was handed over
+    flat = [t if isinstance(t, str) else t.decode() for kind, x in got if kind == "burst" for t in x]
+    assert flat == events  # every event frame, verbatim and in order
+    frames = [x for kind, x in got if kind == "frame"]
+    assert [f.kind for f in frames] == ["malformed", "other"]
+    # the frames came after exactly the 300 events that preceded them
+    before = [t for kind, x in got[:[i for i, (k, _) in enumerate(got) if k == "frame"][0]] if kind == "burst" for t in x]
+    assert len(before) == 300
+    assert max(len(x) for kind, x in got if kind == "burst") > 1  # bursts, not one frame at a time

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -163,6 +164,11 @@ def _parse_socketio(raw: bytes, ts_recv: int) -> tuple[str | None, Any, Frame | 
         return None, None, Frame(kind="other", raw=raw, ts_recv=ts_recv)
     return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv,
                              error=f"unknown socket.io packet type {chr(sio_type)!r}")
+
+
+def _waiting(ws: aiohttp.ClientWebSocketResponse) -> collections.abc.Sized:
+    """aiohttp's queue of messages received but not yet read (empty when its internals change)."""
+    return getattr(getattr(ws, "_reader", None), "_buffer", ())
 
 
 def _short(b: bytes) -> str:
@@ -413,7 +419,8 @@ class SocketIOClient:
     async def _next_frame(self) -> Frame | None:
         """Read one websocket message; handle control packets; return a consumer frame or None."""
         ws = self._check_alive()
-        await self._check_pings()
+        if not _waiting(ws):  # what was received is delivered before a failed heartbeat ends the stream
+            await self._check_pings()
         msg = await ws.receive()
         if self._dead is not None:  # the idle watchdog closed the socket while we waited
             raise TransportError(self._dead, close_code=self._close_code)
@@ -432,9 +439,10 @@ class SocketIOClient:
         if self._pending:
             return self._pending.popleft()
         ws = self._check_alive()
-        waiting = getattr(getattr(ws, "_reader", None), "_buffer", ())  # aiohttp's queue of parsed messages
+        waiting = _waiting(ws)
         while True:
-            await self._check_pings()
+            if not waiting:
+                await self._check_pings()
             msg = await ws.receive()
             if self._dead is not None:
                 raise TransportError(self._dead, close_code=self._close_code)
