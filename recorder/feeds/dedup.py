@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable, Iterable, Sequence
+from typing import Hashable, Iterable, Iterator, Sequence
 
 from recorder.rows import Candle, Trade
 
@@ -23,11 +23,28 @@ class Recent:
             self._keys.popitem(last=False)
         return True
 
+    def add_many(self, keys: Iterable[Hashable]) -> list[bool]:
+        """`add` of each key in order (one call for a burst)."""
+        mem, cap, out = self._keys, self.capacity, []
+        for key in keys:
+            if key in mem:
+                out.append(False)
+                continue
+            mem[key] = None
+            if len(mem) > cap:
+                mem.popitem(last=False)
+            out.append(True)
+        return out
+
     def __contains__(self, key: Hashable) -> bool:
         return key in self._keys
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __iter__(self) -> Iterator[Hashable]:
+        """Keys, oldest first."""
+        return iter(self._keys)
 
 
 def trade_keys(trades: Sequence[Trade]) -> list[tuple]:
@@ -64,6 +81,16 @@ class TradeDedup:
             if self._seen.add(key):
                 out.append(t)
         return out
+
+
+    def fresh_ids(self, ids: Sequence[int], occurrences: Sequence[int]) -> list[bool]:
+        """`fresh` for trades given by numeric id and occurrence in their message (trade_keys): which are new."""
+        floor = self.floor
+        if floor is None:
+            return self._seen.add_many(zip(map(str, ids), occurrences))
+        new = [i > floor for i in ids]
+        added = iter(self._seen.add_many((str(i), n) for i, n, keep in zip(ids, occurrences, new) if keep))
+        return [keep and next(added) for keep in new]
 
 
 def _int_id(trade_id: str | None) -> int | None:

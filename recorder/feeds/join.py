@@ -11,6 +11,7 @@ from recorder.rows import BookEvent
 
 from .book import Join, L3Book, book_from_snapshot, find_cut
 from .dedup import Recent
+from .fastbook import FastBook, Unrepresentable, event_key
 
 HOUR_NS = 3600 * 10**9
 MAX_CHECK_MSGS = 200_000
@@ -39,10 +40,15 @@ class _Check:
 
 
 class L3Join:
-    """One pair: buffers while joining, tracks the book, writes R+S at each hour's first event."""
+    """One pair: buffers while joining, tracks the book, writes R+S at each hour's first event.
+
+    In steady state the feed may hand the book to a compiled `FastBook` (`go_fast`) and apply scanned
+    batches with `apply_fast`; every other method takes the book back first (`_slow`).
+    """
 
     def __init__(self, dedup_capacity: int = 4096) -> None:
         self.book: L3Book | None = None
+        self.fast: FastBook | None = None
         self._buffer: list[_Msg] = []
         self._sent_before = 0
         self._hour: int | None = None
@@ -55,7 +61,46 @@ class L3Join:
     @property
     def joining(self) -> bool:
         """True until a snapshot has been joined (events are buffered meanwhile)."""
-        return self.book is None
+        return self.book is None and self.fast is None
+
+    @property
+    def hour(self) -> int | None:
+        """Hour (ts_recv // HOUR_NS) of the last message applied: another hour starts with R+S rows."""
+        return self._hour
+
+    @property
+    def orders(self) -> int:
+        """Resting orders tracked (0 while joining)."""
+        return len(self.fast) if self.fast is not None else len(self.book.orders) if self.book is not None else 0
+
+    def anomalies(self) -> dict[str, int]:
+        """Book anomalies counted since the last snapshot was joined, by kind."""
+        if self.fast is not None:
+            return self.fast.anomaly_counts()
+        return dict(self.book.anomalies) if self.book is not None else {}
+
+    def go_fast(self) -> bool:
+        """Hand the book to a FastBook when steady (joined, no check pending); False if it stays here."""
+        if self.fast is not None:
+            return True
+        if self.book is None or self._check is not None or self._hour is None:
+            return False
+        try:
+            self.fast = FastBook(self.book, self._seen)
+        except Unrepresentable:
+            return False
+        self.book = None
+        return True
+
+    def _slow(self) -> None:
+        """Take the book back from the FastBook (before any Python-path method uses it)."""
+        if self.fast is not None:
+            self.book, self._seen = self.fast.to_book(), self.fast.recent()
+            self.fast = None
+
+    def apply_fast(self, scan, frames, ev_ts, keep) -> None:
+        """Frames of a scan, all of this pair and this hour (see FastBook.apply)."""
+        self.duplicates += self.fast.apply(scan, frames, ev_ts, keep)
 
     @property
     def buffered(self) -> int:
@@ -64,7 +109,7 @@ class L3Join:
 
     def reset(self) -> None:
         """Forget the book (connection lost, or a message lost): buffer again until the next snapshot."""
-        self.book, self._buffer, self._sent_before, self._check = None, [], 0, None
+        self.book, self.fast, self._buffer, self._sent_before, self._check = None, None, [], 0, None
         self.epoch += 1
 
     def request_sent(self) -> None:
@@ -73,11 +118,10 @@ class L3Join:
 
     def on_message(self, events: list[BookEvent], ts_recv: int, msg_seq: int) -> list[Out]:
         """A parsed stream message; returns what to write now (nothing while joining or for a duplicate)."""
+        self._slow()
+        # A message's first and last events identify it: an order is added or cancelled once, a trade id is unique.
         if events:
-            # A message's first and last events identify it: an order is added or cancelled once, a trade id is unique.
-            first, last = events[0], events[-1]
-            key = (first.action, first.order_id, first.trade_id, last.action, last.order_id, last.trade_id, len(events))
-            if not self._seen.add(key):
+            if not self._seen.add(event_key(events)):
                 self.duplicates += 1
                 return []
         if self.book is None:
@@ -108,7 +152,7 @@ class L3Join:
         self.last_join = j
         post = self._buffer[j.cut:]
         stamp = min([ts_recv] + [m.ts_recv for m in post[:1]])
-        self.book = snap_book
+        self.book, self.fast = snap_book, None
         self._buffer = []
         out = [Out(stamp, None, [BookEvent(stamp, "R")] + [e for e in snapshot if e.action == "S"])]
         self._hour = stamp // HOUR_NS
@@ -118,6 +162,7 @@ class L3Join:
 
     def start_check(self) -> None:
         """An hourly REST snapshot is about to be requested: remember the book to compare it with."""
+        self._slow()
         if self.book is not None:
             self._check = _Check(self.book.copy())
 
@@ -130,6 +175,7 @@ class L3Join:
 
         Returns (matched, detail, rows to write: R + S of the snapshot advanced to now on mismatch).
         """
+        self._slow()
         chk, self._check = self._check, None
         if chk is None or self.book is None:
             return True, "check skipped (book unknown, or too many messages while waiting)", []
