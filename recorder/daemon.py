@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from recorder import feeds as feeds_mod
 from recorder.config import Config
+from recorder.feeds import l3
 from recorder.feeds.base import VenueContext, describe
 from recorder.feeds.sink import Sink, Tap
 from recorder.metrics import Metrics, MetricsServer
@@ -194,6 +195,8 @@ class Daemon:
         self._daemon_event("start", f"pid {os.getpid()} writer {self.writer} venues "
                                     f"{','.join(v.name for v in cfg.venues)} metrics port {self.port}")
         limiter = RateLimiter()
+        if any(v.name in ("btcalpha", "bitexbit") for v in cfg.venues):
+            await asyncio.to_thread(l3.warm)  # compiled once per install (numba's cache), then loaded
         try:
             async with aiohttp.ClientSession() as http:
                 for v in cfg.venues:

@@ -58,6 +58,12 @@ class Metrics:
         self.counters[("bytes", feed, "")] += nbytes
         self.last_seen[feed] = self._clock()
 
+    def seen_many(self, feed: str, n: int, nbytes: int) -> None:
+        """n messages of nbytes in total received by feed."""
+        self.counters[("messages", feed, "")] += n
+        self.counters[("bytes", feed, "")] += nbytes
+        self.last_seen[feed] = self._clock()
+
     def gauge_fn(self, name: str, fn: Callable[[], float]) -> None:
         """Register a daemon-wide gauge computed on scrape (queue depth, store pending bytes)."""
         self.global_gauges[name] = fn

@@ -12,6 +12,8 @@ import time
 from collections import defaultdict
 from typing import Callable, Iterable, Protocol
 
+import pyarrow as pa
+
 from recorder.metrics import Metrics
 from recorder.rows import BookEvent, Candle, Level, Trade
 from recorder.store import StoreError
@@ -45,6 +47,7 @@ class Sink:
         self.linger = linger
         self.redact = redact
         self._buf: dict[tuple[str, str, str], list[tuple]] = defaultdict(list)
+        self._parts: dict[tuple[str, str, str], list[tuple[dict, int]]] = defaultdict(list)
         self.pending = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -90,29 +93,55 @@ class Sink:
         """Wait until the buffer is below its bound."""
         await self._room.wait()
 
-    def _append_batch(self, batches: dict[tuple[str, str, str], list[tuple]]) -> int:
+    def extend_columns(self, table: str, exchange: str, pair: str, cols: dict[str, pa.Array], n: int) -> None:
+        """Queue n rows of one partition given as columns (columns.typed)."""
+        if n:
+            self._parts[(table, exchange, pair)].append((cols, n))
+            self.pending += n
+            if self.pending >= self.max_rows:
+                self._room.clear()
+                self._wake.set()
+
+    @staticmethod
+    def _chunks(table: str, rows: list[tuple] | None, parts: list[tuple[dict, int]]) -> list[tuple[dict, int]]:
+        """A partition's queued rows and column parts, as one column chunk when their types allow."""
+        chunks = ([(C.to_columns(table, rows), len(rows))] if rows else []) + parts
+        if len(chunks) < 2:
+            return chunks
+        try:
+            return [({name: pa.concat_arrays([c[name] for c, _ in chunks]) for name in chunks[0][0]},
+                     sum(n for _, n in chunks))]
+        except (pa.ArrowException, TypeError):  # a column left as plain values for the store to name
+            return chunks
+
+    def _append_batch(self, batches: dict[tuple[str, str, str], list[tuple]],
+                      parts: dict[tuple[str, str, str], list[tuple[dict, int]]]) -> int:
         done = 0
-        for (table, exchange, pair), rows in batches.items():
-            for attempt in range(_OVERLOAD_RETRIES + 1):
-                try:
-                    self.store.append(table, exchange, pair, C.to_columns(table, rows))
-                    done += len(rows)
-                    break
-                except StoreError as e:
-                    if "overloaded" in str(e) and attempt < _OVERLOAD_RETRIES:
-                        continue  # the store blocked for its timeout: keep waiting (back-pressure)
-                    done += self._row_by_row(table, exchange, pair, rows, e)
-                    break
+        for key in list(batches) + [k for k in parts if k not in batches]:
+            table, exchange, pair = key
+            for cols, n in self._chunks(table, batches.get(key), parts.get(key, [])):
+                done += self._append(table, exchange, pair, cols, n)
         return done
 
-    def _row_by_row(self, table: str, exchange: str, pair: str, rows: list[tuple], err: Exception) -> int:
+    def _append(self, table: str, exchange: str, pair: str, cols: dict, n: int) -> int:
+        for attempt in range(_OVERLOAD_RETRIES + 1):
+            try:
+                self.store.append(table, exchange, pair, cols)
+                return n
+            except StoreError as e:
+                if "overloaded" in str(e) and attempt < _OVERLOAD_RETRIES:
+                    continue  # the store blocked for its timeout: keep waiting (back-pressure)
+                return self._row_by_row(table, exchange, pair, cols, n, e)
+        return 0
+
+    def _row_by_row(self, table: str, exchange: str, pair: str, cols: dict, n: int, err: Exception) -> int:
         """One bad row must not lose its batch: append one by one, drop (and log) only the refused rows."""
         log.error("store refused a batch; retrying row by row",
                   extra={"fields": {"table": table, "exchange": exchange, "pair": pair, "error": str(err)}})
         done = failed = 0
-        for i, row in enumerate(rows):
+        for i in range(n):
             try:
-                self.store.append(table, exchange, pair, C.to_columns(table, [row]))
+                self.store.append(table, exchange, pair, {k: v[i:i + 1] for k, v in cols.items()})
                 done += 1
                 failed = 0
             except StoreError as e1:
@@ -120,24 +149,26 @@ class Sink:
                 log.error("row dropped", extra={"fields": {"table": table, "error": str(e1)}})
                 failed += 1
                 if failed >= 10:  # not a bad row but a failing store: give the batch up in one line
-                    log.error("batch dropped", extra={"fields": {"table": table, "rows": len(rows) - i - 1}})
+                    log.error("batch dropped", extra={"fields": {"table": table, "rows": n - i - 1}})
                     break
         return done
 
     async def flush(self) -> None:
         """Hand everything buffered to the store (in a worker thread; one flush at a time, in order)."""
         async with self._flush_lock:
-            if not self._buf:
+            if not self._buf and not self._parts:
                 return
             batches, self._buf = self._buf, defaultdict(list)
-            n = sum(len(r) for r in batches.values())
+            parts, self._parts = self._parts, defaultdict(list)
+            counts = [(k, len(r)) for k, r in batches.items()] + [(k, n) for k, ps in parts.items() for _, n in ps]
+            n = sum(c for _, c in counts)
             try:
-                await asyncio.to_thread(self._append_batch, batches)
+                await asyncio.to_thread(self._append_batch, batches, parts)
             finally:
                 self.pending -= n
                 self.appended += n
-                for (table, exchange, _), rows in batches.items():
-                    self.metrics.inc("rows", exchange, len(rows), table)
+                for (table, exchange, _), c in counts:
+                    self.metrics.inc("rows", exchange, c, table)
                 if self.pending < self.max_rows:
                     self._room.set()
 
