@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from decimal import Decimal
+from decimal import Context, Decimal
 from types import SimpleNamespace
 
 import pyarrow as pa
@@ -15,7 +15,7 @@ from recorder.feeds import l3batch
 from recorder.feeds.dedup import TradeDedup
 from recorder.feeds.join import HOUR_NS
 from recorder.feeds.l3 import L3BookFeed
-from recorder.feeds.sink import Sink, Tap
+from recorder.feeds.sink import Columns, Sink, Tap
 from recorder.metrics import Metrics
 from recorder.rows import BookEvent, Trade
 from recorder.sim.btcalpha import book_frame
@@ -69,12 +69,14 @@ def _lists(cols) -> list[list]:
 def _queued(sink: Sink) -> dict[tuple, list[tuple]]:
     """Every row queued in the sink, by partition."""
     out: dict[tuple, list[tuple]] = {}
-    for key, rows in sink._buf.items():
-        out.setdefault(key, []).extend(rows)
-    for key, parts in sink._parts.items():
-        for cols, _ in parts:
-            out.setdefault(key, []).extend(zip(*_lists(cols.values())))
+    for key, chunks in sink._buf.items():
+        for c in chunks:
+            out.setdefault(key, []).extend(c if isinstance(c, list) else zip(*_lists(c.cols.values())))
     return out
+
+
+def _columns_queued(sink: Sink) -> bool:
+    return any(isinstance(c, Columns) for chunks in sink._buf.values() for c in chunks)
 
 
 def _rows(sink: Sink) -> dict[tuple, list[tuple]]:
@@ -141,7 +143,7 @@ def test_burst_path_writes_the_rows_of_the_per_message_path(mod, seed: str) -> N
         assert got[key] == want[key], key
     assert sum(len(r) for k, r in want.items() if k[0] == "book_events") > 5000
     assert any(k[0] == "trades" for k in want) and any(r[5] == "rejected" for k, rs in want.items() if k[0] == "raw" for r in rs)
-    assert fast_sink._parts  # the columns path was taken, not only tuples
+    assert _columns_queued(fast_sink)  # the columns path was taken, not only tuples
     assert fast_sink.metrics.counters == slow_sink.metrics.counters
     for p in PAIRS:
         a, b = slow.joins[p], fast.joins[p]
@@ -160,7 +162,7 @@ def test_burst_columns_reach_parquet_as_queued(tmp_path) -> None:
         for i in range(0, len(texts), 700):
             feed._burst(tap, 7, "ws:x", l3batch.pack(texts[i:i + 700], stamps[i:i + 700]))
         want = _normal(_queued(sink))
-        assert sink._parts
+        assert _columns_queued(sink)
         asyncio.run(sink.flush())
     stored: dict[tuple, list[tuple]] = {}
     for table in ("raw", "book_events", "trades", "sessions"):
@@ -169,3 +171,15 @@ def test_burst_columns_reach_parquet_as_queued(tmp_path) -> None:
         for row, ex, pair in zip(zip(*cols), t.column("exchange").to_pylist(), t.column("pair").to_pylist()):
             stored.setdefault((table, ex, pair), []).append(row)
     assert _normal(stored) == want
+
+
+def test_decimals_are_assembled_exactly_at_the_edges_of_the_domain() -> None:
+    import numpy as np
+
+    rng = random.Random(5)
+    hi = [0, 0, 1, 2**32 - 1, 2**32, 2**63 - 1, 10**18] + [rng.randrange(2**63) for _ in range(5000)]
+    lo = [0, 1, 10**18 - 1, 10**18 - 1, 0, 10**18 - 1, 5] + [rng.randrange(10**18) for _ in range(5000)]
+    got = l3batch.decimals(np.array(hi, np.int64), np.array(lo, np.int64))
+    assert got.type == pa.decimal128(38, 18)
+    exact = Context(prec=60)
+    assert got.to_pylist() == [Decimal(h * 10**18 + m).scaleb(-18, exact) for h, m in zip(hi, lo)]

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
 import pyarrow as pa
@@ -36,6 +37,14 @@ class StoreLike(Protocol):
     def append(self, table: str, exchange: str, pair: str, columns) -> int: ...
 
 
+@dataclass(slots=True)
+class Columns:
+    """n queued rows of one partition given as columns (columns.typed)."""
+
+    cols: dict[str, pa.Array]
+    n: int
+
+
 class Sink:
     """Buffers rows per (table, exchange, pair); `run` appends them to the store every `linger` seconds."""
 
@@ -46,8 +55,7 @@ class Sink:
         self.max_rows = max_rows
         self.linger = linger
         self.redact = redact
-        self._buf: dict[tuple[str, str, str], list[tuple]] = defaultdict(list)
-        self._parts: dict[tuple[str, str, str], list[tuple[dict, int]]] = defaultdict(list)
+        self._buf: dict[tuple[str, str, str], list[list[tuple] | Columns]] = defaultdict(list)
         self.pending = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -69,7 +77,11 @@ class Sink:
 
     def add(self, table: str, exchange: str, pair: str, row: tuple) -> None:
         """Queue one row."""
-        self._buf[(table, exchange, pair)].append(row)
+        chunks = self._buf[(table, exchange, pair)]
+        if chunks and type(chunks[-1]) is list:
+            chunks[-1].append(row)
+        else:
+            chunks.append([row])
         self.pending += 1
         if self.pending >= self.max_rows:
             self._room.clear()
@@ -78,7 +90,11 @@ class Sink:
     def extend(self, table: str, exchange: str, pair: str, rows: list[tuple]) -> None:
         """Queue rows of one partition."""
         if rows:
-            self._buf[(table, exchange, pair)].extend(rows)
+            chunks = self._buf[(table, exchange, pair)]
+            if chunks and type(chunks[-1]) is list:
+                chunks[-1].extend(rows)
+            else:
+                chunks.append(list(rows))
             self.pending += len(rows)
             if self.pending >= self.max_rows:
                 self._room.clear()
@@ -94,33 +110,29 @@ class Sink:
         await self._room.wait()
 
     def extend_columns(self, table: str, exchange: str, pair: str, cols: dict[str, pa.Array], n: int) -> None:
-        """Queue n rows of one partition given as columns (columns.typed)."""
+        """Queue n rows of one partition given as columns (columns.typed), after the rows queued before."""
         if n:
-            self._parts[(table, exchange, pair)].append((cols, n))
+            self._buf[(table, exchange, pair)].append(Columns(cols, n))
             self.pending += n
             if self.pending >= self.max_rows:
                 self._room.clear()
                 self._wake.set()
 
-    @staticmethod
-    def _chunks(table: str, rows: list[tuple] | None, parts: list[tuple[dict, int]]) -> list[tuple[dict, int]]:
-        """A partition's queued rows and column parts, as one column chunk when their types allow."""
-        chunks = ([(C.to_columns(table, rows), len(rows))] if rows else []) + parts
-        if len(chunks) < 2:
-            return chunks
-        try:
-            return [({name: pa.concat_arrays([c[name] for c, _ in chunks]) for name in chunks[0][0]},
-                     sum(n for _, n in chunks))]
-        except (pa.ArrowException, TypeError):  # a column left as plain values for the store to name
-            return chunks
+    def drain(self) -> dict[tuple[str, str, str], list[list[tuple] | Columns]]:
+        """Everything queued, per partition in queue order (row lists and column parts); the queue restarts empty."""
+        out, self._buf = self._buf, defaultdict(list)
+        return out
 
-    def _append_batch(self, batches: dict[tuple[str, str, str], list[tuple]],
-                      parts: dict[tuple[str, str, str], list[tuple[dict, int]]]) -> int:
+    def _append_batch(self, batches: dict[tuple[str, str, str], list[list[tuple] | Columns]]) -> int:
         done = 0
-        for key in list(batches) + [k for k in parts if k not in batches]:
-            table, exchange, pair = key
-            for cols, n in self._chunks(table, batches.get(key), parts.get(key, [])):
-                done += self._append(table, exchange, pair, cols, n)
+        for (table, exchange, pair), chunks in batches.items():
+            # one append per chunk, in queue order: the log stays in seq order (nothing to sort when converting),
+            # and concatenating the chunks first cost more than the extra appends
+            for c in chunks:
+                if type(c) is list:
+                    done += self._append(table, exchange, pair, C.to_columns(table, c), len(c))
+                else:
+                    done += self._append(table, exchange, pair, c.cols, c.n)
         return done
 
     def _append(self, table: str, exchange: str, pair: str, cols: dict, n: int) -> int:
@@ -156,14 +168,13 @@ class Sink:
     async def flush(self) -> None:
         """Hand everything buffered to the store (in a worker thread; one flush at a time, in order)."""
         async with self._flush_lock:
-            if not self._buf and not self._parts:
+            if not self._buf:
                 return
-            batches, self._buf = self._buf, defaultdict(list)
-            parts, self._parts = self._parts, defaultdict(list)
-            counts = [(k, len(r)) for k, r in batches.items()] + [(k, n) for k, ps in parts.items() for _, n in ps]
+            batches = self.drain()
+            counts = [(k, sum(len(c) if type(c) is list else c.n for c in chunks)) for k, chunks in batches.items()]
             n = sum(c for _, c in counts)
             try:
-                await asyncio.to_thread(self._append_batch, batches, parts)
+                await asyncio.to_thread(self._append_batch, batches)
             finally:
                 self.pending -= n
                 self.appended += n
