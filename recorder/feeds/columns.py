@@ -99,9 +99,12 @@ def to_columns(table: str, rows: Sequence[tuple]) -> dict[str, pa.Array | Sequen
 def typed(table: str, cols: dict[str, object]) -> dict[str, pa.Array]:
     """Columns given as numpy arrays or Arrow arrays (a fast path's) to the types `to_columns` builds."""
     out: dict[str, pa.Array] = {}
-    for name, build, view in _BUILD[table]:
+    for (name, build, view), field in zip(_BUILD[table], TABLES[table].schema):
         v = cols[name]
         arr = v if isinstance(v, pa.Array) else pa.array(v, build)
+        if arr.type == field.type:  # already final (exact decimals)
+            out[name] = arr
+            continue
         if arr.type != build:
             arr = arr.cast(build)
         out[name] = arr if view is None else arr.view(view)

@@ -47,20 +47,31 @@ class Recent:
         return iter(self._keys)
 
 
-def trade_keys(trades: Sequence[Trade]) -> list[tuple]:
+def trade_keys(trades: Sequence[Trade]) -> list:
     """Identity of each trade in one message: its id, or its content when the venue gives none.
 
     The occurrence number tells identical trades in the same message apart, so a page listing two
-    equal trades yields two keys, and the same page seen again yields the same two keys.
+    equal trades yields two keys, and the same page seen again yields the same two keys. A first
+    occurrence of a plain integer id is keyed by the int alone (the socket's compiled path does too).
     """
     seen: dict[tuple, int] = {}
-    out = []
+    out: list = []
     for t in trades:
         base = (t.trade_id,) if t.trade_id is not None else (t.ts_event, t.price, t.amount, t.taker_side)
         n = seen.get(base, 0)
         seen[base] = n + 1
-        out.append(base + (n,))
+        out.append(_id_key(t.trade_id) if n == 0 and _plain_id(t.trade_id) else base + (n,))
     return out
+
+
+def _plain_id(trade_id: str | None) -> bool:
+    """A trade id written as a plain non-negative integer (no sign, no leading zero)."""
+    return trade_id is not None and trade_id.isascii() and trade_id.isdigit() and (trade_id[0] != "0" or trade_id == "0")
+
+
+def _id_key(trade_id: str) -> int:
+    """The key of the first trade with a plain integer id in its message: the int itself (cheapest to hash)."""
+    return int(trade_id)
 
 
 class TradeDedup:
@@ -85,11 +96,12 @@ class TradeDedup:
 
     def fresh_ids(self, ids: Sequence[int], occurrences: Sequence[int]) -> list[bool]:
         """`fresh` for trades given by numeric id and occurrence in their message (trade_keys): which are new."""
+        keys = ids if not any(occurrences) else [i if n == 0 else (str(i), n) for i, n in zip(ids, occurrences)]
         floor = self.floor
         if floor is None:
-            return self._seen.add_many(zip(map(str, ids), occurrences))
+            return self._seen.add_many(keys)
         new = [i > floor for i in ids]
-        added = iter(self._seen.add_many((str(i), n) for i, n, keep in zip(ids, occurrences, new) if keep))
+        added = iter(self._seen.add_many(k for k, keep in zip(keys, new) if keep))
         return [keep and next(added) for keep in new]
 
 

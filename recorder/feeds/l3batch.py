@@ -13,11 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_ACTIONS = pa.array(["A", "C", "F"])
-_ACTION_INDEX = np.zeros(256, np.int8)
-_ACTION_INDEX[[ord("A"), ord("C"), ord("F")]] = [0, 1, 2]
-_SIDES = pa.array(["bid", "ask"])
-_TAKERS = pa.array(["buy", "sell"])
+_WORDS = np.frombuffer(b"bidaskbuysell", np.uint8)  # side 0/1 at 0/3 (3 bytes); taker 0/1 at 6/9 (3/4 bytes)
 _SIDE_TEXT, _TAKER_TEXT = ("bid", "ask"), ("buy", "sell")
 
 
@@ -42,7 +38,7 @@ class Packed:
         offsets[0] = 0
         offsets[1:] = self.ends
         whole = pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(self.data)])
-        return whole if len(frames) == n else whole.take(pa.array(frames))
+        return whole if len(frames) == n else whole.take(pa.array(frames))  # a memcpy per frame
 
 
 def pack(texts: list, stamps: list[int]) -> Packed:
@@ -61,12 +57,43 @@ def pack(texts: list, stamps: list[int]) -> Packed:
     return Packed(data, np.frombuffer(data, np.uint8), ends - lens, ends, np.array(stamps, np.int64))
 
 
-def texts(buf: np.ndarray, off: np.ndarray, length: np.ndarray) -> pa.Array:
-    """Byte spans of buf as a string column (the scanner only accepts ASCII spans)."""
+def spans(buf: np.ndarray, off: np.ndarray, length: np.ndarray) -> pa.Array:
+    """Short byte spans of buf (numbers, words) as a string column (the scanner only accepts ASCII)."""
     offsets = np.zeros(len(off) + 1, np.int32)  # a burst is far below 2 GiB
     np.cumsum(length, out=offsets[1:])
     idx = np.repeat(off - offsets[:-1], length) + np.arange(offsets[-1])
     return pa.StringArray.from_buffers(len(off), pa.py_buffer(offsets), pa.py_buffer(buf[idx].tobytes()))
+
+
+_DECIMAL = pa.decimal128(38, 18)
+_TEN18_HI, _TEN18_LO = np.uint64(10**18 >> 32), np.uint64(10**18 & 0xFFFFFFFF)
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def decimals(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
+    """Exact values hi * 10**18 + lo (0 <= hi < 2**63, 0 <= lo < 10**18) as a decimal(38, 18) column.
+
+    The 128-bit unscaled integers are assembled from 32-bit partial products, vectorised: the store then
+    takes the column as it is, with no text to parse and range-check.
+    """
+    h = hi.astype(np.uint64)
+    h1, h0 = h >> np.uint64(32), h & _LOW32
+    mid = h1 * _TEN18_LO + h0 * _TEN18_HI  # < 2**63 + 2**60: no overflow
+    low = h0 * _TEN18_LO
+    low_plus = low + ((mid & _LOW32) << np.uint64(32))
+    carry = (low_plus < low).astype(np.uint64)
+    total = low_plus + lo.astype(np.uint64)
+    carry += (total < low_plus).astype(np.uint64)
+    words = np.empty((len(h), 2), np.uint64)
+    words[:, 0] = total
+    words[:, 1] = h1 * _TEN18_HI + (mid >> np.uint64(32)) + carry
+    return pa.Array.from_buffers(_DECIMAL, len(h), [None, pa.py_buffer(words)])
+
+
+def _letters(codes: np.ndarray) -> pa.Array:
+    """One-letter strings from their byte codes (book event actions)."""
+    return pa.StringArray.from_buffers(len(codes), pa.py_buffer(np.arange(len(codes) + 1, dtype=np.int32)),
+                                       pa.py_buffer(codes.astype(np.uint8).tobytes()))
 
 
 @dataclass(slots=True)
@@ -131,10 +158,11 @@ def columns(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Count
         out["book_events"] = {
             "ts_event": scan.ts_event[efr], "ts_recv": packed.ts[efr], "seq": eseq,
             "session": np.full(len(ev), session, np.int64), "msg_seq": pos,
-            "action": _ACTIONS.take(pa.array(_ACTION_INDEX[scan.action[ev]])),
-            "side": _SIDES.take(pa.array(scan.side[ev])), "order_id": scan.order_id[ev],
-            "price": texts(packed.buf, scan.price_off[ev], scan.price_len[ev]),
-            "amount": texts(packed.buf, scan.amount_off[ev], scan.amount_len[ev]),
+            "action": _letters(scan.action[ev]),
+            "side": spans(_WORDS, 3 * scan.side[ev].astype(np.int64), np.full(len(ev), 3)),
+            "order_id": scan.order_id[ev],
+            "price": decimals(scan.price_hi[ev], scan.price_lo[ev]),
+            "amount": decimals(scan.amount_hi[ev], scan.amount_lo[ev]),
             "trade_id": pa.array(scan.trade_id[ev], mask=scan.trade_id[ev] < 0),
             "taker_order_id": pa.array(scan.taker_order_id[ev], mask=scan.taker_order_id[ev] < 0)}
     # new trades: the fresh fills of the frames (duplicates included: the trade memory decides), in order
@@ -149,9 +177,10 @@ def columns(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Count
         out["trades"] = {
             "ts_event": scan.ts_event[tfr], "ts_recv": packed.ts[tfr], "seq": tseq,
             "session": np.full(len(tr), session, np.int64), "trade_id": pc.cast(pa.array(scan.trade_id[tr]), pa.string()),
-            "price": texts(packed.buf, scan.price_off[tr], scan.price_len[tr]),
-            "amount": texts(packed.buf, scan.amount_off[tr], scan.amount_len[tr]),
-            "taker_side": _TAKERS.take(pa.array(scan.taker[tfr])), "maker_order_id": scan.order_id[tr],
+            "price": decimals(scan.price_hi[tr], scan.price_lo[tr]),
+            "amount": decimals(scan.amount_hi[tr], scan.amount_lo[tr]),
+            "taker_side": spans(_WORDS, 6 + 3 * scan.taker[tfr].astype(np.int64), 3 + scan.taker[tfr].astype(np.int64)),
+            "maker_order_id": scan.order_id[tr],
             "taker_order_id": scan.taker_order_id[tr], "source": pa.array(["socket"] * len(tr), pa.string())}
     return out
 
