@@ -30,13 +30,14 @@ PAIRS = ["BTC_USD", "ETH_BTC"]
 T0 = 1_700_000_000 * 10**9
 
 
-class _Seqs:
-    def __init__(self) -> None:
-        self.n = 0
+def _seqs() -> SimpleNamespace:
+    """Stands in for the store's seq lease: n fresh seqs per call, from 0."""
+    taken = [0]
 
-    def next_seq(self, n: int = 1) -> int:
-        self.n += n
-        return self.n - n
+    def next_seq(n: int = 1) -> int:
+        taken[0] += n
+        return taken[0] - n
+    return SimpleNamespace(next_seq=next_seq)
 
 
 def _frames(seconds: float, seed: str) -> list[str]:
@@ -49,7 +50,7 @@ def _frames(seconds: float, seed: str) -> list[str]:
 
 
 def _feed(mod, store=None) -> tuple[L3BookFeed, Tap, Sink]:
-    sink = Sink(store or _Seqs(), Metrics(), max_rows=10**9)
+    sink = Sink(store or _seqs(), Metrics(), max_rows=10**9)
     dedups = {p: TradeDedup() for p in PAIRS}
     ctx = SimpleNamespace(venue=mod.__name__.rsplit(".", 1)[1], cfg=SimpleNamespace(pairs=PAIRS), sink=sink,
                           dedup=dedups.__getitem__)
