@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -173,6 +174,41 @@ class Daemon:
             await asyncio.sleep(delay)
             self.metrics.inc("reconnects", feed.name)
 
+    async def _warm(self) -> None:
+        """Load the L3 feed's compiled kernels (compiled once per install into numba's cache, ~15 s; then ~1 s).
+
+        In a daemon thread, not the loop's executor: a stop during a first compile must not wait for it
+        (the executor is joined at exit; a daemon thread is not), and the stop skips straight to shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(outcome: BaseException | None) -> None:
+            if not done.done():
+                done.set_exception(outcome) if outcome is not None else done.set_result(None)
+
+        def work() -> None:
+            try:
+                l3.warm()
+                outcome: BaseException | None = None
+            except BaseException as e:  # handed to the awaiting task
+                outcome = e
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:
+                pass  # the loop is closed: the daemon stopped meanwhile and nobody waits
+
+        threading.Thread(target=work, name="numba-warm", daemon=True).start()
+        stopping = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            await asyncio.wait([done, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not done.done():
+            done.cancel()  # stopping: the thread's result is not wanted
+            return
+        done.result()
+
     async def run(self) -> int:
         """Record until stopped; returns the process exit code."""
         cfg = self.cfg
@@ -196,10 +232,10 @@ class Daemon:
                                     f"{','.join(v.name for v in cfg.venues)} metrics port {self.port}")
         limiter = RateLimiter()
         if any(v.name in ("btcalpha", "bitexbit") for v in cfg.venues):
-            await asyncio.to_thread(l3.warm)  # compiled once per install (numba's cache), then loaded
+            await self._warm()
         try:
             async with aiohttp.ClientSession() as http:
-                for v in cfg.venues:
+                for v in cfg.venues if not self.stop_event.is_set() else ():  # stopped while warming: no feeds
                     cursors = await asyncio.to_thread(dataset_cursors, cfg.root, v.name, v.pairs) \
                         if "trades" in v.channels and v.name != "bitopro" else {}
                     ctx = VenueContext(v, http, sink, limiter, backoff_base=cfg.backoff_base,
@@ -214,7 +250,8 @@ class Daemon:
                     log.info("stopping", extra={"fields": {"feeds": len(tasks)}})
                     for t in tasks:
                         t.cancel()
-                    await asyncio.wait(tasks, timeout=STOP_BUDGET)
+                    if tasks:
+                        await asyncio.wait(tasks, timeout=STOP_BUDGET)
                     self._daemon_event("stop", "graceful stop")
                     await sink.flush()
                     writer.cancel()

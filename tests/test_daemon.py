@@ -127,3 +127,42 @@ def test_log_lines_are_structured_and_redacted(monkeypatch):
     assert line["msg"] == "failed" and line["n"] == 3 and line["detail"] == "sig *** bad"
     kv = LogFormatter("kv", Redactor(["abc"])).format(logging.LogRecord("r", 20, "", 0, "x abc", None, None))
     assert "abc" not in kv and "level=info" in kv
+
+
+def test_a_stop_while_the_kernels_compile_does_not_wait_for_them(tmp_path, monkeypatch):
+    """A first start compiles the L3 kernels (~15 s); SIGTERM meanwhile must still stop within seconds."""
+    import threading
+
+    from recorder.feeds import l3
+
+    release = threading.Event()
+    monkeypatch.setattr(l3, "warm", lambda: release.wait(60))  # a compile that outlasts the stop
+    built = []
+
+    def build(ctx, **_):
+        built.append(ctx)
+        return []
+
+    try:
+        d, code, stop_s, _ = run_daemon(cfg_for(tmp_path), 0.5, build)
+    finally:
+        release.set()
+    assert code == 0 and stop_s < 5
+    assert built == []  # stopped before any feed was started
+    kinds = [k for (k,) in q(cfg_for(tmp_path).root, "SELECT kind FROM read_parquet('$R/sessions/**/*.parquet') ORDER BY seq")]
+    assert kinds[0] == "start" and kinds[-1] == "stop"
+
+
+def test_a_failed_compile_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch):
+    from recorder.feeds import l3
+
+    def broken() -> None:
+        raise RuntimeError("numba cannot compile here")
+
+    monkeypatch.setattr(l3, "warm", broken)
+    try:
+        run_daemon(cfg_for(tmp_path), 0.5, lambda ctx, **_: [])
+    except RuntimeError as e:
+        assert "numba cannot compile here" in str(e)
+    else:
+        raise AssertionError("the daemon started without its kernels")
