@@ -184,3 +184,15 @@ def test_decimals_are_assembled_exactly_at_the_edges_of_the_domain() -> None:
     assert got.type == pa.decimal128(38, 18)
     exact = Context(prec=60)
     assert got.to_pylist() == [Decimal(h * 10**18 + m).scaleb(-18, exact) for h, m in zip(hi, lo)]
+
+
+def test_a_lost_message_gap_starts_when_the_lost_frame_was_received() -> None:
+    """Frames after it in its burst are processed later than received; the gap must start before them."""
+    frames = _frames(2.0, "g")[:300]
+    frames[150] = frames[150][:40]  # broken: BTC_USD's book is lost from here
+    stamps = [3 * HOUR_NS + i * 1000 for i in range(len(frames))]
+    feed, tap, sink = _feed(btcalpha)
+    feed._burst_avg = 1e9
+    feed._burst(tap, 7, "ws:x", l3batch.pack(frames, stamps))
+    gaps = [r for r in _queued(sink)[("sessions", "btcalpha", "BTC_USD")] if r[4] == "gap"]
+    assert [r[0] for r in gaps] == [stamps[150]]

@@ -177,16 +177,18 @@ class L3BookFeed:
         finally:
             self._anomalies(tap)
 
-    def _lose(self, tap, session: int, stream: str, pair: str | None, raw_seq: int) -> None:
+    def _lose(self, tap, session: int, stream: str, pair: str | None, raw_seq: int, ts_recv: int) -> None:
         """A book message was lost (kept raw, rejected): the pair's book is unknown until a snapshot requested
-        after the loss is joined (one taken earlier is dropped: it may predate the lost message)."""
+        after the loss is joined (one taken earlier is dropped: it may predate the lost message). The gap row
+        is stamped with the lost message's receive time: frames after it in its burst may be processed (and
+        joined after the snapshot) later than they were received, and the gap must start before them."""
         if pair is not None and pair not in self.joins:
             return  # a pair we do not record
         for p in ([pair] if pair is not None else list(self.joins)):
             join = self.joins[p]
             if join.book is not None:
                 tap.event(session, stream, "gap", f"book message lost (raw seq {raw_seq}); book unknown until "
-                                                  f"the next snapshot", p)
+                                                  f"the next snapshot", p, ts=ts_recv)
             join.reset()
             if p not in self._queued:
                 self._queued.add(p)
@@ -307,7 +309,7 @@ class L3BookFeed:
             if frame.kind == "malformed":
                 pair = mod.pair_in_frame(frame.raw)
                 seq = tap.reject(session, stream, pair, ts, frame.raw, frame.error or "malformed frame")
-                self._lose(tap, session, stream, pair, seq)
+                self._lose(tap, session, stream, pair, seq, ts)
             else:
                 tap.raw(session, stream, None, ts, frame.raw)
             return
@@ -320,7 +322,7 @@ class L3BookFeed:
                 pair = None
             seq = tap.reject(session, stream, pair, ts, frame.raw, str(e))
             if pair is not None or frame.name.startswith("book_"):  # a book message: lost
-                self._lose(tap, session, stream, pair, seq)
+                self._lose(tap, session, stream, pair, seq, ts)
             return
         pair = parsed.pair
         seq = tap.raw(session, stream, pair, ts, frame.raw)
