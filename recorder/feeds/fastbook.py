@@ -21,7 +21,6 @@ from recorder.rows import BookEvent
 from .book import L3Book, Order, dec_str
 from .dedup import Recent
 
-SCALE = 10**18
 #: Anomaly kinds in the kernel's counter order (L3Book.anomalies keys).
 ANOMALIES = ("duplicate_add", "fill_unknown", "overfill", "cancel_unknown")
 _A, _F, _C = ord("A"), ord("F"), ord("C")

@@ -257,8 +257,7 @@ class L3BookFeed:
         self._burst_avg += 0.1 * (n - self._burst_avg)
         self._compiled = self._burst_avg >= (FAST_OFF if self._compiled else FAST_ON)
         if not self._compiled:
-            for i in range(n):
-                self._frame(tap, session, stream, parse_packet(packed.raw(i), int(packed.ts[i]))[2])
+            self._one_by_one(tap, session, stream, packed, 0, n)
             return
         scan = btcalpha_scan.scan_frames(packed.buf, packed.starts, packed.ends, self._names, self._cancel_id)
         route = self._route(scan, packed)
@@ -267,8 +266,12 @@ class L3BookFeed:
             if route[f0]:
                 self._fast_run(tap, session, stream, packed, scan, np.arange(f0, f1))
             else:
-                for i in range(f0, f1):
-                    self._frame(tap, session, stream, parse_packet(packed.raw(i), int(packed.ts[i]))[2])
+                self._one_by_one(tap, session, stream, packed, f0, f1)
+
+    def _one_by_one(self, tap, session: int, stream: str, packed: l3batch.Packed, f0: int, f1: int) -> None:
+        """Frames f0..f1 of a burst through the per-message path."""
+        for i in range(f0, f1):
+            self._frame(tap, session, stream, parse_packet(packed.raw(i), int(packed.ts[i]))[2])
 
     def _fast_run(self, tap, session: int, stream: str, packed: l3batch.Packed, scan, frames: np.ndarray) -> None:
         """Consecutive compiled frames (their pairs steady): books, trade memory, then rows in arrival order."""
