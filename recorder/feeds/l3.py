@@ -278,13 +278,14 @@ class L3BookFeed:
         keep = np.zeros(len(scan.ok), np.int8)
         fresh = np.zeros(len(scan.action), bool)
         ev_ts = scan.ts_event[scan.frame]
-        fills = scan.action == ord("F")
-        present = [(i, p) for i, p in enumerate(self._pairs) if (scan.pair[frames] == i).any()]
-        for i, p in present:
-            mine = frames[scan.pair[frames] == i]
-            self.joins[p].apply_fast(scan, mine, ev_ts, keep)
-            fe = np.flatnonzero(fills & (scan.pair[scan.frame] == i))
-            fe = fe[(scan.frame[fe] >= frames[0]) & (scan.frame[fe] <= frames[-1])]
+        ev_pair = scan.pair[scan.frame]
+        fills = (scan.action == ord("F")) & (scan.frame >= frames[0]) & (scan.frame <= frames[-1])  # this run's
+        pairs = scan.pair[frames]
+        present = [(i, p, pairs == i) for i, p in enumerate(self._pairs)]
+        present = [(i, p, sel) for i, p, sel in present if sel.any()]
+        for i, p, sel in present:
+            self.joins[p].apply_fast(scan, frames[sel], ev_ts, keep)
+            fe = np.flatnonzero(fills & (ev_pair == i))
             if len(fe):
                 tids = scan.trade_id[fe]
                 occ = l3batch.occurrences(scan.frame[fe], tids)
@@ -292,8 +293,7 @@ class L3BookFeed:
         c = l3batch.counts(scan, frames, keep, fresh)
         seq0 = self.ctx.sink.next_seq(c.total)
         small = len(frames) < SMALL
-        for i, p in present:
-            select = scan.pair[frames] == i
+        for _, p, select in present:
             if small:
                 for table, rows in l3batch.rows(scan, packed, frames, keep, c, seq0, session, stream, select).items():
                     tap.sink.extend(table, tap.exchange, p, rows)

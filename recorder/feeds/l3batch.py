@@ -43,15 +43,10 @@ class Packed:
 
 def pack(texts: list, stamps: list[int]) -> Packed:
     """Received text frames (str or UTF-8 bytes) and their receive times, packed."""
-    if texts and type(texts[0]) is str:
-        data = "".join(texts).encode()
-        lens = np.fromiter(map(len, texts), np.int64, len(texts))
-        if len(data) != int(lens.sum()):  # not all ASCII: lengths in bytes differ from lengths in characters
-            encoded = [t.encode() for t in texts]
-            data = b"".join(encoded)
-            lens = np.fromiter(map(len, encoded), np.int64, len(texts))
-    else:
-        data = b"".join(texts)
+    data = "".join(texts).encode() if texts and type(texts[0]) is str else b"".join(texts)
+    lens = np.fromiter(map(len, texts), np.int64, len(texts))
+    if len(data) != int(lens.sum()):  # text not all ASCII: lengths in bytes differ from lengths in characters
+        texts = [t.encode() for t in texts]
         lens = np.fromiter(map(len, texts), np.int64, len(texts))
     ends = np.cumsum(lens)
     return Packed(data, np.frombuffer(data, np.uint8), ends - lens, ends, np.array(stamps, np.int64))
@@ -108,6 +103,10 @@ class Counts:
     def total(self) -> int:
         return int(self.rows.sum())
 
+    def raw_seqs(self, seq0: int) -> np.ndarray:
+        """Each frame's raw row seq, in a block of `total` seqs from seq0 (its other rows follow it)."""
+        return seq0 + np.cumsum(self.rows) - self.rows
+
 
 def counts(scan, frames: np.ndarray, keep: np.ndarray, fresh: np.ndarray) -> Counts:
     """Rows of the given frames: keep per frame (FastBook), fresh per event of the scan (trade memory)."""
@@ -138,9 +137,8 @@ def columns(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Count
             stream: str, select: np.ndarray) -> dict[str, dict[str, object]]:
     """Columns of the `raw`, `book_events` and `trades` rows of frames[select] (one pair), whose seqs
     come from a block starting at seq0 allocated for all of `frames` in order (Counts)."""
-    raw_seq = seq0 + np.cumsum(c.rows) - c.rows
     fr = frames[select]
-    rseq = raw_seq[select]
+    rseq = c.raw_seqs(seq0)[select]
     n = len(fr)
     out: dict[str, dict[str, object]] = {"raw": {
         "ts_recv": packed.ts[fr], "seq": rseq, "session": np.full(n, session, np.int64),
@@ -188,7 +186,7 @@ def columns(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Count
 def rows(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Counts, seq0: int, session: int,
          stream: str, select: np.ndarray) -> dict[str, list[tuple]]:
     """The rows of `columns` as tuples, built one by one: cheaper than arrays for a few frames."""
-    raw_seq = (seq0 + np.cumsum(c.rows) - c.rows)[select].tolist()
+    raw_seq = c.raw_seqs(seq0)[select].tolist()
     fr, nev = frames[select].tolist(), c.events[select].tolist()
     data, starts, ends, ts = packed.data, packed.starts.tolist(), packed.ends.tolist(), packed.ts.tolist()
     ev_off, ts_event, taker = scan.ev_off.tolist(), scan.ts_event.tolist(), scan.taker.tolist()

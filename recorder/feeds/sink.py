@@ -77,28 +77,27 @@ class Sink:
 
     def add(self, table: str, exchange: str, pair: str, row: tuple) -> None:
         """Queue one row."""
-        chunks = self._buf[(table, exchange, pair)]
-        if chunks and type(chunks[-1]) is list:
-            chunks[-1].append(row)
-        else:
-            chunks.append([row])
-        self.pending += 1
-        if self.pending >= self.max_rows:
-            self._room.clear()
-            self._wake.set()
+        self._rows((table, exchange, pair)).append(row)
+        self._queued(1)
 
     def extend(self, table: str, exchange: str, pair: str, rows: list[tuple]) -> None:
         """Queue rows of one partition."""
         if rows:
-            chunks = self._buf[(table, exchange, pair)]
-            if chunks and type(chunks[-1]) is list:
-                chunks[-1].extend(rows)
-            else:
-                chunks.append(list(rows))
-            self.pending += len(rows)
-            if self.pending >= self.max_rows:
-                self._room.clear()
-                self._wake.set()
+            self._rows((table, exchange, pair)).extend(rows)
+            self._queued(len(rows))
+
+    def _rows(self, key: tuple[str, str, str]) -> list[tuple]:
+        """The partition's last chunk when it is a row list, else a new one after its column parts."""
+        chunks = self._buf[key]
+        if not chunks or type(chunks[-1]) is not list:
+            chunks.append([])
+        return chunks[-1]
+
+    def _queued(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= self.max_rows:
+            self._room.clear()
+            self._wake.set()
 
     @property
     def full(self) -> bool:
@@ -113,10 +112,7 @@ class Sink:
         """Queue n rows of one partition given as columns (columns.typed), after the rows queued before."""
         if n:
             self._buf[(table, exchange, pair)].append(Columns(cols, n))
-            self.pending += n
-            if self.pending >= self.max_rows:
-                self._room.clear()
-                self._wake.set()
+            self._queued(n)
 
     def drain(self) -> dict[tuple[str, str, str], list[list[tuple] | Columns]]:
         """Everything queued, per partition in queue order (row lists and column parts); the queue restarts empty."""
