@@ -486,3 +486,38 @@ def test_compaction_memory_bounded_whatever_the_hour_size(tmp_path):
         seq = pf.read(columns=["seq"]).column("seq").to_numpy()
         assert (seq[1:] > seq[:-1]).all()
         assert pf.schema_arrow == TABLES[name].schema
+
+
+def test_conversion_uses_the_frames_kept_in_memory_within_their_cap(tmp_path, monkeypatch):
+    """Sealed segments convert from the frames they kept (no read-back) to the same bytes a read-back gives;
+    frames beyond half of max_pending_bytes are not kept, and that segment is read back."""
+    reads = []
+    recover = store_mod._log.recover
+    monkeypatch.setattr(store_mod._log, "recover", lambda path: reads.append(path) or recover(path))
+    batches = [trades(range(10 * i, 10 * i + 10)) for i in range(6)]
+    outs = {}
+    for run, keep in (("kept", True), ("read", False)):
+        root = tmp_path / run
+        with Store(root, "w", fsync_interval=1e9, seal_interval=1e9) as s:
+            if not keep:
+                s._seg.frames = None  # as if the cap had been reached: this segment is read back
+            for b in batches:
+                s.append("trades", "btcalpha", "BTC_USD", b)
+            assert (s._held > 0) == keep
+            s.commit()
+            assert s._held == 0 and s.stats["pending_bytes"] == 0
+        outs[run] = {str(p.relative_to(root)): p.read_bytes() for p in parquet_files(root)}
+        assert len(reads) == (0 if keep else 1)
+    assert outs["kept"] == outs["read"] and len(outs["kept"]) == 1
+
+    reads.clear()
+    root = tmp_path / "cap"
+    with Store(root, "w", fsync_interval=1e9, seal_interval=1e9, max_pending_bytes=64 << 10) as s:
+        with s._convert_lock:  # conversion stalled: sealed segments keep their frames meanwhile
+            for i in range(30):  # ~1.8 kB each: 53 kB pending, within max_pending_bytes
+                s.append("trades", "btcalpha", "BTC_USD", trades(range(10 * i, 10 * i + 10)))
+                assert s._held <= 32 << 10
+        s.commit()
+        assert s._held == 0
+    assert reads  # a segment past the cap was read back
+    assert read_all(root).column("seq").to_pylist() == list(range(300))

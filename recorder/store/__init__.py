@@ -13,13 +13,15 @@ files being written are `.<name>.parquet.tmp` in their final directory: pyarrow 
 `*.parquet` glob the suffix (DuckDB does NOT skip dot-prefixed `.parquet` names). See compact.py for the
 one moment a reader can see an hour twice.
 
-Overflow policy (bounded memory): data not yet in Parquet (`pending_bytes`, the log backlog, which is
-also what one conversion may hold in memory) is capped at `max_pending_bytes`. An append that would go
-beyond blocks until conversion frees room, for at most `overload_timeout` seconds, then raises
-StoreError("store overloaded ..."); that call writes nothing. A single batch bigger than the cap is refused.
-Compaction streams (compact.py): its extra memory is a few tens of MB whatever the hour's size, and it runs
-in a short-lived child process, so the writer's RSS never holds it and fsync/conversion go on meanwhile.
-After each conversion and merge, freed memory is handed back to the OS (memory.py).
+Overflow policy (bounded memory): data not yet in Parquet (`pending_bytes`, the log backlog) is capped at
+`max_pending_bytes`. An append that would go beyond blocks until conversion frees room, for at most
+`overload_timeout` seconds, then raises StoreError("store overloaded ..."); that call writes nothing. A single
+batch bigger than the cap is refused. Segments also keep their frames in memory, up to half of
+`max_pending_bytes` in all, so conversion does not read the log back (only recovery, and a segment past that
+share, do): unconverted data holds at most `max_pending_bytes` of memory, as when each conversion read its
+segment back. Compaction streams (compact.py): its extra memory is a few tens of MB whatever the hour's size,
+and it runs in a short-lived child process, so the writer's RSS never holds it and fsync/conversion go on
+meanwhile. After each conversion and merge, freed memory is handed back to the OS (memory.py).
 
 Allocator: the pyarrow default (mimalloc here) is kept. After an in-process merge (`compact()`) with
 release_unused(), mimalloc, jemalloc and the system allocator return to within 6-16 MB of the pre-compaction
@@ -71,7 +73,7 @@ class Store:
     """One writer's handle on a dataset root (see the module docstring)."""
 
     def __init__(self, root, writer: str, *, fsync_interval: float = 1.0,
-                 max_pending_bytes: int = 64 << 20, segment_bytes: int = 128 << 20,
+                 max_pending_bytes: int = 64 << 20, segment_bytes: int = 32 << 20,
                  seal_interval: float = 60.0, overload_timeout: float = 30.0):
         if not isinstance(writer, str) or not WRITER_RE.fullmatch(writer):
             raise StoreError(f"bad writer id {writer!r} (must match {WRITER_RE.pattern})")
@@ -94,6 +96,7 @@ class Store:
         self._seg_born = (0.0, 0)
         self._sealed: deque[_log.Segment] = deque()
         self._pending = 0
+        self._held = 0  # bytes of frames segments keep in memory (at most half of _max_pending)
         self._touched: set[tuple] = set()
         self._lock_fd: int | None = None
         self._thread: threading.Thread | None = None
@@ -187,7 +190,7 @@ class Store:
             raise
         if batch.num_rows == 0:
             return 0
-        bufs = _log.encode(table, exchange, pair, batch)
+        bufs, frame = _log.encode(table, exchange, pair, batch)
         size = sum(memoryview(b).nbytes for b in bufs)
         if size > self._max_pending:
             raise StoreError(f"{table}: batch of {size} bytes exceeds max_pending_bytes={self._max_pending}")
@@ -203,7 +206,11 @@ class Store:
                                      f"(max_pending_bytes={self._max_pending}) for {self._overload_timeout}s; "
                                      f"{table} batch of {batch.num_rows} rows refused")
                 self._room.wait(deadline - now)
-            self._seg.write(bufs)
+            seg = self._seg
+            kept = seg.held
+            keep = seg.frames is not None and self._held + size <= self._max_pending // 2
+            seg.write(bufs, frame if keep else None)
+            self._held += seg.held - kept
             self._pending += size
             st = self._stats
             st["rows_appended"] += batch.num_rows
@@ -275,11 +282,14 @@ class Store:
                 self._stats["fsyncs"] += 1
                 self._stats["last_fsync_ts"] = time.time()
 
-    def _convert(self, path: Path) -> None:
-        """Segment → Parquet (idempotent: deterministic names), then delete the segment."""
+    def _convert(self, path: Path, frames: list[_log.Frame] | None = None) -> None:
+        """Segment → Parquet (idempotent: deterministic names), then delete the segment. `frames`: the
+        segment's frames if kept in memory (else they are read back from the file)."""
         try:
-            touched, files = convert(_log.recover(path), self.root, self.writer, _log.segment_id(path))
+            touched, files = convert(_log.recover(path) if frames is None else frames, self.root, self.writer,
+                                     _log.segment_id(path))
         finally:  # the segment's frames are unreferenced now: hand their memory back to the OS
+            frames = None
             release_memory()
         os.unlink(path)
         fsync_dir(self._log_dir)
@@ -295,10 +305,11 @@ class Store:
                     if not self._sealed:
                         return
                     seg = self._sealed[0]
-                self._convert(seg.path)
+                self._convert(seg.path, seg.take_frames())
                 with self._room:
                     self._sealed.popleft()
                     self._pending -= seg.size
+                    self._held -= seg.held
                     self._room.notify_all()
 
     def _start_compactor(self) -> None:

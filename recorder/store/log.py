@@ -39,13 +39,14 @@ def list_segments(log_dir: Path) -> list[Path]:
     return sorted(p for p in log_dir.glob(f"*{SUFFIX}") if p.name[: -len(SUFFIX)].isdigit())
 
 
-def encode(table: str, exchange: str, pair: str, batch: pa.RecordBatch) -> list:
-    """The buffers of one frame (header + key + IPC message), ready for os.writev."""
+def encode(table: str, exchange: str, pair: str, batch: pa.RecordBatch) -> tuple[list, "Frame"]:
+    """One frame: the buffers to write (header + key + IPC message, ready for os.writev), and the frame
+    itself as recovery would read it back."""
     key = _FP.pack(FINGERPRINT[table]) + b"".join(
         bytes([len(s)]) + s for s in (table.encode(), exchange.encode(), pair.encode()))
     ipc = batch.serialize()
     crc = zlib.crc32(ipc, zlib.crc32(key))
-    return [_HEAD.pack(len(key) + ipc.size, crc) + key, ipc]
+    return [_HEAD.pack(len(key) + ipc.size, crc) + key, ipc], Frame(table, exchange, pair, memoryview(ipc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +107,23 @@ def recover(path: Path) -> list[Frame]:
 
 
 class Segment:
-    """The open segment being appended to; writes go to the OS at once, fsync is the caller's schedule."""
+    """The open segment being appended to; writes go to the OS at once, fsync is the caller's schedule.
+
+    It also keeps the frames written, while the caller lets it (`frames` is None once one was not kept),
+    so that converting it need not read the file back.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self.fd).st_size
         self.synced = self.size
+        self.frames: list[Frame] | None = [] if self.size == 0 else None
+        self.held = 0  # bytes of the kept frames
 
-    def write(self, bufs: list) -> int:
-        """Append one frame whole, or (on any error) leave the file as it was."""
+    def write(self, bufs: list, frame: Frame | None = None) -> int:
+        """Append one frame whole, or (on any error) leave the file as it was; keep `frame` in memory
+        (None: stop keeping frames, the segment is read back to be converted)."""
         total = sum(memoryview(b).nbytes for b in bufs)
         try:
             written = os.writev(self.fd, bufs)
@@ -127,7 +135,17 @@ class Segment:
             os.ftruncate(self.fd, self.size)
             raise
         self.size += total
+        if frame is None or self.frames is None:
+            self.frames, self.held = None, 0
+        else:
+            self.frames.append(frame)
+            self.held += total
         return total
+
+    def take_frames(self) -> list[Frame] | None:
+        """The kept frames, handed over: the segment keeps none after (`held` still says how many bytes)."""
+        frames, self.frames = self.frames, None
+        return frames
 
     def close(self) -> None:
         os.fsync(self.fd)
