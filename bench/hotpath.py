@@ -56,6 +56,7 @@ def capture(n: int) -> list[bytes]:
     """n socket.io event frames from the firehose simulator, as received."""
     with tempfile.TemporaryDirectory(prefix="bench-hotpath-") as tmp:
         sim, urls = ingest.start_firehose(Path(tmp), n, "BTC_USD,ETH_BTC")
+        ingest.go(sim)  # it streams once the reader below is connected
 
         async def read() -> list[bytes]:
             out: list[bytes] = []

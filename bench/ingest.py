@@ -1,10 +1,13 @@
 """Recorder ingest: simulator firehose -> `recorder run` -> durable Parquet, per core; and memory over a long run.
 
 Firehose: an unpaced simulator (BTC-Alpha only, own process) pushes `-n` book frames as fast as it can to
-every connected socket. Measured in the recorder process (its own process, all threads): messages per
-CPU-second from its first frame until it has committed everything to Parquet and exited (SIGTERM), and the
-wall rate over the same span. Baseline in the same run: a bare engine.io reader (aiohttp, no parsing, no
-storing) on the same firehose: frames per CPU-second.
+every connected socket, once told to go. Measured in the recorder process (its own process, all threads, and
+any child it runs meanwhile): messages per CPU-second from its first frame until it has committed
+everything to Parquet and exited (SIGTERM), and the wall rate over the same span. The firehose starts when
+the recorder is in its steady state: every pair's snapshot joined (`booktape_up` = 1) and its start-up
+compaction pass (a child process) finished. Before that, the join buffers and replays messages one by one,
+which a 24/7 recorder does once per connection. Baseline in the same run: a bare engine.io reader (aiohttp,
+no parsing, no storing) on the same firehose: frames per CPU-second.
 
 Memory: `--minutes M` runs the paced simulator (btcalpha + bitexbit, 2 pairs each, `--rate` msg/s in total)
 against `recorder run` with every channel, sampling the recorder's RSS every 5 s.
@@ -41,7 +44,7 @@ async def main(ready, n, pairs):
         hub = sim.venues["btcalpha"].hub
         while not hub.conns or not all(c.ready for c in hub.conns):
             await asyncio.sleep(0.01)
-        await asyncio.sleep(1.5)  # let the recorder join its snapshots
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the bench says go
         start = sum(f.market.seq for f in sim.feeds)
         while sum(f.market.seq for f in sim.feeds) - start < n:
             if max(len(c.queue) for c in hub.conns) < 20_000:
@@ -79,6 +82,7 @@ def free_port() -> int:
 
 
 def start_firehose(tmp: Path, n: int, pairs: str) -> tuple[subprocess.Popen, dict]:
+    """The firehose simulator and its URLs; it streams once its readers are connected and `go()` was called."""
     ready = tmp / f"urls-{time.monotonic_ns()}.json"
     proc = subprocess.Popen([sys.executable, "-c", FIREHOSE, str(ready), str(n), pairs], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
@@ -89,10 +93,21 @@ def start_firehose(tmp: Path, n: int, pairs: str) -> tuple[subprocess.Popen, dic
     return proc, json.loads(ready.read_text())
 
 
+def go(sim: subprocess.Popen) -> None:
+    """Start the firehose."""
+    sim.stdin.write("go\n")
+    sim.stdin.flush()
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process (all threads), from /proc."""
+    """CPU time of a live process (all threads) and of the children it has reaped, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of a live process (any thread's)."""
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
@@ -132,13 +147,18 @@ def firehose(n: int, pairs: str) -> dict:
             "pairs": pairs.split(","), "channels": ["book"], "ws_url": a, "rest_url": f"{a}/api/v1/",
             "charts_url": f"{a}/api/charts/", "heartbeat": 120.0}})
         rec = recorder(tmp / "r.toml")
+        while True:  # steady state first: snapshots joined, start-up compaction child gone
+            time.sleep(0.05)
+            try:
+                if metric(port, "booktape_up", "btcalpha:book") and not children(rec.pid):
+                    break
+            except OSError:
+                continue
+        go(sim)
         first = cpu0 = None
         while True:
             time.sleep(0.05)
-            try:
-                got = metric(port, "booktape_messages_total", "btcalpha:book")
-            except OSError:
-                continue
+            got = metric(port, "booktape_messages_total", "btcalpha:book")
             if first is None and got > 0:
                 first, cpu0 = time.time(), cpu_seconds(rec.pid)
             if got >= n:
@@ -162,8 +182,9 @@ def baseline(n: int, pairs: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         sim, urls = start_firehose(Path(tmp), n, pairs)
         url = urls["btcalpha"].replace("http", "ws") + "/socket.io/?EIO=3&transport=websocket"
-        out = subprocess.run([sys.executable, "-c", READER, url, str(n)], capture_output=True, text=True,
-                             timeout=600).stdout.split("\n")
+        reader = subprocess.Popen([sys.executable, "-c", READER, url, str(n)], stdout=subprocess.PIPE, text=True)
+        go(sim)  # read once the reader is connected
+        out = reader.communicate(timeout=600)[0].split("\n")
         sim.stdin.close()
         sim.wait(10)
         (_, w0, c0), (_, w1, c1) = (line.split() for line in out[:2])
