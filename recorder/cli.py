@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 
@@ -24,6 +25,10 @@ def run(config_path: str) -> None:
     early: list[int] = []  # a stop asked for while still starting up is honoured once running
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
+    # Arrow's pool for the recorder process, chosen before pyarrow loads (the Parquet writer takes the C++ default
+    # pool, which only this variable sets): mimalloc kept faulting in fresh zeroed huge pages for the store's
+    # buffers, 8-10 % of the recorder's CPU on the firehose; jemalloc reuses them (bench/RESULTS.md).
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     from recorder import config, daemon
 
     try:

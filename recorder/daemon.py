@@ -217,6 +217,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         if self.stop_early:
             self.stop()
+        log.info("arrow memory pool", extra={"fields": {"pool": pa.default_memory_pool().backend_name}})
         self.store = await asyncio.to_thread(
             Store(cfg.root, self.writer, fsync_interval=cfg.fsync_interval,
                   max_pending_bytes=cfg.max_pending_bytes).open)

@@ -65,7 +65,8 @@ def write_config(tmp: Path, urls: dict, **rec) -> Path:
 
 
 def start(cfg: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "T_BITBAY_KEY": KEY, "T_BITBAY_SECRET": SECRET}
+    env = {**{k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}, "T_BITBAY_KEY": KEY,
+           "T_BITBAY_SECRET": SECRET}  # the pool is recorder run's own choice
     return subprocess.Popen([sys.executable, "-c", "from recorder.cli import main; main()", "run", "--config", str(cfg)],
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
 
@@ -175,6 +176,8 @@ def test_secrets_never_appear_in_logs_errors_metrics_or_dataset(tmp_path):
             assert n == 0, (table, c)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("msg") == "rate_limited" for line in lines) and any(line["level"] == "warning" for line in lines)
+    # `recorder run` chose its Arrow pool before pyarrow loaded (recorder/cli.py)
+    assert [line["pool"] for line in lines if line.get("msg") == "arrow memory pool"] == ["jemalloc"]
 
 
 def test_sigterm_while_starting_up_still_exits_cleanly(tmp_path):

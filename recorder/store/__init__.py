@@ -23,10 +23,10 @@ segment back. Compaction streams (compact.py): its extra memory is a few tens of
 and it runs in a short-lived child process, so the writer's RSS never holds it and fsync/conversion go on
 meanwhile. After each conversion and merge, freed memory is handed back to the OS (memory.py).
 
-Allocator: the pyarrow default (mimalloc here) is kept. After an in-process merge (`compact()`) with
-release_unused(), mimalloc, jemalloc and the system allocator return to within 6-16 MB of the pre-compaction
-RSS (bench/store.py: "compaction peak memory"), which is why background compaction is a child process.
-Override per process with ARROW_DEFAULT_MEMORY_POOL if needed.
+Allocator: `recorder run` makes jemalloc the process's Arrow pool (ARROW_DEFAULT_MEMORY_POOL, unless set: see
+recorder/cli.py). After an in-process merge (`compact()`) with release_unused(), mimalloc, jemalloc and the
+system allocator return to within 6-16 MB of the pre-compaction RSS (bench/store.py: "compaction peak memory"),
+which is why background compaction is a child process.
 """
 from __future__ import annotations
 
