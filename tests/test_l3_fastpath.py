@@ -196,3 +196,17 @@ def test_a_lost_message_gap_starts_when_the_lost_frame_was_received() -> None:
     feed._burst(tap, 7, "ws:x", l3batch.pack(frames, stamps))
     gaps = [r for r in _queued(sink)[("sessions", "btcalpha", "BTC_USD")] if r[4] == "gap"]
     assert [r[0] for r in gaps] == [stamps[150]]
+
+
+def test_payloads_of_any_subset_of_a_burst_are_its_frames_bytes() -> None:
+    """Runs of consecutive frames are sliced, scattered frames gathered: either way, exactly the frames asked for."""
+    import numpy as np
+
+    texts = [f'42["book_A_B",{{"n":{i}}}]' + "x" * (i % 7) for i in range(600)]
+    packed = l3batch.pack(texts, list(range(600)))
+    rng = random.Random(3)
+    subsets = [np.arange(600), np.arange(100, 400), np.r_[0:200, 300:500, 599], np.arange(0, 600, 2),
+               np.array(sorted(rng.sample(range(600), 250))), np.array([5]), np.zeros(0, np.int64)]
+    for frames in subsets:
+        got = packed.payloads(frames.astype(np.int64))
+        assert got.to_pylist() == [texts[i].encode() for i in frames]

@@ -58,6 +58,7 @@ def warm() -> None:
     scan = btcalpha_scan.scan_frames(packed.buf, packed.starts, packed.ends, btcalpha_scan.Names(["book_A_B"]), False)
     fast = FastBook(L3Book(), Recent(4))
     fast.apply(scan, np.arange(1), scan.ts_event[scan.frame], np.zeros(1, np.int8))
+    l3batch.decimals(scan.price_hi, scan.price_lo)
     fast.to_book()
 
 

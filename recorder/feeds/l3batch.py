@@ -12,9 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
-_WORDS = np.frombuffer(b"bidaskbuysell", np.uint8)  # side 0/1 at 0/3 (3 bytes); taker 0/1 at 6/9 (3/4 bytes)
-_SIDE_TEXT, _TAKER_TEXT = ("bid", "ask"), ("buy", "sell")
+_SIDE_TEXT, _TAKER_TEXT = ("bid", "ask"), ("buy", "sell")  # by the scanner's side and taker codes
+_SIDES, _TAKERS = pa.array(_SIDE_TEXT), pa.array(_TAKER_TEXT)
+#: A run of frames shorter than this on average is gathered with one `take`, not sliced run by run.
+_RUN_MIN = 16
 
 
 @dataclass(slots=True)
@@ -38,7 +41,13 @@ class Packed:
         offsets[0] = 0
         offsets[1:] = self.ends
         whole = pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(self.data)])
-        return whole if len(frames) == n else whole.take(pa.array(frames))  # a memcpy per frame
+        if len(frames) == n:
+            return whole
+        cuts = np.flatnonzero(np.diff(frames) != 1) + 1  # runs of consecutive frames (a pair's messages come in runs)
+        if len(cuts) + 1 > len(frames) // _RUN_MIN:
+            return whole.take(pa.array(frames))  # a memcpy per frame
+        starts, ends = frames[np.r_[0, cuts]].tolist(), (frames[np.r_[cuts - 1, len(frames) - 1]] + 1).tolist()
+        return pa.concat_arrays([whole.slice(a, b - a) for a, b in zip(starts, ends)])  # a memcpy per run
 
 
 def pack(texts: list, stamps: list[int]) -> Packed:
@@ -52,37 +61,37 @@ def pack(texts: list, stamps: list[int]) -> Packed:
     return Packed(data, np.frombuffer(data, np.uint8), ends - lens, ends, np.array(stamps, np.int64))
 
 
-def spans(buf: np.ndarray, off: np.ndarray, length: np.ndarray) -> pa.Array:
-    """Short byte spans of buf (numbers, words) as a string column (the scanner only accepts ASCII)."""
-    offsets = np.zeros(len(off) + 1, np.int32)  # a burst is far below 2 GiB
-    np.cumsum(length, out=offsets[1:])
-    idx = np.repeat(off - offsets[:-1], length) + np.arange(offsets[-1])
-    return pa.StringArray.from_buffers(len(off), pa.py_buffer(offsets), pa.py_buffer(buf[idx].tobytes()))
-
-
 _DECIMAL = pa.decimal128(38, 18)
-_TEN18_HI, _TEN18_LO = np.uint64(10**18 >> 32), np.uint64(10**18 & 0xFFFFFFFF)
-_LOW32 = np.uint64(0xFFFFFFFF)
+_TEN18_HI, _TEN18_LO = 10**18 >> 32, 10**18 & 0xFFFFFFFF
 
 
 def decimals(hi: np.ndarray, lo: np.ndarray) -> pa.Array:
     """Exact values hi * 10**18 + lo (0 <= hi < 2**63, 0 <= lo < 10**18) as a decimal(38, 18) column.
 
-    The 128-bit unscaled integers are assembled from 32-bit partial products, vectorised: the store then
-    takes the column as it is, with no text to parse and range-check.
+    The 128-bit unscaled integers are assembled from 32-bit partial products (compiled: a dozen numpy passes
+    cost more): the store then takes the column as it is, with no text to parse and range-check.
     """
-    h = hi.astype(np.uint64)
-    h1, h0 = h >> np.uint64(32), h & _LOW32
-    mid = h1 * _TEN18_LO + h0 * _TEN18_HI  # < 2**63 + 2**60: no overflow
-    low = h0 * _TEN18_LO
-    low_plus = low + ((mid & _LOW32) << np.uint64(32))
-    carry = (low_plus < low).astype(np.uint64)
-    total = low_plus + lo.astype(np.uint64)
-    carry += (total < low_plus).astype(np.uint64)
-    words = np.empty((len(h), 2), np.uint64)
-    words[:, 0] = total
-    words[:, 1] = h1 * _TEN18_HI + (mid >> np.uint64(32)) + carry
-    return pa.Array.from_buffers(_DECIMAL, len(h), [None, pa.py_buffer(words)])
+    words = np.empty((len(hi), 2), np.uint64)
+    _words128(hi, lo, words)
+    return pa.Array.from_buffers(_DECIMAL, len(hi), [None, pa.py_buffer(words)])
+
+
+@njit(cache=True, nogil=True)
+def _words128(hi: np.ndarray, lo: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = (low 64 bits, high 64 bits) of hi[i] * 10**18 + lo[i]."""
+    t_hi, t_lo, m32 = np.uint64(_TEN18_HI), np.uint64(_TEN18_LO), np.uint64(0xFFFFFFFF)
+    for i in range(len(hi)):
+        h = np.uint64(hi[i])
+        h1, h0 = h >> np.uint64(32), h & m32
+        mid = h1 * t_lo + h0 * t_hi  # < 2**63 + 2**60: no overflow
+        low = h0 * t_lo
+        low_plus = low + ((mid & m32) << np.uint64(32))
+        carry = np.uint64(1) if low_plus < low else np.uint64(0)
+        total = low_plus + np.uint64(lo[i])
+        if total < low_plus:
+            carry += np.uint64(1)
+        out[i, 0] = total
+        out[i, 1] = h1 * t_hi + (mid >> np.uint64(32)) + carry
 
 
 def _letters(codes: np.ndarray) -> pa.Array:
@@ -142,8 +151,8 @@ def columns(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Count
     n = len(fr)
     out: dict[str, dict[str, object]] = {"raw": {
         "ts_recv": packed.ts[fr], "seq": rseq, "session": np.full(n, session, np.int64),
-        "stream": pa.array([stream] * n, pa.string()), "request": pa.nulls(n, pa.string()),
-        "status": pa.array(["ok"] * n, pa.string()), "reason": pa.nulls(n, pa.string()),
+        "stream": pa.repeat(pa.scalar(stream), n), "request": pa.nulls(n, pa.string()),
+        "status": pa.repeat(pa.scalar("ok"), n), "reason": pa.nulls(n, pa.string()),
         "payload": packed.payloads(fr)}}
     # events of kept frames, in frame order
     starts = scan.ev_off[fr]
@@ -157,7 +166,7 @@ def columns(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Count
             "ts_event": scan.ts_event[efr], "ts_recv": packed.ts[efr], "seq": eseq,
             "session": np.full(len(ev), session, np.int64), "msg_seq": pos,
             "action": _letters(scan.action[ev]),
-            "side": spans(_WORDS, 3 * scan.side[ev].astype(np.int64), np.full(len(ev), 3)),
+            "side": _SIDES.take(scan.side[ev]),
             "order_id": scan.order_id[ev],
             "price": decimals(scan.price_hi[ev], scan.price_lo[ev]),
             "amount": decimals(scan.amount_hi[ev], scan.amount_lo[ev]),
@@ -177,9 +186,9 @@ def columns(scan, packed: Packed, frames: np.ndarray, keep: np.ndarray, c: Count
             "session": np.full(len(tr), session, np.int64), "trade_id": pc.cast(pa.array(scan.trade_id[tr]), pa.string()),
             "price": decimals(scan.price_hi[tr], scan.price_lo[tr]),
             "amount": decimals(scan.amount_hi[tr], scan.amount_lo[tr]),
-            "taker_side": spans(_WORDS, 6 + 3 * scan.taker[tfr].astype(np.int64), 3 + scan.taker[tfr].astype(np.int64)),
+            "taker_side": _TAKERS.take(scan.taker[tfr]),
             "maker_order_id": scan.order_id[tr],
-            "taker_order_id": scan.taker_order_id[tr], "source": pa.array(["socket"] * len(tr), pa.string())}
+            "taker_order_id": scan.taker_order_id[tr], "source": pa.repeat(pa.scalar("socket"), len(tr))}
     return out
 
 
