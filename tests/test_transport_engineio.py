@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from recorder.transport import Frame, SocketIOClient, TransportError
-from recorder.transport.engineio import parse_packet, socketio_url
+from recorder.transport.engineio import _queued_reader, parse_packet, socketio_url
 
 
 def run(coro, timeout: float = 15.0):
@@ -530,10 +530,13 @@ def test_recv_batch_hands_event_frames_over_in_order_and_stops_at_other_frames()
     script = events[:300] + ["4x", "6"] + events[300:]
     srv = V3Server(script=script, gap=0, after_script="close")
 
+    queued: list[bool] = []
+
     async def main():
         got: list = []  # ("burst", [texts]) or ("frame", Frame)
         async with serve(srv.app()) as base, aiohttp.ClientSession() as session:
             async with SocketIOClient(session, base, eio=3) as client:
+                queued.append(_queued_reader(client._ws) is not None)
                 await asyncio.sleep(0.3)  # let frames pile up in the socket's queue
                 while True:
                     texts, stamps = [], []
@@ -557,3 +560,4 @@ def test_recv_batch_hands_event_frames_over_in_order_and_stops_at_other_frames()
     before = [t for kind, x in got[:[i for i, (k, _) in enumerate(got) if k == "frame"][0]] if kind == "burst" for t in x]
     assert len(before) == 300
     assert max(len(x) for kind, x in got if kind == "burst") > 1  # bursts, not one frame at a time
+    assert queued == [True]  # queued event frames were taken straight from aiohttp's queue (its internals as expected)

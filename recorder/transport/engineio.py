@@ -37,7 +37,7 @@ import collections.abc
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -169,6 +169,15 @@ def _parse_socketio(raw: bytes, ts_recv: int) -> tuple[str | None, Any, Frame | 
 def _waiting(ws: aiohttp.ClientWebSocketResponse) -> collections.abc.Sized:
     """aiohttp's queue of messages received but not yet read (empty when its internals change)."""
     return getattr(getattr(ws, "_reader", None), "_buffer", ())
+
+
+def _queued_reader(ws: aiohttp.ClientWebSocketResponse) -> Callable[[], Awaitable[Any]] | None:
+    """aiohttp's queue read (``(message, size)`` pairs since 3.11), for messages already queued: what
+    ``ws.receive()`` does for a data message, without its per-message checks. Never called with the queue
+    empty, so it never waits (a wait here would race ``ws.close()``). None when the internals differ."""
+    reader = getattr(ws, "_reader", None)
+    read = getattr(reader, "read", None)
+    return read if type(reader).__name__ == "WebSocketDataQueue" and callable(read) else None
 
 
 def _short(b: bytes) -> str:
@@ -440,6 +449,7 @@ class SocketIOClient:
             return self._pending.popleft()
         ws = self._check_alive()
         waiting = _waiting(ws)
+        read = _queued_reader(ws)
         while True:
             if not waiting:
                 await self._check_pings()
@@ -452,6 +462,13 @@ class SocketIOClient:
                 self._last_rx = self._clock()
                 texts.append(data)
                 stamps.append(ts)
+                while read is not None and waiting and len(texts) < limit:  # the event frames queued behind it
+                    head = waiting[0][0]
+                    if head.type is not _TEXT or head.data[:3] not in _EVENT_PREFIXES:
+                        break
+                    await read()  # pops `head` at once (it is queued), with aiohttp's flow-control bookkeeping
+                    texts.append(head.data)
+                    stamps.append(ts)
             else:
                 frame = await self._handle(msg, ts)
                 if frame is not None:
