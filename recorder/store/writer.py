@@ -66,7 +66,9 @@ def segment_file_name(hour: int, writer: str, segment: int) -> str:
 def write_options(table: Table) -> dict:
     """zstd; dictionaries for strings and decimals (prices sit on a tick grid); delta for ints and timestamps.
 
-    BYTE_STREAM_SPLIT would suit the 16-byte decimals but DuckDB cannot read it on FIXED_LEN_BYTE_ARRAY.
+    zstd level 3, but 1 for binary columns (raw payloads): on JSON text level 1 is as small and a quarter faster
+    (bench/RESULTS.md). BYTE_STREAM_SPLIT would suit the 16-byte decimals but DuckDB cannot read it on
+    FIXED_LEN_BYTE_ARRAY.
     """
     dictionary, encoding = [], {}
     for f in table.schema:
@@ -76,7 +78,7 @@ def write_options(table: Table) -> dict:
             encoding[f.name] = "DELTA_BINARY_PACKED"
     return dict(
         compression="zstd",
-        compression_level=3,
+        compression_level={f.name: 1 if pa.types.is_binary(f.type) else 3 for f in table.schema},
         use_dictionary=dictionary,
         column_encoding=encoding,
         write_statistics=True,
