@@ -262,6 +262,19 @@ def test_recent_is_bounded():
     assert len(r) == 3 and 9 in r and 0 not in r
 
 
+def test_recent_add_many_is_add_one_by_one():
+    """Bursts of new keys (the bulk path) and bursts with repeats (key by key) remember and forget alike."""
+    rng = random.Random(11)
+    one, many = Recent(50), Recent(50)
+    for _ in range(400):
+        start = rng.randrange(0, 300)
+        keys = [start + i for i in range(rng.randrange(0, 40))]
+        if rng.random() < 0.3:
+            keys += rng.sample(keys, min(len(keys), 3))  # repeats within the burst
+        assert many.add_many(iter(keys) if rng.random() < 0.5 else keys) == [one.add(k) for k in keys]
+        assert list(many) == list(one)
+
+
 def test_backfill_decision():
     page = [T(str(i)) for i in range(200, 100, -1)]  # newest first, 100 trades
     assert needs_backfill(page, 50, 100)

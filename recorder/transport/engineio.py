@@ -462,13 +462,16 @@ class SocketIOClient:
                 self._last_rx = self._clock()
                 texts.append(data)
                 stamps.append(ts)
-                while read is not None and waiting and len(texts) < limit:  # the event frames queued behind it
-                    head = waiting[0][0]
-                    if head.type is not _TEXT or head.data[:3] not in _EVENT_PREFIXES:
-                        break
-                    await read()  # pops `head` at once (it is queued), with aiohttp's flow-control bookkeeping
-                    texts.append(head.data)
-                    stamps.append(ts)
+                if read is not None:  # the event frames queued behind it
+                    held, take = len(texts), texts.append
+                    while waiting and len(texts) < limit:
+                        head = waiting[0][0]
+                        data = head.data
+                        if head.type is not _TEXT or data[:3] not in _EVENT_PREFIXES:
+                            break
+                        await read()  # pops `head` at once (it is queued), with aiohttp's flow-control bookkeeping
+                        take(data)
+                    stamps += [ts] * (len(texts) - held)
             else:
                 frame = await self._handle(msg, ts)
                 if frame is not None:
