@@ -166,3 +166,26 @@ def test_a_failed_compile_is_an_error_not_a_silent_fallback(tmp_path, monkeypatc
         assert "numba cannot compile here" in str(e)
     else:
         raise AssertionError("the daemon started without its kernels")
+
+
+def test_the_kernels_compile_in_a_child_process_that_a_stop_kills(monkeypatch):
+    """`recorder run` compiles the L3 kernels in a child (its LLVM memory must not stay in the recorder); a stop
+    kills a compile still running, and a failed child is logged, not fatal (the in-process load reports)."""
+    import subprocess
+    import sys
+    import time
+
+    from recorder import daemon as daemon_mod
+
+    daemon_mod.compile_kernels(lambda: False)  # the real one: the cache is warm under `make test`
+
+    marker = f"booktape-compile-{time.monotonic_ns()}"
+    monkeypatch.setattr(daemon_mod, "COMPILE", [sys.executable, "-c", f"import time; time.sleep(60)  # {marker}"])
+    t0 = time.monotonic()
+    calls = []
+    daemon_mod.compile_kernels(lambda: calls.append(1) or len(calls) > 3)
+    assert time.monotonic() - t0 < 5
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1  # no child left
+
+    monkeypatch.setattr(daemon_mod, "COMPILE", [sys.executable, "-c", "raise SystemExit(3)"])
+    daemon_mod.compile_kernels(lambda: False)  # logged, returns

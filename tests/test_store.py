@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recorder.procs import child_env
 from recorder.store import Store, StoreError, partition_path
 import recorder.store as store_mod
 from recorder.store import compact as compact_mod
@@ -209,7 +210,7 @@ def test_compaction_child_stops_when_its_writer_dies(tmp_path):
     script = ("import os, subprocess, sys, time; p = subprocess.Popen([sys.executable, '-m', 'recorder.store.compact', "
               "sys.argv[1]], stdin=int(sys.argv[2]), start_new_session=True); print(p.pid, flush=True); time.sleep(60)")
     writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(r)], stdout=subprocess.PIPE,
-                              text=True, pass_fds=(r,), env=store_mod._child_env())
+                              text=True, pass_fds=(r,), env=child_env())
     os.close(r)
     try:
         child = int(writer.stdout.readline())

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from recorder.procs import child_env
+
 from . import compact as _compact
 from . import log as _log
 from .fsutil import fsync_dir, makedirs
@@ -60,13 +62,6 @@ _log_ = logging.getLogger(__name__)
 WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 #: Background compaction looks at closed hours at most this often (seconds).
 COMPACT_EVERY = 30.0
-
-
-def _child_env() -> dict:
-    """The environment for the compaction child, with this package importable whatever the install."""
-    here = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
 
 
 class Store:
@@ -331,7 +326,7 @@ class Store:
             req = {"scan": True}
         out = tempfile.TemporaryFile()
         proc = subprocess.Popen([sys.executable, "-m", "recorder.store.compact", str(self.root)],
-                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=_child_env(),
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
                                 start_new_session=True)  # a terminal's Ctrl-C is the daemon's to handle
         try:
             proc.stdin.write(json.dumps(req).encode())
