@@ -12,7 +12,7 @@ no parsing, no storing) on the same firehose: frames per CPU-second.
 Memory: `--minutes M` runs the paced simulator (btcalpha + bitexbit, 2 pairs each, `--rate` msg/s in total)
 against `recorder run` with every channel, sampling the recorder's RSS every 5 s.
 
-Run: `.venv/bin/python bench/ingest.py [-n 200000] [--minutes 2] [--rate 2000]`.
+Run: `.venv/bin/python bench/ingest.py [-n 200000] [--runs 3] [--minutes 2] [--rate 2000]`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -226,15 +227,22 @@ def main() -> None:
     ap.add_argument("--pairs", default="BTC_USD,ETH_BTC")
     ap.add_argument("--minutes", type=float, default=2.0, help="memory run length (30 for the full goal)")
     ap.add_argument("--rate", type=float, default=2000.0, help="memory run: messages/s in total")
+    ap.add_argument("--runs", type=int, default=3, help="firehose runs, each after its own baseline (the machine drifts)")
     args = ap.parse_args()
-    base = baseline(args.n, args.pairs)
-    print(f"baseline bare engine.io reader: {base['wall']:,.0f} frames/s wall, {base['per_cpu']:,.0f} frames/CPU-s")
-    fh = firehose(args.n, args.pairs)
-    print(f"recorder firehose: {fh['messages']:,} msgs -> raw rows {fh['raw_rows']:,}, book_events {fh['book_events']:,},"
-          f" exit {fh['exit']}")
-    print(f"  received: {fh['wall_recv']:,.0f} msg/s wall; into committed Parquet: {fh['wall_durable']:,.0f} msg/s wall")
-    print(f"  per core: {fh['per_cpu']:,.0f} msg per recorder CPU-second ({fh['cpu_s']:.1f} CPU-s, all threads);"
-          f" {fh['per_cpu'] / base['per_cpu']:.2f} x the bare reader; peak RSS {fh['peak_rss_mb']:.0f} MB")
+    rates, ratios = [], []
+    for _ in range(args.runs):
+        base = baseline(args.n, args.pairs)
+        print(f"baseline bare engine.io reader: {base['wall']:,.0f} frames/s wall, {base['per_cpu']:,.0f} frames/CPU-s")
+        fh = firehose(args.n, args.pairs)
+        print(f"recorder firehose: {fh['messages']:,} msgs -> raw rows {fh['raw_rows']:,}, "
+              f"book_events {fh['book_events']:,}, exit {fh['exit']}")
+        print(f"  received: {fh['wall_recv']:,.0f} msg/s wall; into committed Parquet: {fh['wall_durable']:,.0f} msg/s wall")
+        print(f"  per core: {fh['per_cpu']:,.0f} msg per recorder CPU-second ({fh['cpu_s']:.1f} CPU-s, all threads);"
+              f" {fh['per_cpu'] / base['per_cpu']:.2f} x the bare reader; peak RSS {fh['peak_rss_mb']:.0f} MB")
+        rates.append(fh["per_cpu"])
+        ratios.append(fh["per_cpu"] / base["per_cpu"])
+    print(f"per core over {args.runs} runs: median {statistics.median(rates):,.0f} msg per recorder CPU-second "
+          f"(min {min(rates):,.0f}, max {max(rates):,.0f}); median {statistics.median(ratios):.2f} x the bare reader")
     if args.minutes > 0:
         s = soak(args.minutes, args.rate)
         print(f"memory: {s['minutes']:g} min at {s['rate']:,.0f} msg/s target ({s['msg_rate']:,.0f} msg/s recorded): "
