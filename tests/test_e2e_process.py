@@ -85,6 +85,25 @@ def all_parquet_readable(root: Path) -> int:
     return len(files)
 
 
+STREAMS = ("btcalpha:book", "bitexbit:book", "bitopro:ws_book")
+
+
+def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Block until every socket feed has received messages (start-up time varies with the kernels' cache)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None
+        try:
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            page = ""
+        if all(any(line.startswith(f'booktape_messages_total{{feed="{f}"') and float(line.split()[-1]) > 0
+                   for line in page.splitlines()) for f in STREAMS):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the socket feeds were not all receiving within {timeout} s")
+
+
 def sql(root: Path, q: str):
     con = duckdb.connect()
     try:
@@ -94,13 +113,14 @@ def sql(root: Path, q: str):
 
 
 def test_kill_9_then_restart_loses_nothing_older_than_the_fsync_interval(tmp_path):
-    fsync = 0.5
+    fsync, port = 0.5, free_port()
     with threaded_sim(SimConfig(seed=5, pairs=PAIRS, rate=10.0, truth_dir=str(tmp_path / "truth"),
                                 credentials={"bitbay": (KEY, SECRET)})) as ts:
-        cfg = write_config(tmp_path, ts.sim.urls, fsync_interval=fsync)
+        cfg = write_config(tmp_path, ts.sim.urls, fsync_interval=fsync, metrics_port=port)
         log = tmp_path / "recorder.log"
         p1 = start(cfg, log)
-        time.sleep(7.0)
+        wait_streaming(port, p1)
+        time.sleep(7.0)  # in its steady state: ~45 socket messages a second, ~270 older than the horizon below
         assert p1.poll() is None
         p1.kill()  # SIGKILL: no flush, no stop row
         t_kill = time.time_ns()
