@@ -39,14 +39,21 @@ def _div_small(l3, l2, l1, l0, d):
 
 
 @njit(cache=True, inline="always")
-def _limbs(w, i):
-    """Magnitude limbs and sign of the i-th decimal128 unscaled value (w: uint64 pairs lo, hi)."""
+def _magnitude(w, i):
+    """Magnitude (hi, lo 64-bit halves) and sign of the i-th decimal128 unscaled value (w: uint64 pairs lo, hi)."""
     lo = w[2 * i]
     hi = w[2 * i + 1]
     neg = (hi >> np.uint64(63)) != np.uint64(0)
     if neg:
         lo = ~lo + np.uint64(1)
         hi = ~hi + (np.uint64(1) if lo == np.uint64(0) else np.uint64(0))
+    return hi, lo, neg
+
+
+@njit(cache=True, inline="always")
+def _limbs(w, i):
+    """Magnitude as four 32-bit limbs, and sign, of the i-th decimal128 unscaled value."""
+    hi, lo, neg = _magnitude(w, i)
     return hi >> _S32, hi & _M32, lo >> _S32, lo & _M32, neg
 
 
@@ -102,12 +109,7 @@ def dec_to_int(w, valid, k, out):
         if not valid[i]:
             out[i] = 0
             continue
-        lo = w[2 * i]
-        hi = w[2 * i + 1]
-        neg = (hi >> np.uint64(63)) != np.uint64(0)
-        if neg:
-            lo = ~lo + np.uint64(1)
-            hi = ~hi + (np.uint64(1) if lo == np.uint64(0) else np.uint64(0))
+        hi, lo, neg = _magnitude(w, i)
         if lo & low:
             return i
         if e:
