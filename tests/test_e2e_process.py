@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -97,8 +98,8 @@ def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
             page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
         except OSError:
             page = ""
-        if all(any(line.startswith(f'booktape_messages_total{{feed="{f}"') and float(line.split()[-1]) > 0
-                   for line in page.splitlines()) for f in STREAMS):
+        seen = dict(re.findall(r'^booktape_messages_total\{feed="([^"]+)"\} (\S+)$', page, re.M))
+        if all(float(seen.get(f, 0)) > 0 for f in STREAMS):
             return
         time.sleep(0.1)
     raise AssertionError(f"the socket feeds were not all receiving within {timeout} s")
