@@ -145,11 +145,16 @@ class L3Join:
             out.append(Out(ts_recv, msg_seq, events))
 
     def on_snapshot(self, snapshot: list[BookEvent], ts_recv: int) -> list[Out]:
-        """Join the connect/reconnect snapshot (R + S events) to the buffered messages."""
+        """Join the connect/reconnect snapshot (R + S events) to the buffered messages.
+
+        When the evidence does not fix the book (last_join.exact is False) nothing is written and the
+        messages stay buffered for the next snapshot: the feed records a gap and asks for one."""
         snap_book = book_from_snapshot(snapshot)
         amounts = {oid: o.amount for oid, o in snap_book.orders.items()}
         j = find_cut(amounts, [m.events for m in self._buffer], self._sent_before)
         self.last_join = j
+        if not j.exact:
+            return []
         post = self._buffer[j.cut:]
         stamp = min([ts_recv] + [m.ts_recv for m in post[:1]])
         self.book, self.fast = snap_book, None

@@ -108,12 +108,19 @@ class L3BookFeed:
             return  # a message was lost meanwhile: this snapshot may predate it; the resync takes another
         buffered = join.buffered
         outs = join.on_snapshot(parsed.events, res.ts_recv)
-        self._write(tap, pair, session, outs)
         j = join.last_join
+        if not j.exact:
+            why = (f"cuts {j.lower}..{j.upper} of {buffered} buffered msgs fit and give different books "
+                   f"({j.undecided} orders)" if j.consistent else
+                   f"no cut of {buffered} buffered msgs fits the snapshot (reordered or lost frames)")
+            tap.event(session, stream, "gap", f"snapshot join not exact: {why}; book unknown until the "
+                                              "next snapshot", pair)
+            self._queue_snapshot(pair)
+            return
+        self._write(tap, pair, session, outs)
         tap.event(session, stream, "snapshot",
                   f"R+S {sum(1 for e in parsed.events if e.action == 'S')} orders; cut {j.cut} of "
-                  f"{buffered} buffered msgs ({j.cut} already in the snapshot); ambiguous {j.ambiguous}"
-                  + ("" if j.consistent else f"; INCONSISTENT (upper bound {j.upper})"), pair)
+                  f"{buffered} buffered msgs ({j.cut} already in the snapshot; {j.candidates} cuts fit)", pair)
 
     async def _checks(self, tap, http, session: int, stream: str) -> None:
         while True:
@@ -191,12 +198,17 @@ class L3BookFeed:
                 tap.event(session, stream, "gap", f"book message lost (raw seq {raw_seq}); book unknown until "
                                                   f"the next snapshot", p, ts=ts_recv)
             join.reset()
-            if p not in self._queued:
-                self._queued.add(p)
-                self._lost.put_nowait(p)
+            self._queue_snapshot(p)
+
+    def _queue_snapshot(self, pair: str) -> None:
+        """Ask the connection's resync task for a fresh snapshot of the pair (once while one is queued)."""
+        if pair not in self._queued:
+            self._queued.add(pair)
+            self._lost.put_nowait(pair)
 
     async def _resyncs(self, tap, http, session: int, stream: str) -> None:
-        """Take a fresh snapshot for each pair that lost a message (owned by the connection's task group)."""
+        """Take a fresh snapshot for each pair that lost a message or could not be joined exactly (owned
+        by the connection's task group)."""
         while True:
             pair = await self._lost.get()
             self._queued.discard(pair)
