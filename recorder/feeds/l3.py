@@ -208,11 +208,12 @@ class L3BookFeed:
 
     async def _resyncs(self, tap, http, session: int, stream: str) -> None:
         """Take a fresh snapshot for each pair that lost a message or could not be joined exactly (owned
-        by the connection's task group)."""
-        while True:
-            pair = await self._lost.get()
-            self._queued.discard(pair)
-            await self._snapshot(tap, http, session, pair, stream)
+        by the connection's task group); pairs are snapshotted concurrently, each task owned here."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                pair = await self._lost.get()
+                self._queued.discard(pair)
+                tg.create_task(self._snapshot(tap, http, session, pair, stream))
 
     async def _read(self, sio: SocketIOClient, tap, session: int, stream: str) -> None:
         sink, texts, stamps = self.ctx.sink, [], []
