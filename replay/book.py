@@ -197,6 +197,8 @@ class HourResult:
     depth: pa.Table | None = None
     mismatches: list[str] = field(default_factory=list)
     checked: int = 0
+    #: recorded snapshots not checked because the replayed book was not known exact when they were taken.
+    skipped: int = 0
     #: L2: level changes derived between consecutive snapshots of the hour.
     changes: int = 0
 
@@ -455,7 +457,7 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
         res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
                              np.where(ap >= 0, tk[ap], -1), aa, rp.gap[ch], ev.price_scale, ev.amount_scale)
     if chk is not None:
-        res.mismatches, res.checked = chk.report(rp.gap)
+        res.mismatches, res.checked, res.skipped = chk.report(rp.gap)
     return res
 
 
@@ -486,13 +488,13 @@ class _Grouped:
             when.setdefault(int(sid[i]), int(t[i]))
             if side[i] in levels:
                 levels[side[i]].append((price[i], amount[i]))
-        self.ev, self.ids = ev, sorted(snaps)
+        self.ev, self.ids, self.window = ev, sorted(snaps), window
         self.levels = [snaps[i] for i in self.ids]
         n = len(self.ids)
         self.nlev = max((len(v) for s in self.levels for v in s.values()), default=0)
         self.cap = np.searchsorted(ev.seq, np.array(self.ids, np.int64), "left") - 1
         run = np.maximum.accumulate(ev.ts_recv)
-        t = np.array([when[i] for i in self.ids], np.int64)
+        self.when = t = np.array([when[i] for i in self.ids], np.int64)
         lo = np.minimum(np.maximum(np.searchsorted(run, t - window, "left") - 1, self.cap - self.REACH), self.cap)
         hi = np.maximum(np.minimum(np.searchsorted(run, t + window, "right") - 1, self.cap + self.REACH), self.cap)
         lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
@@ -522,12 +524,19 @@ class _Grouped:
         at = pos == self.cap[o]
         self.cp[o[at]], self.ca[o[at]] = ticks[at], da[at]
 
-    def report(self, gap: np.ndarray) -> tuple[list[str], int]:
-        """(mismatches, snapshots checked): snapshots captured inside a gap are not checked."""
+    def report(self, gap: np.ndarray) -> tuple[list[str], int, int]:
+        """(mismatches, snapshots checked, snapshots skipped). Only a snapshot taken while the replayed book
+        is known exact is checked: not one before the hour's first event or inside a gap, nor one with a
+        gap-kind row (a restart, a disconnect) after its capture position and at most a window after it,
+        since the stream it races may have lost what the snapshot shows."""
+        ev = self.ev
+        cap = np.maximum(self.cap, 0)
+        late = _late_gap(ev.sess_ts, ev.sess_seq, self.when + self.window, ev.seq[cap]) if len(ev) else \
+            np.ones(len(self.ids), bool)
+        unknown = (self.cap < 0) | gap[cap] | late
         out, checked = [], 0
         for j, sid in enumerate(self.ids):
-            c = int(self.cap[j])
-            if c < 0 or gap[c]:
+            if unknown[j]:
                 continue
             checked += 1
             if self.matched[j]:
@@ -542,7 +551,7 @@ class _Grouped:
                     out.append(f"snapshot {sid} {name} level {k}: recorded {w[0]} x {w[1]}, replayed {got} "
                                "(and no match within the window)")
                     break
-        return out, checked
+        return out, checked, int(unknown.sum())
 
 
 def _units(v: Decimal, k: int) -> int:

@@ -208,7 +208,8 @@ def verify(root, exchange, pair, start, end, jobs, progress, window):
         raise click.BadParameter("--window takes a duration like 500ms or 2s")
     for r in _run(root, exchange, pair, start, end, jobs, progress, "verify", verify=True, write=False, window=w):
         changes = f" level_changes={r.changes}" if r.kind == "l2" else ""
-        click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{changes}")
+        skipped = f" skipped={r.skipped} (book not known exact)" if r.kind == "l3" else ""
+        click.echo(_report(r) + f" checked={r.checked}{skipped} mismatches={len(r.mismatches)}{changes}")
         for m in r.mismatches:
             click.echo(f"  mismatch: {m}")
         for k, v in r.anomalies.items():

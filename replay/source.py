@@ -15,8 +15,9 @@ from schemas import ALL_PAIRS, TABLES
 
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
-#: sessions kinds after which the book is not known exact until the next snapshot.
-GAP_KINDS = ("disconnect", "gap", "resync", "reject")
+#: sessions kinds after which the book is not known exact until the next snapshot (a start: the previous
+#: run may have ended with kill -9, leaving no disconnect row).
+GAP_KINDS = ("disconnect", "gap", "resync", "reject", "start")
 #: sessions streams that carry no book (trades and candles pollers, grouped validation snapshots).
 NOT_BOOK_STREAM = re.compile(r":(trades|candles|grouped)$")
 
