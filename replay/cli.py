@@ -208,8 +208,11 @@ def verify(root, exchange, pair, start, end, jobs, progress, window):
         raise click.BadParameter("--window takes a duration like 500ms or 2s")
     for r in _run(root, exchange, pair, start, end, jobs, progress, "verify", verify=True, write=False, window=w):
         changes = f" level_changes={r.changes}" if r.kind == "l2" else ""
-        skipped = f" skipped={r.skipped} (book not known exact)" if r.kind == "l3" else ""
-        click.echo(_report(r) + f" checked={r.checked}{skipped} mismatches={len(r.mismatches)}{changes}")
+        skipped = f" skipped={r.skipped}" if r.kind == "l3" else ""
+        click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{skipped}{changes}")
+        if r.skipped:
+            click.echo(f"  skipped: {r.skipped} snapshot(s) taken while the book was not known exact (before the "
+                       "first join, inside a gap, or around a restart or disconnect)")
         for m in r.mismatches:
             click.echo(f"  mismatch: {m}")
         for k, v in r.anomalies.items():
