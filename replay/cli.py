@@ -12,6 +12,7 @@ import click
 from replay import book as B
 from replay import outputs, source
 from replay.sql import sql
+from schemas import files
 
 _FRACTION = re.compile(r"^(.*?[T ]\d{2}:\d{2}:\d{2})\.(\d{1,9})(.*)$")
 _DURATION = re.compile(r"^(\d+)(ns|us|ms|s|m|h)$")
@@ -241,6 +242,27 @@ def plot(root, exchange, pair, start, end, jobs, progress, out, levels, every):
                depth=B.Depth(levels, _every(every)), write=False)
     P.plot(res, out, f"{exchange} {pair}", start, end)
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              envvar="BOOKTAPE_ROOT", help="dataset root")
+@click.option("--quarantine", is_flag=True, help="move every file listed to <root>/_quarantine/ (same relative path)")
+def check(root, quarantine):
+    """List unreadable files, files whose schema does not match schemas/, files outside the layout and leftover
+    temporary files; exit 1 if there are any (0 once --quarantine moved them). Nothing is ever deleted."""
+    found = files.scan(root)
+    good = sum(len(v) for v in found.good.values())
+    for b in found.bad:
+        click.echo(f"{b.kind}: {b.path.relative_to(root)}: {b.reason}")
+    click.echo(f"{good} data file(s) readable, {len(found.bad)} problem file(s)")
+    if not found.bad:
+        return
+    if not quarantine:
+        raise click.ClickException(f"{len(found.bad)} problem file(s); `replay check --root {root} --quarantine` "
+                                   f"moves them to {root / files.QUARANTINE}/")
+    for src, dst in files.quarantine(root, found.bad):
+        click.echo(f"moved {src.relative_to(root)} -> {dst.relative_to(root)}")
 
 
 @main.command("import-mbo")

@@ -173,3 +173,70 @@ def test_verify_fails_on_one_corrupted_amount_and_names_the_snapshot(restarted, 
     r = verify(root, venue, pair)
     assert r.returncode != 0, r.stdout
     assert re.search(r"mismatch: snapshot \d+ ", r.stdout), r.stdout
+
+
+# ------------------------------------------------------------------------------------------ bad files
+def _broken_copy(restarted: Path, tmp: Path) -> tuple[Path, Path, Path]:
+    """The restarted dataset with its first book_events file truncated and a junk .parquet beside it."""
+    import shutil
+
+    root = tmp / "data"
+    shutil.copytree(restarted, root)
+    part = next((root / "book_events" / "exchange=btcalpha" / "pair=BTC_USD").glob("date=*"))
+    first = sorted(part.glob("*.parquet"))[0]
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    junk = part / "zz-copied-by-hand.parquet"
+    junk.write_text("not parquet at all\n")
+    return root, first, junk
+
+
+def _one_line_each(stderr: str, *paths: Path) -> None:
+    for p in paths:
+        lines = [ln for ln in stderr.splitlines() if str(p) in ln]
+        assert len(lines) == 1 and "skipping" in lines[0] and "replay check" in lines[0], stderr
+
+
+def test_a_truncated_and_a_junk_file_are_skipped_by_every_reader_naming_each(restarted, tmp_path):
+    """Found: one unreadable file made every `replay sql` query fail (even SELECT 1), and `replay bbo`,
+    `replay book` and `recorder status` end in a traceback that does not name the file."""
+    root, torn, junk = _broken_copy(restarted, tmp_path)
+    common = ["--root", str(root), "--exchange", "btcalpha", "--pair", "BTC_USD"]
+    r = replay("sql", "--root", str(root), "SELECT 1 AS one")
+    assert r.returncode == 0 and "one" in r.stdout, r.stderr
+    _one_line_each(r.stderr, torn, junk)
+    r = replay("sql", "--root", str(root), "--format", "csv",
+               "SELECT count(*) AS n FROM book_events WHERE exchange = 'btcalpha' AND pair = 'BTC_USD'")
+    assert r.returncode == 0 and int(r.stdout.split()[-1]) > 0, r.stderr
+    r = replay("sql", "--root", str(root), "--write-catalog")
+    assert r.returncode == 0, r.stderr
+    last = int(replay("sql", "--root", str(root), "--format", "csv", "SELECT epoch_ns(max(ts_recv)) FROM book_events "
+                      "WHERE exchange = 'btcalpha' AND pair = 'BTC_USD'").stdout.split()[-1])
+    for args in (["bbo"], ["depth", "--every", "1s"], ["verify"], ["book", "--at", str(last)],
+                 ["plot", "--out", str(tmp_path / "p.png")]):
+        r = replay(*args, *common)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr
+        _one_line_each(r.stderr, torn, junk)
+    status = subprocess.run([sys.executable, "-c", "from recorder.cli import main; main()", "status", "--root",
+                             str(root)], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "book_events" in status.stdout, status.stderr
+    _one_line_each(status.stdout, torn, junk)
+
+
+def test_replay_check_lists_bad_files_and_quarantine_moves_them_keeping_their_path(restarted, tmp_path):
+    root, torn, junk = _broken_copy(restarted, tmp_path)
+    foreign = torn.parent / "zz-foreign.parquet"
+    pq.write_table(pa.table({"seq": ["a"], "ts_recv": [1]}), foreign)  # seq as text: another schema
+    stray = root / "trades" / "notes.parquet"
+    stray.write_bytes(b"PAR1")
+    r = replay("check", "--root", str(root))
+    assert r.returncode == 1, r.stdout
+    for p, kind in ((torn, "unreadable"), (junk, "unreadable"), (foreign, "foreign"), (stray, "outside the layout")):
+        assert f"{kind}: {p.relative_to(root)}" in r.stdout, r.stdout
+    r = replay("check", "--root", str(root), "--quarantine")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for p in (torn, junk, foreign, stray):
+        assert not p.exists() and (root / "_quarantine" / p.relative_to(root)).exists()
+    assert replay("check", "--root", str(root)).returncode == 0
+    r = replay("sql", "--root", str(root), "SELECT count(*) FROM book_events")
+    assert r.returncode == 0 and "skipping" not in r.stderr, r.stderr
