@@ -205,16 +205,29 @@ class HourResult:
 
 @dataclass(frozen=True)
 class Depth:
-    """What to sample: top `levels` per side every `every` ns, or after every event when every is None."""
+    """What to sample: top `levels` per side every `every` ns, or after every event when every is None.
+
+    Interval samples lie on the `every` grid inside [start, end) and inside the data: from an hour's first
+    event, and in the `final` hour of a run up to its last event, never later (no invented future)."""
 
     levels: int = 10
     every: int | None = 1_000_000_000
+    start: int | None = None
+    end: int | None = None
+    final: bool = False
 
 
-def _samples(ts_recv: np.ndarray, hour: int, every: int) -> tuple[np.ndarray, np.ndarray]:
+def _samples(ts_recv: np.ndarray, hour: int, depth: Depth) -> tuple[np.ndarray, np.ndarray]:
     """(sample times, index of the last row with running-max ts_recv <= t) for interval sampling."""
-    t0 = -(-int(ts_recv[0]) // every) * every
-    times = np.arange(t0, hour + source.HOUR_NS, every, dtype=np.int64)
+    every = depth.every
+    first = int(ts_recv[0]) if depth.start is None else max(int(ts_recv[0]), depth.start)
+    stop = hour + source.HOUR_NS
+    if depth.end is not None:
+        stop = min(stop, depth.end)
+    if depth.final:
+        stop = min(stop, int(ts_recv.max()) + 1)
+    t0 = -(-first // every) * every
+    times = np.arange(t0, max(t0, stop), every, dtype=np.int64)
     pos = np.searchsorted(np.maximum.accumulate(ts_recv), times, "right") - 1
     return times, pos
 
@@ -425,7 +438,7 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
             samples = np.nonzero(_observed(ev.act))[0]
             times = ev.ts_recv[samples]
         else:
-            times, samples = _samples(ev.ts_recv, hour, depth.every)
+            times, samples = _samples(ev.ts_recv, hour, depth)
     chk = _Grouped(grouped, ev, window) if grouped is not None and grouped.num_rows else None
     nlev_v = max(nlev, chk.nlev if chk else 0)
     ns = len(samples)
@@ -716,7 +729,7 @@ def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Ta
         if depth.every is None:
             snaps, times = np.arange(n), sn.ts_recv[:n]
         else:
-            times, snaps = _samples(sn.ts_recv, hour, depth.every)
+            times, snaps = _samples(sn.ts_recv, hour, depth)
             keep = (snaps >= 0) & (snaps < n)
             times, snaps = times[keep], snaps[keep]
         gap = _late_gap(sts, sseq, times, sn.sid[snaps])

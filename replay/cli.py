@@ -192,7 +192,7 @@ def bbo(root, exchange, pair, start, end, jobs, progress):
 @click.option("--every", default="1s", show_default=True, help="`event` or a duration (100ms, 1s, 1m)")
 def depth(root, exchange, pair, start, end, jobs, progress, levels, every):
     """Write the `depth` table (top-N levels per side per interval or event) for every hour meeting [start, end)."""
-    d = B.Depth(levels, _every(every))
+    d = B.Depth(levels, _every(every), start, end)
     for r in _run(root, exchange, pair, start, end, jobs, progress, "depth", depth=d):
         click.echo(_report(r))
 
@@ -239,7 +239,7 @@ def plot(root, exchange, pair, start, end, jobs, progress, out, levels, every):
     except P.MissingMatplotlib as e:
         raise click.ClickException(str(e)) from None
     res = _run(root, exchange, pair, start, end, jobs, progress, "plot", bbo=True,
-               depth=B.Depth(levels, _every(every)), write=False)
+               depth=B.Depth(levels, _every(every), start, end), write=False)
     P.plot(res, out, f"{exchange} {pair}", start, end)
     click.echo(f"wrote {out}")
 
