@@ -89,7 +89,7 @@ def all_parquet_readable(root: Path) -> int:
 STREAMS = ("btcalpha:book", "bitexbit:book", "bitopro:ws_book")
 
 
-def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0, streams=STREAMS) -> None:
     """Block until every socket feed has received messages (start-up time varies with the kernels' cache)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
         except OSError:
             page = ""
         seen = dict(re.findall(r'^booktape_messages_total\{feed="([^"]+)"\} (\S+)$', page, re.M))
-        if all(float(seen.get(f, 0)) > 0 for f in STREAMS):
+        if all(float(seen.get(f, 0)) > 0 for f in streams):
             return
         time.sleep(0.1)
     raise AssertionError(f"the socket feeds were not all receiving within {timeout} s")

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from simfixtures import threaded_sim  # noqa: E402
-from test_e2e_process import free_port, start, toml  # noqa: E402
+from test_e2e_process import free_port, start, toml, wait_streaming  # noqa: E402
 
 from recorder import config  # noqa: E402
 from recorder.daemon import Daemon  # noqa: E402
@@ -32,6 +31,7 @@ from recorder.sim.server import SimConfig  # noqa: E402
 
 PAIRS = ["BTC_USD", "ETH_BTC"]
 L3 = ("btcalpha", "bitexbit")
+BOOKS = tuple(f"{v}:book" for v in L3)
 
 
 def replay(*args: str) -> subprocess.CompletedProcess:
@@ -115,22 +115,6 @@ def test_verify_passes_across_dropped_connections_and_a_stall(tmp_path):
     assert assert_verify_ok(root)["skipped"] > 0
 
 
-def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Block until both L3 book feeds have received messages."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None
-        try:
-            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-        except OSError:
-            page = ""
-        seen = dict(re.findall(r'^booktape_messages_total\{feed="([^"]+)"\} (\S+)$', page, re.M))
-        if all(float(seen.get(f"{v}:book", 0)) > 0 for v in L3):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the book feeds were not receiving within {timeout} s")
-
-
 def test_verify_passes_after_kill_9_and_restart(tmp_path):
     """kill -9 leaves no disconnect row: the restart's `start` row opens the gap instead."""
     port = free_port()
@@ -142,12 +126,12 @@ def test_verify_passes_after_kill_9_and_restart(tmp_path):
         cfg.write_text(toml(doc))
         log = tmp_path / "recorder.log"
         p1 = start(cfg, log)
-        wait_streaming(port, p1)
+        wait_streaming(port, p1, streams=BOOKS)
         time.sleep(9.0)
         p1.kill()
         p1.wait(5)
         p2 = start(cfg, log)
-        wait_streaming(port, p2)
+        wait_streaming(port, p2, streams=BOOKS)
         time.sleep(10.0)
         p2.send_signal(signal.SIGTERM)
         assert p2.wait(15) == 0, log.read_text()[-3000:]
