@@ -169,6 +169,7 @@ def test_secrets_never_appear_in_logs_errors_metrics_or_dataset(tmp_path):
         cfg = write_config(tmp_path, ts.sim.urls, metrics_port=port)
         log = tmp_path / "recorder.log"
         proc = start(cfg, log)
+        wait_streaming(port, proc)  # start-up time varies with the machine's load
         time.sleep(4.0)
         from recorder.sim.faults import Fault
         ts.call(ts.sim.inject, Fault("http_error", "bitbay", count=3, status=500))
