@@ -32,6 +32,7 @@ from recorder.feeds.sink import Sink, Tap
 from recorder.metrics import Metrics, MetricsServer
 from recorder.procs import child_env
 from recorder.store import Store
+from recorder.store.health import store_health
 from recorder.transport import Backoff, RateLimiter
 
 log = logging.getLogger("recorder.daemon")
@@ -138,18 +139,31 @@ class Daemon:
         self._run_session = 0
         self.stop_early = False  # set by a signal that arrives before the event loop handles signals
 
+    def new_store(self) -> Store:
+        """The store this run writes to (not opened)."""
+        return Store(self.cfg.root, self.writer, fsync_interval=self.cfg.fsync_interval,
+                     max_pending_bytes=self.cfg.max_pending_bytes)
+
     def stop(self) -> None:
         """Ask the run to end (signal handlers call this)."""
         self.stop_event.set()
 
+    def store_health(self) -> dict:
+        """The store's part of /health (and of /metrics): see recorder.store.health."""
+        return store_health(self.store.stats if self.store is not None else {})
+
     def health(self) -> dict:
-        """/health body: ok when the store works and every feed is up or retrying."""
+        """/health body: ok when the store keeps up and every feed is up or retrying; while the store is
+        stalled every feed is too (nothing it receives can be kept)."""
         stats = self.store.stats if self.store is not None else {}
+        sh = self.store_health()
         feeds = {f.name: {"up": bool(self.metrics.gauges.get(("up", f.name), 0)),
                           "last_message_age_seconds": round(time.time() - self.metrics.last_seen[f.name], 3)
-                          if f.name in self.metrics.last_seen else None} for f in self._feeds}
-        ok = self.store is not None and not (stats or {}).get("last_error")
+                          if f.name in self.metrics.last_seen else None,
+                          **({} if sh["ok"] else {"state": sh["state"]})} for f in self._feeds}
+        ok = self.store is not None and not (stats or {}).get("last_error") and sh["ok"]
         return {"ok": ok, "feeds": feeds, "pending_rows": self.sink.pending if self.sink else 0,
+                "store_health": sh,
                 "store": {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str, type(None)))}}
 
     def _daemon_event(self, kind: str, detail: str) -> None:
@@ -224,13 +238,13 @@ class Daemon:
         if self.stop_early:
             self.stop()
         log.info("arrow memory pool", extra={"fields": {"pool": pa.default_memory_pool().backend_name}})
-        self.store = await asyncio.to_thread(
-            Store(cfg.root, self.writer, fsync_interval=cfg.fsync_interval,
-                  max_pending_bytes=cfg.max_pending_bytes).open)
+        self.store = await asyncio.to_thread(self.new_store().open)
         self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
         self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
         self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))
         self.metrics.gauge_fn("arrow_allocated_bytes", pa.total_allocated_bytes)
+        self.metrics.gauge_fn("store_stalled", lambda: float(not self.store_health()["ok"]))
+        self.metrics.gauge_fn("store_disk_full", lambda: float(self.store_health()["disk_full"]))
         self._run_session = sink.next_seq()
         server = MetricsServer(self.metrics, self.health, cfg.metrics_host, cfg.metrics_port)
         self.port = await server.start()
@@ -278,6 +292,7 @@ def run(cfg: Config, early: list | None = None, **kw) -> int:
     setup_logging(cfg.log_format, cfg.log_level, Redactor(secrets_of(cfg)))
     daemon = Daemon(cfg, **kw)
     daemon.stop_early = bool(early)
+    daemon.new_store().check_space()  # a full disk: one line (DiskFull), before anything starts
 
     def on_signal(*_) -> None:
         daemon.stop_early = True

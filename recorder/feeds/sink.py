@@ -2,7 +2,8 @@
 
 Overflow policy: when `max_rows` rows are pending, feeds wait (`await sink.room()`) before reading
 more; nothing is dropped. A blocked socket then backs up into the kernel and, if the venue drops
-us, the loss is a recorded gap. Rows reach the store's durable log within `linger` seconds.
+us, the loss is a recorded gap. Rows reach the store's durable log within `linger` seconds. A busy
+store (at its backlog cap, or on a full disk) is waited for as long as it takes: back-pressure, not a drop.
 """
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ import pyarrow as pa
 
 from recorder.metrics import Metrics
 from recorder.rows import BookEvent, Candle, Level, Trade
-from recorder.store import StoreError
+from recorder.store import DiskFull, StoreBusy, StoreError
 from schemas import ALL_PAIRS
 
 from . import columns as C
 
 log = logging.getLogger("recorder.sink")
-_OVERLOAD_RETRIES = 20  # x the store's overload_timeout (30 s) before a batch is given up
+#: Seconds one store append waits for room before the sink looks again.
+APPEND_WAIT = 1.0
+#: Longest pause between two appends tried on a full disk (the pause doubles from 0.1 s).
+FULL_PAUSE_MAX = 5.0
 #: seq numbers the sink takes from the store at a time.
 SEQ_BLOCK = 4096
 #: sessions kinds that also bump a per-feed counter (rejects are counted in Tap.reject).
@@ -34,7 +38,8 @@ class StoreLike(Protocol):
     """The part of recorder.store.Store the sink uses."""
 
     def next_seq(self, n: int = 1) -> int: ...
-    def append(self, table: str, exchange: str, pair: str, columns) -> int: ...
+    def append(self, table: str, exchange: str, pair: str, columns, *, wait: float | None = None,
+               force: bool = False) -> int: ...
 
 
 @dataclass(slots=True)
@@ -132,15 +137,25 @@ class Sink:
         return done
 
     def _append(self, table: str, exchange: str, pair: str, cols: dict, n: int) -> int:
-        for attempt in range(_OVERLOAD_RETRIES + 1):
+        try:
+            self._wait_append(table, exchange, pair, cols)
+            return n
+        except StoreError as e:
+            return self._row_by_row(table, exchange, pair, cols, n, e)
+
+    def _wait_append(self, table: str, exchange: str, pair: str, cols: dict) -> None:
+        """One append, however long a busy store takes (its waits are the back-pressure); raises only for a
+        batch the store refuses."""
+        pause = 0.0
+        while True:
             try:
-                self.store.append(table, exchange, pair, cols)
-                return n
-            except StoreError as e:
-                if "overloaded" in str(e) and attempt < _OVERLOAD_RETRIES:
-                    continue  # the store blocked for its timeout: keep waiting (back-pressure)
-                return self._row_by_row(table, exchange, pair, cols, n, e)
-        return 0
+                self.store.append(table, exchange, pair, cols, wait=APPEND_WAIT)
+                return
+            except DiskFull:
+                pause = min(max(2 * pause, 0.1), FULL_PAUSE_MAX)
+                time.sleep(pause)
+            except StoreBusy:
+                continue
 
     def _row_by_row(self, table: str, exchange: str, pair: str, cols: dict, n: int, err: Exception) -> int:
         """One bad row must not lose its batch: append one by one, drop (and log) only the refused rows."""
@@ -149,14 +164,14 @@ class Sink:
         done = failed = 0
         for i in range(n):
             try:
-                self.store.append(table, exchange, pair, {k: v[i:i + 1] for k, v in cols.items()})
+                self._wait_append(table, exchange, pair, {k: v[i:i + 1] for k, v in cols.items()})
                 done += 1
                 failed = 0
             except StoreError as e1:
                 self.metrics.inc("errors", "sink")
                 log.error("row dropped", extra={"fields": {"table": table, "error": str(e1)}})
                 failed += 1
-                if failed >= 10:  # not a bad row but a failing store: give the batch up in one line
+                if failed >= 10:  # rows the store refuses one after another: one line for the rest
                     log.error("batch dropped", extra={"fields": {"table": table, "rows": n - i - 1}})
                     break
         return done
