@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from recorder.feeds import l3
 from recorder.feeds.base import VenueContext, describe
 from recorder.feeds.sink import Sink, Tap
 from recorder.metrics import Metrics, MetricsServer
+from recorder.offload import in_daemon_thread
 from recorder.procs import child_env
 from recorder.store import Store
 from recorder.store.health import store_health
@@ -38,7 +38,10 @@ from recorder.transport import Backoff, RateLimiter
 log = logging.getLogger("recorder.daemon")
 #: Venues whose book stream needs the L3 feed's compiled kernels.
 L3_VENUES = ("btcalpha", "bitexbit")
-STOP_BUDGET = 8.0  # seconds allowed for feeds to wind down before the final flush
+#: A stop (SIGTERM) is over within STOP_BUDGET seconds whatever the store's state: feeds get FEEDS_BUDGET to wind
+#: down, the sink's last flush runs until SINK_BUDGET (then what is left becomes gap rows), the store's close
+#: gets the rest (a stalled store leaves its log for the next start).
+STOP_BUDGET, FEEDS_BUDGET, SINK_BUDGET = 9.0, 2.0, 5.5
 #: seconds a stop waits for compaction; a longer merge is stopped and redone at the next start (Store.close).
 COMPACT_WAIT = 3.0
 
@@ -137,6 +140,7 @@ class Daemon:
         self.sink: Sink | None = None
         self._feeds: list = []
         self._run_session = 0
+        self._stop_at = 0.0
         self.stop_early = False  # set by a signal that arrives before the event loop handles signals
 
     def new_store(self) -> Store:
@@ -146,7 +150,13 @@ class Daemon:
 
     def stop(self) -> None:
         """Ask the run to end (signal handlers call this)."""
+        if not self.stop_event.is_set():
+            self._stop_at = time.monotonic()
         self.stop_event.set()
+
+    def _left(self, until: float) -> float:
+        """Seconds left until `until` seconds after the stop was asked for."""
+        return max(0.0, self._stop_at + until - time.monotonic())
 
     def store_health(self) -> dict:
         """The store's part of /health (and of /metrics): see recorder.store.health."""
@@ -200,25 +210,7 @@ class Daemon:
         In a daemon thread, not the loop's executor: a stop during a first compile must not wait for it
         (the executor is joined at exit; a daemon thread is not), and the stop skips straight to shutdown.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def settle(outcome: BaseException | None) -> None:
-            if not done.done():
-                done.set_exception(outcome) if outcome is not None else done.set_result(None)
-
-        def work() -> None:
-            try:
-                l3.warm()
-                outcome: BaseException | None = None
-            except BaseException as e:  # handed to the awaiting task
-                outcome = e
-            try:
-                loop.call_soon_threadsafe(settle, outcome)
-            except RuntimeError:
-                pass  # the loop is closed: the daemon stopped meanwhile and nobody waits
-
-        threading.Thread(target=work, name="numba-warm", daemon=True).start()
+        done = in_daemon_thread(l3.warm, name="numba-warm")
         stopping = asyncio.ensure_future(self.stop_event.wait())
         try:
             await asyncio.wait([done, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -245,7 +237,7 @@ class Daemon:
         self.metrics.gauge_fn("arrow_allocated_bytes", pa.total_allocated_bytes)
         self.metrics.gauge_fn("store_stalled", lambda: float(not self.store_health()["ok"]))
         self.metrics.gauge_fn("store_disk_full", lambda: float(self.store_health()["disk_full"]))
-        self._run_session = sink.next_seq()
+        self._run_session = sink.session = sink.next_seq()
         server = MetricsServer(self.metrics, self.health, cfg.metrics_host, cfg.metrics_port)
         self.port = await server.start()
         log.info("metrics listening", extra={"fields": {"url": f"http://{cfg.metrics_host}:{self.port}/metrics"}})
@@ -272,18 +264,26 @@ class Daemon:
                     for t in tasks:
                         t.cancel()
                     if tasks:
-                        await asyncio.wait(tasks, timeout=STOP_BUDGET)
+                        await asyncio.wait(tasks, timeout=self._left(FEEDS_BUDGET))
                     self._daemon_event("stop", "graceful stop")
-                    await sink.flush()
+                    await sink.close(self._left(SINK_BUDGET))
                     writer.cancel()
         finally:
+            if not self.stop_event.is_set():
+                self.stop()  # an error ends the run: the same bounded stop
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await server.stop()
             if sink.pending:
-                await sink.flush()
-            await asyncio.to_thread(self.store.close, COMPACT_WAIT)
-            log.info("stopped", extra={"fields": {"rows": sink.appended}})
+                await sink.close(self._left(SINK_BUDGET))
+            left = self._left(STOP_BUDGET)
+            closing = in_daemon_thread(self.store.close, COMPACT_WAIT, max(0.0, left - 0.5), name="store-close")
+            try:
+                await asyncio.wait_for(closing, left)
+            except TimeoutError:
+                log.error("store close did not finish in time: its log is recovered at the next start")
+            log.info("stopped", extra={"fields": {"rows": sink.appended, "stop_seconds":
+                                                  round(time.monotonic() - self._stop_at, 3)}})
         return 0
 
 

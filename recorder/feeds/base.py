@@ -135,7 +135,10 @@ class StreamSession:
             else:
                 reason = describe(exc) if exc is not None else "stream ended"
             self.tap.event(self.session, self.stream, "disconnect", reason)
-            if reason != "stopping":
+            held = self.tap.sink.blocked_since  # not read since then (back-pressure): that data is lost too
+            if reason != "stopping" or held is not None:
+                detail = self.gap_detail if held is None else (f"{self.gap_detail}; not read since the store "
+                                                               f"held the stream back")
                 for p in self.pairs:
-                    self.tap.event(self.session, self.stream, "gap", self.gap_detail, p)
+                    self.tap.event(self.session, self.stream, "gap", detail, p, ts=held)
         return False

@@ -75,6 +75,15 @@ RESERVE_BYTES = 1 << 20
 #: Seconds between two log lines about the same persisting trouble (a full disk).
 COMPLAIN_EVERY = 60.0
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+#: Fault hook for tests and soak runs: while the file this variable names exists, the background thread is
+#: frozen (no fsync, sealing or conversion), as on a stalled disk; it does not even see a close.
+FREEZE_ENV = "BOOKTAPE_FAULT_FREEZE_STORE"
+
+
+def _frozen_hook() -> None:
+    path = os.environ.get(FREEZE_ENV)
+    while path and os.path.exists(path):
+        time.sleep(0.05)
 
 
 def disk_full(e: BaseException) -> bool:
@@ -185,20 +194,35 @@ class Store:
         self._thread.start()
         return self
 
-    def close(self, compact_wait: float | None = None) -> None:
+    def close(self, compact_wait: float | None = None, timeout: float | None = None) -> None:
         """Flush, convert everything to Parquet, compact closed hours, release the writer lock.
 
         compact_wait bounds the wait for compaction (None: until done); a merge still running then is stopped
-        (crash-safe: the next open() rolls it back and redoes it).
+        (crash-safe: the next open() rolls it back and redoes it). `timeout` bounds the whole close: a
+        background thread that does not stop in time (a stalled disk) is left; the log is fsynced and kept,
+        and what was not converted is converted by the next open().
         """
         if self._lock_fd is None:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._stop.set()
             self._wake.set()
-            self._thread.join()
-            self.commit()
-            self._finish_compaction(compact_wait)
+            self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic() - 1.0))
+            if self._thread.is_alive():
+                _log_.warning("store thread did not stop in time: log fsynced and kept for the next start",
+                              extra={"fields": {"pending_bytes": self._pending}})
+                self.flush()
+                return
+            self.flush()
+            self._seal()
+            if self._convert_sealed(deadline):
+                waits = [w for w in (compact_wait, None if deadline is None else deadline - time.monotonic())
+                         if w is not None]
+                self._finish_compaction(max(0.0, min(waits)) if waits else None)
+            else:
+                _log_.warning("stopping before every log segment was converted: the next start converts them",
+                              extra={"fields": {"segments": len(self._sealed)}})
             seg, self._seg = self._seg, None
             seg.close()
             os.unlink(seg.path)
@@ -223,12 +247,12 @@ class Store:
         return self._seq.next(n)
 
     def append(self, table: str, exchange: str, pair: str, columns: Mapping[str, Sequence | pa.Array], *,
-               wait: float | None = None, force: bool = False) -> int:
+               wait: float | None = None, force: bool = False, reserve: bool = False) -> int:
         """Validate one batch and frame it into the log (durable at the next fsync); rows appended.
 
         At the backlog cap it waits up to `wait` seconds (default `overload_timeout`) for room, then raises
-        StoreBusy; on a full disk it raises DiskFull. `force` (a stop's last rows) skips the cap and may use
-        the reserve.
+        StoreBusy; on a full disk it raises DiskFull. `force` (a stop's last rows) skips the cap; `reserve`
+        (a stop's gap rows) may use the reserve file's space on a full disk.
         """
         if self._lock_fd is None:
             raise StoreError("store is not open")
@@ -266,7 +290,7 @@ class Store:
             try:
                 seg.write(bufs, frame if keep else None)
             except OSError as e:
-                if not disk_full(e) or not (force and self._give_up_reserve()):
+                if not disk_full(e) or not (reserve and self._give_up_reserve()):
                     raise self._full(e, locked=True) if disk_full(e) else e
                 seg.write(bufs, frame if keep else None)
             self._full_since = None
@@ -399,13 +423,16 @@ class Store:
             self._stats["files_written"] += files
             self._stats["segments_converted"] += 1
 
-    def _convert_sealed(self) -> None:
+    def _convert_sealed(self, deadline: float | None = None) -> bool:
+        """Convert sealed segments in order; False if `deadline` (monotonic) came first."""
         with self._convert_lock:
             while True:
                 with self._lock:
                     if not self._sealed:
-                        return
+                        return True
                     seg = self._sealed[0]
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
                 self._convert(seg.path, seg.take_frames())
                 with self._room:
                     self._sealed.popleft()
@@ -510,6 +537,7 @@ class Store:
         while not self._stop.is_set():
             self._wake.wait(tick)
             self._wake.clear()
+            _frozen_hook()
             try:
                 if time.monotonic() - last_sync >= self._fsync_interval:
                     self.flush()
