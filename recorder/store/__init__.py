@@ -528,7 +528,7 @@ class Store:
         seg, (born, hour) = self._seg, self._seg_born
         if not seg.size:
             return False
-        return (seg.size >= self._seal_bytes or self._pending > self._max_pending // 2
+        return (seg.size >= self._seal_bytes or self._pending > self._max_pending // 2 or self._need > 0
                 or time.monotonic() - born >= self._seal_interval or int(time.time() // 3600) != hour)
 
     def _run(self) -> None:
