@@ -5,7 +5,7 @@ joined (feeds/join.py); a REST snapshot per pair is re-taken at every `snapshot_
 (one hour) to check the tracked book, and a mismatch resyncs. A book message that cannot be parsed
 (kept raw, rejected) is a lost message: its pair (every pair when the frame does not say which) gets
 a `gap` row and a fresh snapshot on the same connection. Silence longer than the venue's heartbeat
-reconnects.
+reconnects; time the reader spends held back by the sink (back-pressure) is not silence.
 
 Bursts of event frames take a compiled path (`_burst`): one scan of the whole burst into columns, each
 steady pair's book kept by its FastBook, rows built as columns. A frame the scanner refuses, and every
@@ -75,6 +75,7 @@ class L3BookFeed:
         self.max_buffer = max_buffer
         self.joins = {p: L3Join() for p in ctx.cfg.pairs}
         self._last_rx = 0.0
+        self._held = False  # the reader is waiting for room in the sink: silence is not the venue's
         self._lost: asyncio.Queue[str] = asyncio.Queue()  # pairs waiting for a resync snapshot (per connection)
         self._queued: set[str] = set()
         self._pairs = list(ctx.cfg.pairs)
@@ -145,7 +146,7 @@ class L3BookFeed:
             await asyncio.sleep(min(1.0, limit / 4))
             self._anomalies(tap)
             silent = time.monotonic() - self._last_rx
-            if silent > limit:
+            if silent > limit and not self._held:
                 raise TransportError(f"no message for {silent:.1f}s (heartbeat {limit}s)")
             if any(j.buffered > self.max_buffer for j in self.joins.values()):
                 raise TransportError(f"more than {self.max_buffer} messages buffered waiting for a snapshot")
@@ -220,7 +221,12 @@ class L3BookFeed:
                 self._last_rx = time.monotonic()
                 self._frame(tap, session, stream, frame)
             if sink.full:
-                await sink.room()
+                self._held = True
+                try:
+                    await sink.room()
+                finally:  # silence is measured again from the moment we read again
+                    self._held = False
+                    self._last_rx = time.monotonic()
 
     def _route(self, scan, packed: l3batch.Packed) -> np.ndarray:
         """Per frame: True for the compiled path. A pair goes compiled when its book is steady, the burst
