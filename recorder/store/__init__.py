@@ -208,7 +208,8 @@ class Store:
         try:
             self._stop.set()
             self._wake.set()
-            self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic() - 1.0))
+            # a thread that is not frozen ends its tick at once (or its conversion: the next open redoes it)
+            self._thread.join(None if deadline is None else max(0.0, min(2.0, deadline - time.monotonic() - 1.0)))
             if self._thread.is_alive():
                 _log_.warning("store thread did not stop in time: log fsynced and kept for the next start",
                               extra={"fields": {"pending_bytes": self._pending}})
