@@ -32,7 +32,7 @@ from recorder.metrics import Metrics, MetricsServer
 from recorder.offload import in_daemon_thread
 from recorder.procs import child_env
 from recorder.store import Store
-from recorder.store.health import store_health
+from recorder.store.health import STALL_AFTER, store_health
 from recorder.transport import Backoff, RateLimiter
 
 log = logging.getLogger("recorder.daemon")
@@ -141,6 +141,7 @@ class Daemon:
         self._feeds: list = []
         self._run_session = 0
         self._stop_at = 0.0
+        self.stall_after = STALL_AFTER  # seconds without store progress before /health says 503
         self.stop_early = False  # set by a signal that arrives before the event loop handles signals
 
     def new_store(self) -> Store:
@@ -160,7 +161,7 @@ class Daemon:
 
     def store_health(self) -> dict:
         """The store's part of /health (and of /metrics): see recorder.store.health."""
-        return store_health(self.store.stats if self.store is not None else {})
+        return store_health(self.store.stats if self.store is not None else {}, stall_after=self.stall_after)
 
     def health(self) -> dict:
         """/health body: ok when the store keeps up and every feed is up or retrying; while the store is
@@ -236,7 +237,8 @@ class Daemon:
         self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))
         self.metrics.gauge_fn("arrow_allocated_bytes", pa.total_allocated_bytes)
         self.metrics.gauge_fn("store_stalled", lambda: float(not self.store_health()["ok"]))
-        self.metrics.gauge_fn("store_disk_full", lambda: float(self.store_health()["disk_full"]))
+        for key in ("disk_full", "fsync_age_seconds", "unsynced_seconds", "blocked_seconds", "backlog_ratio"):
+            self.metrics.gauge_fn(f"store_{key}", lambda k=key: float(self.store_health()[k] or 0))
         self._run_session = sink.session = sink.next_seq()
         server = MetricsServer(self.metrics, self.health, cfg.metrics_host, cfg.metrics_port)
         self.port = await server.start()

@@ -140,6 +140,8 @@ class Store:
         self._scanned = False  # a full compaction pass has run since open()
         self._compactor: tuple | None = None  # (child process, its output file, its request)
         self._need = 0  # bytes an append is waiting room for (seals the open segment at once)
+        self._blocked_since: float | None = None  # wall time an append began waiting for room
+        self._unsynced_since: float | None = None  # wall time of the oldest append not yet fsynced
         self._full_since: float | None = None  # wall time the disk was first found full (None: it is not)
         self._retry_at = 0.0  # background work waits until then after a full disk (backoff)
         self._retry_wait = 0.5
@@ -276,6 +278,7 @@ class Store:
             deadline = None
             while self._pending + size > self._max_pending and not force:
                 self._need = max(self._need, size)
+                self._blocked_since = self._blocked_since or time.time()
                 self._wake.set()
                 now = time.monotonic()
                 deadline = deadline or now + wait
@@ -294,7 +297,8 @@ class Store:
                 if not disk_full(e) or not (reserve and self._give_up_reserve()):
                     raise self._full(e, locked=True) if disk_full(e) else e
                 seg.write(bufs, frame if keep else None)
-            self._full_since = None
+            self._full_since = self._blocked_since = None
+            self._unsynced_since = self._unsynced_since or time.time()
             self._held += seg.held - kept
             self._pending += size
             st = self._stats
@@ -326,6 +330,8 @@ class Store:
                 os.close(fd)
             with self._lock:
                 seg.synced = max(seg.synced, size)
+                if seg is self._seg:  # appended meanwhile: unsynced since (at most) now
+                    self._unsynced_since = None if seg.synced == seg.size else time.time()
                 self._stats["fsyncs"] += 1
                 self._stats["last_fsync_ts"] = time.time()
 
@@ -347,7 +353,8 @@ class Store:
         """Counters for /metrics and /health."""
         with self._lock:
             return dict(self._stats, pending_bytes=self._pending, sealed_segments=len(self._sealed),
-                        max_pending_bytes=self._max_pending, disk_full_since=self._full_since)
+                        max_pending_bytes=self._max_pending, disk_full_since=self._full_since,
+                        blocked_since=self._blocked_since, unsynced_since=self._unsynced_since)
 
     # -- a full disk ---------------------------------------------------------------------------
     def _full(self, e: BaseException, locked: bool = False) -> DiskFull:
@@ -405,6 +412,8 @@ class Store:
             old.close()
             with self._lock:
                 self._sealed.append(old)
+                if self._seg.size == 0:
+                    self._unsynced_since = None
                 self._stats["fsyncs"] += 1
                 self._stats["last_fsync_ts"] = time.time()
 
