@@ -6,6 +6,7 @@ their values live only in `Secret` objects, whose repr never shows them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,15 @@ from typing import Any, Mapping
 from schemas import PAIR_RE
 
 VENUES = ("btcalpha", "bitexbit", "bitopro", "bitbay")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _looks_like_key(name: str) -> bool:
+    """True unless `name` reads like a conventional variable name (BITBAY_API_KEY, KEY_2): a credential
+    pasted in its place mixes letters and digits (BT_KEY_ABC789) or is not upper case."""
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or len(name) > 48:
+        return True
+    return any(re.search(r"\d{3}", p) or (len(p) >= 5 and re.search(r"\d", p)) for p in name.split("_"))
 RESOLUTIONS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "3h", "4h", "6h", "12h", "1d", "3d", "1w", "1M")
 
 
@@ -170,9 +180,14 @@ def _credentials(where: str, raw: Mapping[str, Any], secrets: Mapping[str, Any],
             raise ConfigError(f"{where}: api_key_env and api_secret_env go together")
         parts = []
         for k, name in (("api_key_env", key_env), ("api_secret_env", secret_env)):
-            _typed(f"{where}.{k}", name, str, "an environment variable name")
+            # the value is never repeated in an error: an operator may have pasted the key itself here
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ConfigError(f"{where}.{k}: expected the NAME of an environment variable (letters, digits, "
+                                  f"underscores); the value given is not shown, in case it is the key itself")
             if not env.get(name):
-                raise ConfigError(f"{where}.{k}: environment variable {name} is not set or empty")
+                what = "the environment variable it names (not shown: it looks like a key itself)" \
+                    if _looks_like_key(name) else f"environment variable {name}"
+                raise ConfigError(f"{where}.{k}: {what} is not set or empty")
             parts.append(Secret(env[name], f"env {name}"))
         return Credentials(*parts)
     if venue in secrets:

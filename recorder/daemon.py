@@ -30,6 +30,7 @@ from recorder.feeds.base import VenueContext, describe
 from recorder.feeds.sink import Sink, Tap
 from recorder.metrics import Metrics, MetricsServer
 from recorder.offload import in_daemon_thread
+from recorder.redact import Redactor
 from recorder.procs import child_env
 from recorder.store import Store
 from recorder.store.health import STALL_AFTER, store_health
@@ -44,19 +45,6 @@ L3_VENUES = ("btcalpha", "bitexbit")
 STOP_BUDGET, FEEDS_BUDGET, SINK_BUDGET = 9.0, 2.0, 5.5
 #: seconds a stop waits for compaction; a longer merge is stopped and redone at the next start (Store.close).
 COMPACT_WAIT = 3.0
-
-
-class Redactor:
-    """Replaces every known secret value with *** (applied to logs and sessions details)."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for s in self.secrets:
-            if s in text:
-                text = text.replace(s, "***")
-        return text
 
 
 class LogFormatter(logging.Formatter):

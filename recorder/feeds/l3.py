@@ -263,7 +263,8 @@ class L3BookFeed:
         n = len(packed.ts)
         self._burst_avg += 0.1 * (n - self._burst_avg)
         self._compiled = self._burst_avg >= (FAST_OFF if self._compiled else FAST_ON)
-        if not self._compiled:
+        redact = tap.sink.redact
+        if not self._compiled or (redact and redact.hit(packed.data)):  # the per-message path redacts raw rows
             self._one_by_one(tap, session, stream, packed, 0, n)
             return
         scan = btcalpha_scan.scan_frames(packed.buf, packed.starts, packed.ends, self._names, self._cancel_id)

@@ -13,13 +13,14 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Iterable, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.metrics import Metrics
 from recorder.offload import in_daemon_thread
+from recorder.redact import Redactor
 from recorder.rows import BookEvent, Candle, Level, Trade
 from recorder.store import DiskFull, StoreBusy, StoreError
 from schemas import ALL_PAIRS, TABLES
@@ -57,12 +58,12 @@ class Sink:
     """Buffers rows per (table, exchange, pair); `run` appends them to the store every `linger` seconds."""
 
     def __init__(self, store: StoreLike, metrics: Metrics, *, max_rows: int = 100_000, linger: float = 0.05,
-                 redact: Callable[[str], str] = lambda s: s) -> None:
+                 redact: Redactor | None = None) -> None:
         self.store = store
         self.metrics = metrics
         self.max_rows = max_rows
         self.linger = linger
-        self.redact = redact
+        self.redact = redact or Redactor()
         self._buf: dict[tuple[str, str, str], list[list[tuple] | Columns]] = defaultdict(list)
         self.pending = 0
         self._room = asyncio.Event()
@@ -332,9 +333,13 @@ class Tap:
 
     def raw(self, session: int, stream: str, pair: str | None, ts_recv: int, payload: bytes, *,
             status: str = "ok", reason: str | None = None, request: str | None = None) -> int:
-        """Record one received message verbatim; returns its seq."""
+        """Record one received message verbatim (but for configured credential values); returns its seq."""
         seq = self.sink.next_seq()
         self.metrics.seen(self.feed, len(payload))
+        redact = self.sink.redact
+        if redact:
+            payload = redact.bytes(payload)
+            reason, request = (redact(t) if t else t for t in (reason, request))
         self.sink.add("raw", self.exchange, pair or ALL_PAIRS, C.raw_row(ts_recv, seq, session, stream, payload, status,
                                                                          reason, request))
         return seq
