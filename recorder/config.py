@@ -5,6 +5,7 @@ their values live only in `Secret` objects, whose repr never shows them.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -118,6 +119,7 @@ class Config:
     venues: tuple[VenueConfig, ...]
     fsync_interval: float = 1.0
     metrics_host: str = "127.0.0.1"
+    allow_remote: bool = False  # metrics_host may be an address other machines reach (no authentication)
     metrics_port: int = 0
     log_format: str = "json"
     log_level: str = "info"
@@ -128,7 +130,7 @@ class Config:
 
 
 _TOP_KEYS = {"recorder", "venues"}
-_RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
+_RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "allow_remote", "metrics_port", "log_format", "log_level", "queue_max",
                   "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
 _VENUE_KEYS = {"enabled", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "book_limit", "trades_interval", "candles_interval",
@@ -170,6 +172,22 @@ def _url(where: str, value: Any) -> str:
     if not value.startswith(("http://", "https://", "ws://", "wss://")):
         raise ConfigError(f"{where}: not an http(s)/ws(s) URL: {value!r}")
     return value
+
+
+def _metrics_host(host: str, allow_remote: bool) -> str:
+    """An IP address (or localhost) to serve /metrics and /health on; they have no authentication, so an
+    address other machines can reach needs allow_remote = true."""
+    if host == "localhost":
+        return host
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"recorder.metrics_host: {host!r} is not an IP address (or localhost); "
+                          f"e.g. 127.0.0.1, ::1, or 0.0.0.0 with allow_remote = true") from None
+    if not ip.is_loopback and not allow_remote:
+        raise ConfigError(f"recorder.metrics_host: {host} is reachable from other machines and /metrics and "
+                          f"/health have no authentication; set recorder.allow_remote = true to serve them there")
+    return host
 
 
 def _credentials(where: str, raw: Mapping[str, Any], secrets: Mapping[str, Any], env: Mapping[str, str],
@@ -300,7 +318,10 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
             raise ConfigError(f"recorder.metrics_port: {port} is not a port (0 picks a free one)")
         kw["metrics_port"] = port
     if "metrics_host" in rec:
-        kw["metrics_host"] = _typed("recorder.metrics_host", rec["metrics_host"], str, "a host")
+        kw["metrics_host"] = _metrics_host(_typed("recorder.metrics_host", rec["metrics_host"], str, "an address"),
+                                           _typed("recorder.allow_remote", rec.get("allow_remote", False), bool,
+                                                  "true or false"))
+        kw["allow_remote"] = rec.get("allow_remote", False)
     if rec.get("log_format", "json") not in ("json", "kv"):
         raise ConfigError("recorder.log_format: json or kv")
     if rec.get("log_level", "info") not in ("debug", "info", "warning", "error"):

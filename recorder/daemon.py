@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -76,6 +77,11 @@ def setup_logging(fmt: str, level: str, redact: Callable[[str], str], stream=Non
     root.handlers[:] = [h]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
 
 
 def secrets_of(cfg: Config) -> list[str]:
@@ -231,6 +237,9 @@ class Daemon:
         server = MetricsServer(self.metrics, self.health, cfg.metrics_host, cfg.metrics_port)
         self.port = await server.start()
         log.info("metrics listening", extra={"fields": {"url": f"http://{cfg.metrics_host}:{self.port}/metrics"}})
+        if cfg.allow_remote and not is_loopback(cfg.metrics_host):
+            log.warning("metrics and health are served to other machines, without authentication (allow_remote)",
+                        extra={"fields": {"host": cfg.metrics_host, "port": self.port}})
         self._daemon_event("start", f"pid {os.getpid()} writer {self.writer} venues "
                                     f"{','.join(v.name for v in cfg.venues)} metrics port {self.port}")
         limiter = RateLimiter()
