@@ -19,6 +19,7 @@ COUNTERS = {
     "requests": "HTTP requests sent",
     "dropped_duplicates": "trades or candle versions not written because already recorded",
     "book_anomalies": "fills/cancels of unknown orders, overfills and crossed books seen while tracking a book",
+    "resyncs": "books found wrong (anomaly burst, crossed book, hourly check mismatch) and snapshotted afresh",
 }
 GAUGES = {
     "lag_seconds": "ts_recv minus venue ts_event of the latest message",
