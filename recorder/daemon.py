@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,6 +199,19 @@ class Daemon:
             await asyncio.sleep(delay)
             self.metrics.inc("reconnects", feed.name)
 
+    async def _watch_store(self) -> None:
+        """Every second: each feed's `stalled` gauge from the store's health, and one log line per change."""
+        state = "ok"
+        while True:
+            h = self.store_health()
+            for f in self._feeds:
+                self.metrics.set("stalled", f.name, float(not h["ok"]))
+            if re.sub(r"[\d.]+s", "", h["state"]) != re.sub(r"[\d.]+s", "", state):  # not every second's age
+                log.log(logging.INFO if h["ok"] else logging.ERROR, "store " + ("recovered" if h["ok"] else
+                        "stalled"), extra={"fields": {"state": h["state"], "backlog_bytes": h["backlog_bytes"]}})
+                state = h["state"]
+            await asyncio.sleep(1.0)
+
     async def _warm(self) -> None:
         """Load the L3 feed's compiled kernels (compiled once per install into numba's cache, ~15 s; then ~1 s;
         `recorder run` has compiled them in a child process first: compile_kernels).
@@ -255,6 +269,7 @@ class Daemon:
                     self._feeds += self.build(ctx, snapshot_interval=self.snapshot_interval)
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(sink.run(), name="sink")
+                    watch = tg.create_task(self._watch_store(), name="store-health")
                     tasks = [tg.create_task(self._supervise(f), name=f.name) for f in self._feeds]
                     if self.on_ready is not None:
                         self.on_ready(self)
@@ -267,6 +282,7 @@ class Daemon:
                     self._daemon_event("stop", "graceful stop")
                     await sink.close(self._left(SINK_BUDGET))
                     writer.cancel()
+                    watch.cancel()
         finally:
             if not self.stop_event.is_set():
                 self.stop()  # an error ends the run: the same bounded stop

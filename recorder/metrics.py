@@ -27,6 +27,7 @@ GAUGES = {
     "up": "1 while the feed's connection or poll loop is healthy",
     "queue_depth": "messages the feed holds waiting for a snapshot join",
     "book_orders": "resting orders in the books the feed tracks",
+    "stalled": "1 while nothing the feed receives can be kept (the store is stalled: disk full, no fsync, backlog full)",
 }
 
 

@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import aiohttp
-import duckdb
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from smallfs import fill, small_fs  # noqa: E402
+from tickers import StreamTicker, sql, ticker_config  # noqa: E402
 
-from recorder import config  # noqa: E402
 from recorder.daemon import Daemon  # noqa: E402
 from recorder.store import DiskFull, Store, StoreBusy  # noqa: E402
 from recorder.store.health import store_health  # noqa: E402
@@ -26,14 +25,6 @@ def raw_cols(i0: int, n: int, size: int = 1000) -> dict:
     return {"ts_recv": [time.time_ns()] * n, "seq": list(range(i0, i0 + n)), "session": [1] * n,
             "stream": ["t"] * n, "payload": [b"x" * size] * n, "status": ["ok"] * n,
             "request": [None] * n, "reason": [None] * n}
-
-
-def sql(q: str) -> list:
-    con = duckdb.connect()
-    try:
-        return con.execute(q).fetchall()
-    finally:
-        con.close()
 
 
 def count(root: Path, table: str = "raw") -> int:
@@ -67,34 +58,13 @@ def test_store_on_a_full_disk_refuses_without_writing_then_resumes(tmp_path, cap
         assert not list(root.rglob("*.tmp")), "no partial file left behind"
 
 
-class Ticker:
-    """Writes raw rows of 2 KB as fast as back-pressure lets it; remembers how many it handed over."""
-
-    def __init__(self, ctx) -> None:
-        self.ctx, self.name, self.sent = ctx, "btcalpha:ticker", 0
-
-    async def run(self, healthy) -> None:
-        healthy()
-        tap = self.ctx.tap(self.name)
-        session = tap.new_session()
-        while True:
-            for _ in range(20):
-                tap.raw(session, "ticker", "BTC_USD", time.time_ns(), b"%08d" % self.sent + b"y" * 2000)
-                self.sent += 1
-            if tap.sink.full:
-                await tap.sink.room()
-            await asyncio.sleep(0.01)
-
-
 def test_daemon_on_a_full_disk_waits_reports_503_and_loses_nothing(tmp_path):
     with small_fs(tmp_path / "fs", "16m") as fs:
-        cfg = config.parse({"recorder": {"root": str(fs / "data"), "fsync_interval": 0.2, "queue_max": 2000,
-                                         "max_pending_bytes": 1 << 20},
-                            "venues": {"bitopro": {"pairs": ["BTC_USD"]}}}, env={})
+        cfg = ticker_config(fs / "data", queue_max=2000, max_pending_bytes=1 << 20)
         feeds = []
 
         def build(ctx, **_):
-            feeds.append(Ticker(ctx))
+            feeds.append(StreamTicker(ctx))
             return feeds
 
         async def get(s, port, path):
@@ -128,6 +98,7 @@ def test_daemon_on_a_full_disk_waits_reports_503_and_loses_nothing(tmp_path):
         assert status == 503 and h["store_health"]["state"] == "stalled: disk full"
         assert h["feeds"]["btcalpha:ticker"]["state"] == "stalled: disk full"
         assert "booktape_store_disk_full 1" in full_metrics[1]
+        assert 'booktape_stalled{feed="btcalpha:ticker"} 1' in full_metrics[1]
         assert stuck <= 40, "while the disk is full the feed must be held back, not buffered without bound"
         assert ok_health[0] == 200
         root = fs / "data"

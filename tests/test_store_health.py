@@ -5,10 +5,16 @@ import asyncio
 import json
 import time
 
+import sys
+from pathlib import Path
+
 import aiohttp
 
-from recorder.store import FREEZE_ENV, Store
-from recorder.store.health import store_health
+sys.path.insert(0, str(Path(__file__).parent))
+from tickers import StreamTicker, ticker_config  # noqa: E402
+
+from recorder.store import FREEZE_ENV, Store  # noqa: E402
+from recorder.store.health import store_health  # noqa: E402
 
 STATS = {"pending_bytes": 0, "max_pending_bytes": 1000, "last_fsync_ts": 100.0, "disk_full_since": None,
          "unsynced_since": None, "blocked_since": None}
@@ -48,18 +54,11 @@ def test_a_frozen_store_thread_shows_in_its_stats(tmp_path, monkeypatch):
 
 
 def test_health_endpoint_says_503_while_the_store_is_frozen(tmp_path, monkeypatch):
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_store_stall import StreamTicker
-
-    from recorder import config
     from recorder.daemon import Daemon
 
     flag = tmp_path / "freeze"
     monkeypatch.setenv(FREEZE_ENV, str(flag))
-    cfg = config.parse({"recorder": {"root": str(tmp_path / "data"), "fsync_interval": 0.2},
-                        "venues": {"bitopro": {"pairs": ["BTC_USD"]}}}, env={})
+    cfg = ticker_config(tmp_path / "data")
 
     async def main():
         d = Daemon(cfg, build=lambda ctx, **_: [StreamTicker(ctx)])

@@ -7,44 +7,18 @@ import logging
 import threading
 import time
 
-import duckdb
+import sys
+from pathlib import Path
+
 import pytest
 
-from recorder import config
-from recorder.daemon import Daemon
-from recorder.feeds.base import StreamSession
-from recorder.feeds.sink import Sink
-from recorder.metrics import Metrics
-from recorder.store import FREEZE_ENV, Store
+sys.path.insert(0, str(Path(__file__).parent))
+from tickers import StreamTicker, sql, ticker_config  # noqa: E402
 
-
-def sql(q: str) -> list:
-    con = duckdb.connect()
-    try:
-        return con.execute(q).fetchall()
-    finally:
-        con.close()
-
-
-class StreamTicker:
-    """A stream feed: 2 KB raw rows as fast as back-pressure lets it, inside a StreamSession."""
-
-    def __init__(self, ctx) -> None:
-        self.ctx, self.name, self.sent = ctx, "btcalpha:ticker", 0
-
-    async def run(self, healthy) -> None:
-        tap = self.ctx.tap(self.name)
-        session = tap.new_session()
-        with StreamSession(tap, session, "ws:ticker", ["BTC_USD"], "ticker lost") as conn:
-            conn.connect("fake")
-            healthy()
-            while True:
-                for _ in range(20):
-                    tap.raw(session, "ws:ticker", "BTC_USD", time.time_ns(), b"%08d" % self.sent + b"y" * 2000)
-                    self.sent += 1
-                if tap.sink.full:
-                    await tap.sink.room()
-                await asyncio.sleep(0.005)
+from recorder.daemon import Daemon  # noqa: E402
+from recorder.feeds.sink import Sink  # noqa: E402
+from recorder.metrics import Metrics  # noqa: E402
+from recorder.store import FREEZE_ENV, Store  # noqa: E402
 
 
 @pytest.mark.timeout(90)
@@ -53,9 +27,7 @@ def test_frozen_store_holds_feeds_back_drops_nothing_and_sigterm_stops_within_10
                                                                                   freeze):
     flag = tmp_path / "freeze"
     monkeypatch.setenv(FREEZE_ENV, str(flag))
-    cfg = config.parse({"recorder": {"root": str(tmp_path / "data"), "fsync_interval": 0.2, "queue_max": 2000,
-                                     "max_pending_bytes": 2 << 20},
-                        "venues": {"bitopro": {"pairs": ["BTC_USD"]}}}, env={})
+    cfg = ticker_config(tmp_path / "data", queue_max=2000, max_pending_bytes=2 << 20)
     feeds = []
 
     def build(ctx, **_):
