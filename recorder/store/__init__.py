@@ -21,8 +21,8 @@ from converting that segment, not from the segment ageing out.
 
 A full disk is a state (`DiskFull`, a `StoreBusy`): the append writes nothing and the caller retries; the
 background work retries with backoff and logs one line a minute. `open()` refuses to start without
-`min_free_bytes` free. A small reserve file (`_log/<writer>/reserve`) is given up for `force` appends (the
-gap and stop rows of a stop) when the disk is full. Segments also keep their frames in memory, up to half of
+`min_free_bytes` free. A small reserve file (`_state/reserve-<writer>`) is given up for `reserve` appends (the
+gap rows of a stop) when the disk is full. Segments also keep their frames in memory, up to half of
 `max_pending_bytes` in all, so conversion does not read the log back (only recovery, and a segment past that
 share, do): unconverted data holds at most `max_pending_bytes` of memory, as when each conversion read its
 segment back. Compaction streams (compact.py): its extra memory is a few tens of MB whatever the hour's size,
@@ -115,6 +115,7 @@ class Store:
         self.root = Path(root)
         self.writer = writer
         self._log_dir = self.root / "_log" / writer
+        self._reserve_path = self.root / "_state" / f"reserve-{writer}"
         self._fsync_interval = fsync_interval
         self._max_pending = max_pending_bytes
         self._seal_bytes = max(1, min(segment_bytes, max_pending_bytes // 2))
@@ -158,7 +159,7 @@ class Store:
     def check_space(self) -> None:
         """Raise DiskFull, naming the space needed, when the root's filesystem has less than min_free_bytes."""
         free, need = free_bytes(self.root), self.min_free_bytes
-        reserve = self._log_dir / "reserve"
+        reserve = self._reserve_path
         if free + (reserve.stat().st_size if reserve.exists() else 0) < need:
             raise DiskFull(f"{self.root}: {_mb(free)} free; the recorder needs at least {_mb(need)} free "
                            f"(two {_mb(self._seal_bytes)} log segments and a {_mb(RESERVE_BYTES)} reserve)")
@@ -372,7 +373,7 @@ class Store:
 
     def _make_reserve(self) -> None:
         """The reserve file, allocated (a full disk only costs us not having one)."""
-        path = self._log_dir / "reserve"
+        path = self._reserve_path
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
@@ -387,7 +388,7 @@ class Store:
 
     def _give_up_reserve(self) -> bool:
         """Free the reserve for a forced append; False if there is none left."""
-        path = self._log_dir / "reserve"
+        path = self._reserve_path
         if not path.exists():
             return False
         path.unlink()
