@@ -31,12 +31,17 @@ def run(config_path: str) -> None:
     # buffers, 8-10 % of the recorder's CPU on the firehose; jemalloc reuses them (bench/RESULTS.md).
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     from recorder import config, daemon
+    from recorder.store import DiskFull
 
     try:
         cfg = config.load(config_path)
     except config.ConfigError as e:
         raise click.ClickException(str(e)) from None
-    sys.exit(daemon.run(cfg, early=early))
+    try:
+        sys.exit(daemon.run(cfg, early=early))
+    except DiskFull as e:  # a restart loop on a full disk must say why in one line, with its own exit code
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
 
 
 @main.command()

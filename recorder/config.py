@@ -5,7 +5,9 @@ their values live only in `Secret` objects, whose repr never shows them.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,15 @@ from typing import Any, Mapping
 from schemas import PAIR_RE
 
 VENUES = ("btcalpha", "bitexbit", "bitopro", "bitbay")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _looks_like_key(name: str) -> bool:
+    """True unless `name` reads like a conventional variable name (BITBAY_API_KEY, KEY_2): a credential
+    pasted in its place mixes letters and digits (BT_KEY_ABC789) or is not upper case."""
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or len(name) > 48:
+        return True
+    return any(re.search(r"\d{3}", p) or (len(p) >= 5 and re.search(r"\d", p)) for p in name.split("_"))
 RESOLUTIONS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "3h", "4h", "6h", "12h", "1d", "3d", "1w", "1M")
 
 
@@ -108,6 +119,7 @@ class Config:
     venues: tuple[VenueConfig, ...]
     fsync_interval: float = 1.0
     metrics_host: str = "127.0.0.1"
+    allow_remote: bool = False  # metrics_host may be an address other machines reach (no authentication)
     metrics_port: int = 0
     log_format: str = "json"
     log_level: str = "info"
@@ -118,7 +130,7 @@ class Config:
 
 
 _TOP_KEYS = {"recorder", "venues"}
-_RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
+_RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "allow_remote", "metrics_port", "log_format", "log_level", "queue_max",
                   "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
 _VENUE_KEYS = {"enabled", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "book_limit", "trades_interval", "candles_interval",
@@ -162,6 +174,22 @@ def _url(where: str, value: Any) -> str:
     return value
 
 
+def _metrics_host(host: str, allow_remote: bool) -> str:
+    """An IP address (or localhost) to serve /metrics and /health on; they have no authentication, so an
+    address other machines can reach needs allow_remote = true."""
+    if host == "localhost":
+        return host
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"recorder.metrics_host: {host!r} is not an IP address (or localhost); "
+                          f"e.g. 127.0.0.1, ::1, or 0.0.0.0 with allow_remote = true") from None
+    if not ip.is_loopback and not allow_remote:
+        raise ConfigError(f"recorder.metrics_host: {host} is reachable from other machines and /metrics and "
+                          f"/health have no authentication; set recorder.allow_remote = true to serve them there")
+    return host
+
+
 def _credentials(where: str, raw: Mapping[str, Any], secrets: Mapping[str, Any], env: Mapping[str, str],
                  venue: str) -> Credentials | None:
     key_env, secret_env = raw.get("api_key_env"), raw.get("api_secret_env")
@@ -170,9 +198,14 @@ def _credentials(where: str, raw: Mapping[str, Any], secrets: Mapping[str, Any],
             raise ConfigError(f"{where}: api_key_env and api_secret_env go together")
         parts = []
         for k, name in (("api_key_env", key_env), ("api_secret_env", secret_env)):
-            _typed(f"{where}.{k}", name, str, "an environment variable name")
+            # the value is never repeated in an error: an operator may have pasted the key itself here
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ConfigError(f"{where}.{k}: expected the NAME of an environment variable (letters, digits, "
+                                  f"underscores); the value given is not shown, in case it is the key itself")
             if not env.get(name):
-                raise ConfigError(f"{where}.{k}: environment variable {name} is not set or empty")
+                what = "the environment variable it names (not shown: it looks like a key itself)" \
+                    if _looks_like_key(name) else f"environment variable {name}"
+                raise ConfigError(f"{where}.{k}: {what} is not set or empty")
             parts.append(Secret(env[name], f"env {name}"))
         return Credentials(*parts)
     if venue in secrets:
@@ -285,7 +318,10 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
             raise ConfigError(f"recorder.metrics_port: {port} is not a port (0 picks a free one)")
         kw["metrics_port"] = port
     if "metrics_host" in rec:
-        kw["metrics_host"] = _typed("recorder.metrics_host", rec["metrics_host"], str, "a host")
+        kw["metrics_host"] = _metrics_host(_typed("recorder.metrics_host", rec["metrics_host"], str, "an address"),
+                                           _typed("recorder.allow_remote", rec.get("allow_remote", False), bool,
+                                                  "true or false"))
+        kw["allow_remote"] = rec.get("allow_remote", False)
     if rec.get("log_format", "json") not in ("json", "kv"):
         raise ConfigError("recorder.log_format: json or kv")
     if rec.get("log_level", "info") not in ("debug", "info", "warning", "error"):

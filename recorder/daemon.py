@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,30 +31,23 @@ from recorder.feeds import l3
 from recorder.feeds.base import VenueContext, describe
 from recorder.feeds.sink import Sink, Tap
 from recorder.metrics import Metrics, MetricsServer
+from recorder.offload import in_daemon_thread
+from recorder.redact import Redactor
 from recorder.procs import child_env
 from recorder.store import Store
+from recorder.store.health import STALL_AFTER, store_health
 from recorder.transport import Backoff, RateLimiter
 from schemas import TABLES, files
 
 log = logging.getLogger("recorder.daemon")
 #: Venues whose book stream needs the L3 feed's compiled kernels.
 L3_VENUES = ("btcalpha", "bitexbit")
-STOP_BUDGET = 8.0  # seconds allowed for feeds to wind down before the final flush
+#: A stop (SIGTERM) is over within STOP_BUDGET seconds whatever the store's state: feeds get FEEDS_BUDGET to wind
+#: down, the sink's last flush runs until SINK_BUDGET (then what is left becomes gap rows), the store's close
+#: gets the rest (a stalled store leaves its log for the next start).
+STOP_BUDGET, FEEDS_BUDGET, SINK_BUDGET = 9.0, 2.0, 5.5
 #: seconds a stop waits for compaction; a longer merge is stopped and redone at the next start (Store.close).
 COMPACT_WAIT = 3.0
-
-
-class Redactor:
-    """Replaces every known secret value with *** (applied to logs and sessions details)."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for s in self.secrets:
-            if s in text:
-                text = text.replace(s, "***")
-        return text
 
 
 class LogFormatter(logging.Formatter):
@@ -85,6 +79,11 @@ def setup_logging(fmt: str, level: str, redact: Callable[[str], str], stream=Non
     root.handlers[:] = [h]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
 
 
 def secrets_of(cfg: Config) -> list[str]:
@@ -138,20 +137,41 @@ class Daemon:
         self.sink: Sink | None = None
         self._feeds: list = []
         self._run_session = 0
+        self._stop_at = 0.0
+        self.stall_after = STALL_AFTER  # seconds without store progress before /health says 503
         self.stop_early = False  # set by a signal that arrives before the event loop handles signals
+
+    def new_store(self) -> Store:
+        """The store this run writes to (not opened)."""
+        return Store(self.cfg.root, self.writer, fsync_interval=self.cfg.fsync_interval,
+                     max_pending_bytes=self.cfg.max_pending_bytes)
 
     def stop(self) -> None:
         """Ask the run to end (signal handlers call this)."""
+        if not self.stop_event.is_set():
+            self._stop_at = time.monotonic()
         self.stop_event.set()
 
+    def _left(self, until: float) -> float:
+        """Seconds left until `until` seconds after the stop was asked for."""
+        return max(0.0, self._stop_at + until - time.monotonic())
+
+    def store_health(self) -> dict:
+        """The store's part of /health (and of /metrics): see recorder.store.health."""
+        return store_health(self.store.stats if self.store is not None else {}, stall_after=self.stall_after)
+
     def health(self) -> dict:
-        """/health body: ok when the store works and every feed is up or retrying."""
+        """/health body: ok when the store keeps up and every feed is up or retrying; while the store is
+        stalled every feed is too (nothing it receives can be kept)."""
         stats = self.store.stats if self.store is not None else {}
+        sh = self.store_health()
         feeds = {f.name: {"up": bool(self.metrics.gauges.get(("up", f.name), 0)),
                           "last_message_age_seconds": round(time.time() - self.metrics.last_seen[f.name], 3)
-                          if f.name in self.metrics.last_seen else None} for f in self._feeds}
-        ok = self.store is not None and not (stats or {}).get("last_error")
+                          if f.name in self.metrics.last_seen else None,
+                          **({} if sh["ok"] else {"state": sh["state"]})} for f in self._feeds}
+        ok = self.store is not None and not (stats or {}).get("last_error") and sh["ok"]
         return {"ok": ok, "feeds": feeds, "pending_rows": self.sink.pending if self.sink else 0,
+                "store_health": sh,
                 "store": {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str, type(None)))}}
 
     def _daemon_event(self, kind: str, detail: str) -> None:
@@ -181,6 +201,19 @@ class Daemon:
             await asyncio.sleep(delay)
             self.metrics.inc("reconnects", feed.name)
 
+    async def _watch_store(self) -> None:
+        """Every second: each feed's `stalled` gauge from the store's health, and one log line per change."""
+        state = "ok"
+        while True:
+            h = self.store_health()
+            for f in self._feeds:
+                self.metrics.set("stalled", f.name, float(not h["ok"]))
+            if re.sub(r"[\d.]+s", "", h["state"]) != re.sub(r"[\d.]+s", "", state):  # not every second's age
+                log.log(logging.INFO if h["ok"] else logging.ERROR, "store " + ("recovered" if h["ok"] else
+                        "stalled"), extra={"fields": {"state": h["state"], "backlog_bytes": h["backlog_bytes"]}})
+                state = h["state"]
+            await asyncio.sleep(1.0)
+
     async def _warm(self) -> None:
         """Load the L3 feed's compiled kernels (compiled once per install into numba's cache, ~15 s; then ~1 s;
         `recorder run` has compiled them in a child process first: compile_kernels).
@@ -188,25 +221,7 @@ class Daemon:
         In a daemon thread, not the loop's executor: a stop during a first compile must not wait for it
         (the executor is joined at exit; a daemon thread is not), and the stop skips straight to shutdown.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def settle(outcome: BaseException | None) -> None:
-            if not done.done():
-                done.set_exception(outcome) if outcome is not None else done.set_result(None)
-
-        def work() -> None:
-            try:
-                l3.warm()
-                outcome: BaseException | None = None
-            except BaseException as e:  # handed to the awaiting task
-                outcome = e
-            try:
-                loop.call_soon_threadsafe(settle, outcome)
-            except RuntimeError:
-                pass  # the loop is closed: the daemon stopped meanwhile and nobody waits
-
-        threading.Thread(target=work, name="numba-warm", daemon=True).start()
+        done = in_daemon_thread(l3.warm, name="numba-warm")
         stopping = asyncio.ensure_future(self.stop_event.wait())
         try:
             await asyncio.wait([done, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -226,17 +241,21 @@ class Daemon:
         if self.stop_early:
             self.stop()
         log.info("arrow memory pool", extra={"fields": {"pool": pa.default_memory_pool().backend_name}})
-        self.store = await asyncio.to_thread(
-            Store(cfg.root, self.writer, fsync_interval=cfg.fsync_interval,
-                  max_pending_bytes=cfg.max_pending_bytes).open)
+        self.store = await asyncio.to_thread(self.new_store().open)
         self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
         self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
         self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))
         self.metrics.gauge_fn("arrow_allocated_bytes", pa.total_allocated_bytes)
-        self._run_session = sink.next_seq()
+        self.metrics.gauge_fn("store_stalled", lambda: float(not self.store_health()["ok"]))
+        for key in ("disk_full", "fsync_age_seconds", "unsynced_seconds", "blocked_seconds", "backlog_ratio"):
+            self.metrics.gauge_fn(f"store_{key}", lambda k=key: float(self.store_health()[k] or 0))
+        self._run_session = sink.session = sink.next_seq()
         server = MetricsServer(self.metrics, self.health, cfg.metrics_host, cfg.metrics_port)
         self.port = await server.start()
         log.info("metrics listening", extra={"fields": {"url": f"http://{cfg.metrics_host}:{self.port}/metrics"}})
+        if cfg.allow_remote and not is_loopback(cfg.metrics_host):
+            log.warning("metrics and health are served to other machines, without authentication (allow_remote)",
+                        extra={"fields": {"host": cfg.metrics_host, "port": self.port}})
         self._daemon_event("start", f"pid {os.getpid()} writer {self.writer} venues "
                                     f"{','.join(v.name for v in cfg.venues)} metrics port {self.port}")
         limiter = RateLimiter()
@@ -252,6 +271,7 @@ class Daemon:
                     self._feeds += self.build(ctx, snapshot_interval=self.snapshot_interval)
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(sink.run(), name="sink")
+                    watch = tg.create_task(self._watch_store(), name="store-health")
                     tasks = [tg.create_task(self._supervise(f), name=f.name) for f in self._feeds]
                     if self.on_ready is not None:
                         self.on_ready(self)
@@ -260,18 +280,27 @@ class Daemon:
                     for t in tasks:
                         t.cancel()
                     if tasks:
-                        await asyncio.wait(tasks, timeout=STOP_BUDGET)
+                        await asyncio.wait(tasks, timeout=self._left(FEEDS_BUDGET))
                     self._daemon_event("stop", "graceful stop")
-                    await sink.flush()
+                    await sink.close(self._left(SINK_BUDGET))
                     writer.cancel()
+                    watch.cancel()
         finally:
+            if not self.stop_event.is_set():
+                self.stop()  # an error ends the run: the same bounded stop
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await server.stop()
             if sink.pending:
-                await sink.flush()
-            await asyncio.to_thread(self.store.close, COMPACT_WAIT)
-            log.info("stopped", extra={"fields": {"rows": sink.appended}})
+                await sink.close(self._left(SINK_BUDGET))
+            left = self._left(STOP_BUDGET)
+            closing = in_daemon_thread(self.store.close, COMPACT_WAIT, max(0.0, left - 0.5), name="store-close")
+            try:
+                await asyncio.wait_for(closing, left)
+            except TimeoutError:
+                log.error("store close did not finish in time: its log is recovered at the next start")
+            log.info("stopped", extra={"fields": {"rows": sink.appended, "stop_seconds":
+                                                  round(time.monotonic() - self._stop_at, 3)}})
         return 0
 
 
@@ -280,6 +309,7 @@ def run(cfg: Config, early: list | None = None, **kw) -> int:
     setup_logging(cfg.log_format, cfg.log_level, Redactor(secrets_of(cfg)))
     daemon = Daemon(cfg, **kw)
     daemon.stop_early = bool(early)
+    daemon.new_store().check_space()  # a full disk: one line (DiskFull), before anything starts
 
     def on_signal(*_) -> None:
         daemon.stop_early = True

@@ -19,6 +19,7 @@ COUNTERS = {
     "requests": "HTTP requests sent",
     "dropped_duplicates": "trades or candle versions not written because already recorded",
     "book_anomalies": "fills/cancels of unknown orders, overfills and crossed books seen while tracking a book",
+    "resyncs": "books found wrong (anomaly burst, crossed book, hourly check mismatch) and snapshotted afresh",
 }
 GAUGES = {
     "lag_seconds": "ts_recv minus venue ts_event of the latest message",
@@ -26,6 +27,7 @@ GAUGES = {
     "up": "1 while the feed's connection or poll loop is healthy",
     "queue_depth": "messages the feed holds waiting for a snapshot join",
     "book_orders": "resting orders in the books the feed tracks",
+    "stalled": "1 while nothing the feed receives can be kept (the store is stalled: disk full, no fsync, backlog full)",
 }
 
 

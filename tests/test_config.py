@@ -116,3 +116,26 @@ def test_bitopro_book_limit():
 
 def test_example_toml_parses_as_plain_toml():
     tomllib.loads((REPO / "recorder.example.toml").read_text())
+
+
+def rec(**kw):
+    return {"recorder": {"root": "data", **kw}, "venues": {"btcalpha": {"pairs": ["BTC_USD"]}}}
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3"])
+def test_a_non_loopback_metrics_host_needs_allow_remote(host):
+    with pytest.raises(ConfigError, match="allow_remote"):
+        config.parse(rec(metrics_host=host), env={})
+    cfg = config.parse(rec(metrics_host=host, allow_remote=True), env={})
+    assert cfg.metrics_host == host and cfg.allow_remote
+
+
+@pytest.mark.parametrize("host", ["garbage", "127.0.0.1:9000", "999.1.1.1", "", "http://127.0.0.1"])
+def test_an_invalid_metrics_host_is_a_config_error(host):
+    with pytest.raises(ConfigError, match="recorder.metrics_host"):
+        config.parse(rec(metrics_host=host, allow_remote=True), env={})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_loopback_metrics_hosts_are_fine(host):
+    assert config.parse(rec(metrics_host=host), env={}).metrics_host == host

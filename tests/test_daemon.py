@@ -189,3 +189,11 @@ def test_the_kernels_compile_in_a_child_process_that_a_stop_kills(monkeypatch):
 
     monkeypatch.setattr(daemon_mod, "COMPILE", [sys.executable, "-c", "raise SystemExit(3)"])
     daemon_mod.compile_kernels(lambda: False)  # logged, returns
+
+
+def test_a_remote_metrics_host_is_served_with_a_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="recorder.daemon")
+    cfg = cfg_for(tmp_path, metrics_host="0.0.0.0", allow_remote=True)
+    _, code, _, _ = run_daemon(cfg, 0.5, lambda ctx, **_: [FlakyFeed(ctx, fails=0)])
+    assert code == 0
+    assert any("without authentication" in r.getMessage() for r in caplog.records)

@@ -541,3 +541,18 @@ def test_conversion_uses_the_frames_kept_in_memory_within_their_cap(tmp_path, mo
         assert s._held == 0
     assert reads  # a segment past the cap was read back
     assert read_all(root).column("seq").to_pylist() == list(range(300))
+
+
+def test_an_append_waiting_for_room_seals_the_open_segment_at_once(tmp_path):
+    """The open segment holds the room a waiting append needs: seal it now, not when it ages out (60 s)."""
+    def raw(seq, size):
+        return {"ts_recv": [1_700_000_000_000_000_000], "seq": [seq], "session": [1], "stream": ["s"],
+                "request": [None], "status": ["ok"], "reason": [None], "payload": [b"p" * size]}
+
+    with Store(tmp_path, "w", max_pending_bytes=1 << 20, seal_interval=60.0, overload_timeout=5.0) as s:
+        s.append("raw", "btcalpha", "BTC_USD", raw(1, 300 << 10))
+        t0 = time.monotonic()
+        s.append("raw", "btcalpha", "BTC_USD", raw(2, 800 << 10))
+        waited = time.monotonic() - t0
+    assert waited < 2.0, f"the append waited {waited:.1f}s for room the open segment held"
+    assert sorted(read_all(tmp_path, "raw").column("seq").to_pylist()) == [1, 2]

@@ -135,10 +135,13 @@ class StreamSession:
             else:
                 reason = describe(exc) if exc is not None else "stream ended"
             self.tap.event(self.session, self.stream, "disconnect", reason)
-            if reason != "stopping":
-                since = _silent_since(exc)
+            held = self.tap.sink.blocked_since  # not read since then (back-pressure): that data is lost too
+            if reason != "stopping" or held is not None:
+                detail = self.gap_detail if held is None else (f"{self.gap_detail}; not read since the store "
+                                                               f"held the stream back")
+                since = min((t for t in (held, _silent_since(exc)) if t is not None), default=None)
                 for p in self.pairs:
-                    self.tap.event(self.session, self.stream, "gap", self.gap_detail, p, ts=since)
+                    self.tap.event(self.session, self.stream, "gap", detail, p, ts=since)
         return False
 
 

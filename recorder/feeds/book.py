@@ -69,6 +69,12 @@ class L3Book:
         elif a == "R":
             self.orders.clear()
 
+    def crossed(self) -> bool:
+        """True when the best bid is at or above the best ask: a book that cannot be the venue's."""
+        bids = [Decimal(o.price) for o in self.orders.values() if o.side == "bid" and o.price is not None]
+        asks = [Decimal(o.price) for o in self.orders.values() if o.side == "ask" and o.price is not None]
+        return bool(bids and asks) and max(bids) >= min(asks)
+
     def apply_all(self, events: Iterable[BookEvent]) -> None:
         """Apply events in order."""
         for ev in events:

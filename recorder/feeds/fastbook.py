@@ -238,6 +238,17 @@ class FastBook:
                                   Decimal(join_text(int(self.amt_hi[s]), int(self.amt_lo[s]))), int(self.ts[s]))
         return b
 
+    def crossed(self) -> bool:
+        """True when the best bid is at or above the best ask (as L3Book.crossed)."""
+        _, slots = _dump(self.index)
+        side, hi, lo = self.side[slots], self.price_hi[slots], self.price_lo[slots]
+        bids, asks = np.flatnonzero(side == 0), np.flatnonzero(side == 1)
+        if not len(bids) or not len(asks):
+            return False
+        b = bids[np.lexsort((lo[bids], hi[bids]))[-1]]  # highest bid
+        a = asks[np.lexsort((lo[asks], hi[asks]))[0]]  # lowest ask
+        return (int(hi[b]), int(lo[b])) >= (int(hi[a]), int(lo[a]))
+
     def anomaly_counts(self) -> dict[str, int]:
         """Anomalies counted so far, by kind (as L3Book.anomalies)."""
         out = dict(self.carried)

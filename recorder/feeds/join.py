@@ -79,6 +79,12 @@ class L3Join:
             return self.fast.anomaly_counts()
         return dict(self.book.anomalies) if self.book is not None else {}
 
+    def crossed(self) -> bool:
+        """True when the tracked book is crossed (False while joining)."""
+        if self.fast is not None:
+            return self.fast.crossed()
+        return self.book is not None and self.book.crossed()
+
     def go_fast(self) -> bool:
         """Hand the book to a FastBook when steady (joined, no check pending); False if it stays here."""
         if self.fast is not None:

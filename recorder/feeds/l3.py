@@ -4,8 +4,10 @@ One connection per venue carries every pair. At connect every pair buffers until
 joined (feeds/join.py); a REST snapshot per pair is re-taken at every `snapshot_interval` boundary
 (one hour) to check the tracked book, and a mismatch resyncs. A book message that cannot be parsed
 (kept raw, rejected) is a lost message: its pair (every pair when the frame does not say which) gets
-a `gap` row and a fresh snapshot on the same connection. Silence longer than the venue's heartbeat
-reconnects.
+a `gap` row and a fresh snapshot on the same connection. A tracked book found wrong without a lost
+message (an anomaly burst, a crossed book: a stall that discarded frames, reordered frames) gets a
+`resync` row and a fresh snapshot within a second or so. Silence longer than the venue's heartbeat
+reconnects; time the reader spends held back by the sink (back-pressure) is not silence.
 
 Bursts of event frames take a compiled path (`_burst`): one scan of the whole burst into columns, each
 steady pair's book kept by its FastBook, rows built as columns. A frame the scanner refuses, and every
@@ -51,6 +53,9 @@ FAST_ON, FAST_OFF = 24.0, 8.0
 #: LINGER seconds, so the next burst gathers more frames (each burst has a fixed cost); rows wait for
 #: the sink's own linger (50 ms) anyway.
 LINGER, LINGER_BELOW = 0.002, 512
+#: Conservation anomalies (fill/cancel of an unknown order, overfill...) since a snapshot that make the book
+#: known wrong: resync. A single one is counted only (a venue's odd message).
+ANOMALY_BURST = 3
 
 
 def warm() -> None:
@@ -80,8 +85,10 @@ class L3BookFeed:
         self.max_buffer = max_buffer
         self.joins = {p: L3Join() for p in ctx.cfg.pairs}
         self._last_rx = 0.0
+        self._held = False  # the reader is waiting for room in the sink: silence is not the venue's
         self._lost: asyncio.Queue[str] = asyncio.Queue()  # pairs waiting for a resync snapshot (per connection)
         self._queued: set[str] = set()
+        self._anomaly_base = 0  # anomalies of books since forgotten (the metric is a counter: it never goes back)
         self._pairs = list(ctx.cfg.pairs)
         self._names = btcalpha_scan.Names([venue_mod.channel(p) for p in self._pairs])
         self._cancel_id = venue_mod.CANCEL_ID_REQUIRED
@@ -93,7 +100,7 @@ class L3BookFeed:
             tap.events(pair, session, o.ts_recv, o.msg_seq, o.events)
 
     def _anomalies(self, tap) -> None:
-        total = sum(sum(j.anomalies().values()) for j in self.joins.values())
+        total = self._anomaly_base + sum(sum(j.anomalies().values()) for j in self.joins.values())
         tap.metrics.counters[("book_anomalies", tap.feed, "")] = total
         tap.metrics.counters[("dropped_duplicates", tap.feed, "")] = sum(j.duplicates for j in self.joins.values())
         tap.metrics.set("queue_depth", tap.feed, sum(j.buffered for j in self.joins.values()))
@@ -159,15 +166,18 @@ class L3BookFeed:
                 ok, detail, outs = join.on_check(parsed.events, res.ts_recv)
                 # The resync row comes first so its seq precedes the R+S it introduces: replay's gap ends there.
                 tap.event(session, stream, "snapshot" if ok else "resync", detail, pair)
+                if not ok:
+                    tap.metrics.inc("resyncs", tap.feed)
                 self._write(tap, pair, session, outs)
 
-    async def _watchdog(self, tap) -> None:
+    async def _watchdog(self, tap, session: int, stream: str) -> None:
         limit = self.ctx.cfg.heartbeat
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
             self._anomalies(tap)
+            self._diverged(tap, session, stream)
             silent = time.monotonic() - self._last_rx
-            if silent > limit:
+            if silent > limit and not self._held:
                 raise StreamSilent(f"no message for {silent:.1f}s (heartbeat {limit}s)",
                                    since_ns=time.time_ns() - int(silent * 1e9))
             if any(j.buffered > self.max_buffer for j in self.joins.values()):
@@ -181,6 +191,7 @@ class L3BookFeed:
         stream = f"ws:{ctx.venue}"
         http = ctx.http(tap, session, "rest:orderbook")
         for j in self.joins.values():
+            self._anomaly_base += sum(j.anomalies().values())
             j.reset()
         self._lost, self._queued = asyncio.Queue(), set()
         emits = [f'42["subscribe","{self.mod.channel(p)}"]' for p in cfg.pairs]
@@ -192,7 +203,7 @@ class L3BookFeed:
                     conn.connect(f"{sio.url} ({len(cfg.pairs)} pairs)")
                     async with asyncio.TaskGroup() as tg:
                         snaps = [tg.create_task(self._snapshot(tap, http, session, p, stream)) for p in cfg.pairs]
-                        tg.create_task(self._watchdog(tap))
+                        tg.create_task(self._watchdog(tap, session, stream))
                         tg.create_task(self._checks(tap, http, session, stream))
                         tg.create_task(self._read(sio, tap, session, stream))
                         tg.create_task(self._resyncs(tap, http, session, stream))
@@ -213,8 +224,31 @@ class L3BookFeed:
             if join.book is not None:
                 tap.event(session, stream, "gap", f"book message lost (raw seq {raw_seq}); book unknown until "
                                                   f"the next snapshot", p, ts=ts_recv)
-            join.reset()
-            self._queue_snapshot(p)
+            self._resnapshot(p)
+
+    def _diverged(self, tap, session: int, stream: str) -> None:
+        """Resync each pair whose tracked book is known wrong though no message was seen lost."""
+        for pair, join in self.joins.items():
+            if join.joining:
+                continue
+            found = join.anomalies()
+            n = sum(found.values())
+            if n >= ANOMALY_BURST:
+                why = f"{n} book anomalies since the snapshot ({', '.join(f'{k} {v}' for k, v in sorted(found.items()))})"
+            elif join.crossed():
+                why = "crossed book"
+            else:
+                continue
+            tap.event(session, stream, "resync", f"{why}: book unknown until a fresh snapshot", pair)
+            tap.metrics.inc("resyncs", tap.feed)
+            self._resnapshot(pair)
+
+    def _resnapshot(self, pair: str) -> None:
+        """Forget the pair's book (its anomalies stay counted) and queue a fresh snapshot on this connection."""
+        join = self.joins[pair]
+        self._anomaly_base += sum(join.anomalies().values())
+        join.reset()
+        self._queue_snapshot(pair)
 
     def _queue_snapshot(self, pair: str) -> None:
         """Ask the connection's resync task for a fresh snapshot of the pair (once while one is queued)."""
@@ -249,7 +283,12 @@ class L3BookFeed:
                 self._last_rx = time.monotonic()
                 self._frame(tap, session, stream, frame)
             if sink.full:
-                await sink.room()
+                self._held = True
+                try:
+                    await sink.room()
+                finally:  # silence is measured again from the moment we read again
+                    self._held = False
+                    self._last_rx = time.monotonic()
 
     def _route(self, scan, packed: l3batch.Packed) -> np.ndarray:
         """Per frame: True for the compiled path. A pair goes compiled when its book is steady, the burst
@@ -286,7 +325,8 @@ class L3BookFeed:
         n = len(packed.ts)
         self._burst_avg += 0.1 * (n - self._burst_avg)
         self._compiled = self._burst_avg >= (FAST_OFF if self._compiled else FAST_ON)
-        if not self._compiled:
+        redact = tap.sink.redact
+        if not self._compiled or (redact and redact.hit(packed.data)):  # the per-message path redacts raw rows
             self._one_by_one(tap, session, stream, packed, 0, n)
             return
         scan = btcalpha_scan.scan_frames(packed.buf, packed.starts, packed.ends, self._names, self._cancel_id)

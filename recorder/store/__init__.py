@@ -16,7 +16,13 @@ one moment a reader can see an hour twice.
 Overflow policy (bounded memory): data not yet in Parquet (`pending_bytes`, the log backlog) is capped at
 `max_pending_bytes`. An append that would go beyond blocks until conversion frees room, for at most
 `overload_timeout` seconds, then raises StoreError("store overloaded ..."); that call writes nothing. A single
-batch bigger than the cap is refused. Segments also keep their frames in memory, up to half of
+batch bigger than the cap is refused. A waiting append seals the open segment at once, so its room comes
+from converting that segment, not from the segment ageing out.
+
+A full disk is a state (`DiskFull`, a `StoreBusy`): the append writes nothing and the caller retries; the
+background work retries with backoff and logs one line a minute. `open()` refuses to start without
+`min_free_bytes` free. A small reserve file (`_state/reserve-<writer>`) is given up for `reserve` appends (the
+gap rows of a stop) when the disk is full. Segments also keep their frames in memory, up to half of
 `max_pending_bytes` in all, so conversion does not read the log back (only recovery, and a segment past that
 share, do): unconverted data holds at most `max_pending_bytes` of memory, as when each conversion read its
 segment back. Compaction streams (compact.py): its extra memory is a few tens of MB whatever the hour's size,
@@ -30,6 +36,8 @@ which is why background compaction is a child process.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -54,14 +62,46 @@ from .fsutil import fsync_dir, makedirs
 from .memory import release_memory
 from .seq import SeqLease
 from .validate import to_batch
-from .writer import StoreError, check_key, convert, partition_path
+from .writer import DiskFull, StoreBusy, StoreError, check_key, convert, partition_path
 
-__all__ = ["Store", "StoreError", "partition_path"]
+__all__ = ["DiskFull", "Store", "StoreBusy", "StoreError", "partition_path"]
 
 _log_ = logging.getLogger(__name__)
 WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 #: Background compaction looks at closed hours at most this often (seconds).
 COMPACT_EVERY = 30.0
+#: Bytes kept in a reserve file, given up to write a stop's last rows on a full disk.
+RESERVE_BYTES = 1 << 20
+#: Seconds between two log lines about the same persisting trouble (a full disk).
+COMPLAIN_EVERY = 60.0
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: Fault hook for tests and soak runs: while the file this variable names exists, the background thread is
+#: frozen (no fsync, sealing or conversion), as on a stalled disk; it does not even see a close.
+FREEZE_ENV = "BOOKTAPE_FAULT_FREEZE_STORE"
+
+
+def _frozen_hook() -> None:
+    path = os.environ.get(FREEZE_ENV)
+    while path and os.path.exists(path):
+        time.sleep(0.05)
+
+
+def disk_full(e: BaseException) -> bool:
+    """True for the errors of a full filesystem (or quota)."""
+    return isinstance(e, OSError) and e.errno in _FULL or "No space left on device" in str(e)
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding `path` (or its nearest parent)."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 class Store:
@@ -75,6 +115,7 @@ class Store:
         self.root = Path(root)
         self.writer = writer
         self._log_dir = self.root / "_log" / writer
+        self._reserve_path = self.root / "_state" / f"reserve-{writer}"
         self._fsync_interval = fsync_interval
         self._max_pending = max_pending_bytes
         self._seal_bytes = max(1, min(segment_bytes, max_pending_bytes // 2))
@@ -99,15 +140,36 @@ class Store:
         self._last_compact = 0.0
         self._scanned = False  # a full compaction pass has run since open()
         self._compactor: tuple | None = None  # (child process, its output file, its request)
+        self._need = 0  # bytes an append is waiting room for (seals the open segment at once)
+        self._blocked_since: float | None = None  # wall time an append began waiting for room
+        self._unsynced_since: float | None = None  # wall time of the oldest append not yet fsynced
+        self._full_since: float | None = None  # wall time the disk was first found full (None: it is not)
+        self._retry_at = 0.0  # background work waits until then after a full disk (backoff)
+        self._retry_wait = 0.5
+        self._complained = 0.0
         self._stats = dict(rows_appended=0, batches_appended=0, bytes_logged=0, fsyncs=0, last_fsync_ts=None,
                            segments_converted=0, files_written=0, compactions=0, batches_rejected=0,
-                           overloaded=0, last_error=None)
+                           overloaded=0, disk_full_errors=0, last_error=None)
+
+    @property
+    def min_free_bytes(self) -> int:
+        """Free space open() needs: a log segment, its Parquet, and the reserve."""
+        return 2 * self._seal_bytes + RESERVE_BYTES
+
+    def check_space(self) -> None:
+        """Raise DiskFull, naming the space needed, when the root's filesystem has less than min_free_bytes."""
+        free, need = free_bytes(self.root), self.min_free_bytes
+        reserve = self._reserve_path
+        if free + (reserve.stat().st_size if reserve.exists() else 0) < need:
+            raise DiskFull(f"{self.root}: {_mb(free)} free; the recorder needs at least {_mb(need)} free "
+                           f"(two {_mb(self._seal_bytes)} log segments and a {_mb(RESERVE_BYTES)} reserve)")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> "Store":
         """Lock this writer id, recover its leftover log into Parquet, start the background thread."""
         if self._lock_fd is not None:
             return self
+        self.check_space()
         makedirs(self._log_dir)
         makedirs(self.root / "_state")
         lock_path = self.root / "_state" / f"writer-{self.writer}.lock"
@@ -125,6 +187,7 @@ class Store:
             for path in _log.list_segments(self._log_dir):
                 self._convert(path)
             self._seg = self._new_segment()
+            self._make_reserve()
         except BaseException:
             self._release()
             raise
@@ -134,20 +197,36 @@ class Store:
         self._thread.start()
         return self
 
-    def close(self, compact_wait: float | None = None) -> None:
+    def close(self, compact_wait: float | None = None, timeout: float | None = None) -> None:
         """Flush, convert everything to Parquet, compact closed hours, release the writer lock.
 
         compact_wait bounds the wait for compaction (None: until done); a merge still running then is stopped
-        (crash-safe: the next open() rolls it back and redoes it).
+        (crash-safe: the next open() rolls it back and redoes it). `timeout` bounds the whole close: a
+        background thread that does not stop in time (a stalled disk) is left; the log is fsynced and kept,
+        and what was not converted is converted by the next open().
         """
         if self._lock_fd is None:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._stop.set()
             self._wake.set()
-            self._thread.join()
-            self.commit()
-            self._finish_compaction(compact_wait)
+            # a thread that is not frozen ends its tick at once (or its conversion: the next open redoes it)
+            self._thread.join(None if deadline is None else max(0.0, min(2.0, deadline - time.monotonic() - 1.0)))
+            if self._thread.is_alive():
+                _log_.warning("store thread did not stop in time: log fsynced and kept for the next start",
+                              extra={"fields": {"pending_bytes": self._pending}})
+                self.flush()
+                return
+            self.flush()
+            self._seal()
+            if self._convert_sealed(deadline):
+                waits = [w for w in (compact_wait, None if deadline is None else deadline - time.monotonic())
+                         if w is not None]
+                self._finish_compaction(max(0.0, min(waits)) if waits else None)
+            else:
+                _log_.warning("stopping before every log segment was converted: the next start converts them",
+                              extra={"fields": {"segments": len(self._sealed)}})
             seg, self._seg = self._seg, None
             seg.close()
             os.unlink(seg.path)
@@ -171,8 +250,14 @@ class Store:
         """First of n consecutive seq numbers, unique in the root, increasing, never reused."""
         return self._seq.next(n)
 
-    def append(self, table: str, exchange: str, pair: str, columns: Mapping[str, Sequence | pa.Array]) -> int:
-        """Validate one batch and frame it into the log (durable at the next fsync); rows appended."""
+    def append(self, table: str, exchange: str, pair: str, columns: Mapping[str, Sequence | pa.Array], *,
+               wait: float | None = None, force: bool = False, reserve: bool = False) -> int:
+        """Validate one batch and frame it into the log (durable at the next fsync); rows appended.
+
+        At the backlog cap it waits up to `wait` seconds (default `overload_timeout`) for room, then raises
+        StoreBusy; on a full disk it raises DiskFull. `force` (a stop's last rows) skips the cap; `reserve`
+        (a stop's gap rows) may use the reserve file's space on a full disk.
+        """
         if self._lock_fd is None:
             raise StoreError("store is not open")
         if self._error is not None:
@@ -189,22 +274,32 @@ class Store:
         size = sum(memoryview(b).nbytes for b in bufs)
         if size > self._max_pending:
             raise StoreError(f"{table}: batch of {size} bytes exceeds max_pending_bytes={self._max_pending}")
+        wait = self._overload_timeout if wait is None else wait
         with self._room:
             deadline = None
-            while self._pending + size > self._max_pending:
+            while self._pending + size > self._max_pending and not force:
+                self._need = max(self._need, size)
+                self._blocked_since = self._blocked_since or time.time()
                 self._wake.set()
                 now = time.monotonic()
-                deadline = deadline or now + self._overload_timeout
+                deadline = deadline or now + wait
                 if now >= deadline:
                     self._stats["overloaded"] += 1
-                    raise StoreError(f"store overloaded: {self._pending} bytes not yet in Parquet "
-                                     f"(max_pending_bytes={self._max_pending}) for {self._overload_timeout}s; "
-                                     f"{table} batch of {batch.num_rows} rows refused")
+                    raise StoreBusy(f"store overloaded: {self._pending} bytes not yet in Parquet "
+                                    f"(max_pending_bytes={self._max_pending}) for {wait}s; "
+                                    f"{table} batch of {batch.num_rows} rows refused")
                 self._room.wait(deadline - now)
             seg = self._seg
             kept = seg.held
             keep = seg.frames is not None and self._held + size <= self._max_pending // 2
-            seg.write(bufs, frame if keep else None)
+            try:
+                seg.write(bufs, frame if keep else None)
+            except OSError as e:
+                if not disk_full(e) or not (reserve and self._give_up_reserve()):
+                    raise self._full(e, locked=True) if disk_full(e) else e
+                seg.write(bufs, frame if keep else None)
+            self._full_since = self._blocked_since = None
+            self._unsynced_since = self._unsynced_since or time.time()
             self._held += seg.held - kept
             self._pending += size
             st = self._stats
@@ -228,12 +323,16 @@ class Store:
             try:
                 os.fsync(fd)
             except OSError as e:
+                if disk_full(e):  # the pages stay dirty: the next fsync tries them again
+                    raise self._full(e) from None
                 self._error = e
                 raise
             finally:
                 os.close(fd)
             with self._lock:
                 seg.synced = max(seg.synced, size)
+                if seg is self._seg:  # appended meanwhile: unsynced since (at most) now
+                    self._unsynced_since = None if seg.synced == seg.size else time.time()
                 self._stats["fsyncs"] += 1
                 self._stats["last_fsync_ts"] = time.time()
 
@@ -252,9 +351,49 @@ class Store:
 
     @property
     def stats(self) -> dict:
-        """Counters for /metrics."""
+        """Counters for /metrics and /health."""
         with self._lock:
-            return dict(self._stats, pending_bytes=self._pending, sealed_segments=len(self._sealed))
+            return dict(self._stats, pending_bytes=self._pending, sealed_segments=len(self._sealed),
+                        max_pending_bytes=self._max_pending, disk_full_since=self._full_since,
+                        blocked_since=self._blocked_since, unsynced_since=self._unsynced_since)
+
+    # -- a full disk ---------------------------------------------------------------------------
+    def _full(self, e: BaseException, locked: bool = False) -> DiskFull:
+        """Note the full disk (state for /health, one log line a minute); the error to raise.
+        `locked`: the caller holds the store's lock."""
+        with self._lock if not locked else contextlib.nullcontext():
+            self._full_since = self._full_since or time.time()
+            self._stats["disk_full_errors"] += 1
+        if time.monotonic() - self._complained >= COMPLAIN_EVERY:
+            self._complained = time.monotonic()
+            _log_.error("disk full: not writing until space returns",
+                        extra={"fields": {"root": str(self.root), "free_bytes": free_bytes(self.root),
+                                          "error": str(e)[:200]}})
+        return DiskFull(f"disk full under {self.root}: {e}")
+
+    def _make_reserve(self) -> None:
+        """The reserve file, allocated (a full disk only costs us not having one)."""
+        path = self._reserve_path
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size < RESERVE_BYTES:
+                    os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if not disk_full(e):
+                raise
+            path.unlink(missing_ok=True)
+
+    def _give_up_reserve(self) -> bool:
+        """Free the reserve for a forced append; False if there is none left."""
+        path = self._reserve_path
+        if not path.exists():
+            return False
+        path.unlink()
+        _log_.warning("disk full: reserve given up for the last rows of a stop")
+        return True
 
     # -- background ----------------------------------------------------------------------------
     def _new_segment(self) -> _log.Segment:
@@ -274,6 +413,8 @@ class Store:
             old.close()
             with self._lock:
                 self._sealed.append(old)
+                if self._seg.size == 0:
+                    self._unsynced_since = None
                 self._stats["fsyncs"] += 1
                 self._stats["last_fsync_ts"] = time.time()
 
@@ -293,18 +434,23 @@ class Store:
             self._stats["files_written"] += files
             self._stats["segments_converted"] += 1
 
-    def _convert_sealed(self) -> None:
+    def _convert_sealed(self, deadline: float | None = None) -> bool:
+        """Convert sealed segments in order; False if `deadline` (monotonic) came first."""
         with self._convert_lock:
             while True:
                 with self._lock:
                     if not self._sealed:
-                        return
+                        return True
                     seg = self._sealed[0]
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
                 self._convert(seg.path, seg.take_frames())
                 with self._room:
                     self._sealed.popleft()
                     self._pending -= seg.size
                     self._held -= seg.held
+                    self._need = 0  # a waiter still short of room asks again
+                    self._full_since = None
                     self._room.notify_all()
 
     def _start_compactor(self) -> None:
@@ -393,7 +539,7 @@ class Store:
         seg, (born, hour) = self._seg, self._seg_born
         if not seg.size:
             return False
-        return (seg.size >= self._seal_bytes or self._pending > self._max_pending // 2
+        return (seg.size >= self._seal_bytes or self._pending > self._max_pending // 2 or self._need > 0
                 or time.monotonic() - born >= self._seal_interval or int(time.time() // 3600) != hour)
 
     def _run(self) -> None:
@@ -402,12 +548,15 @@ class Store:
         while not self._stop.is_set():
             self._wake.wait(tick)
             self._wake.clear()
+            _frozen_hook()
             try:
                 if time.monotonic() - last_sync >= self._fsync_interval:
                     self.flush()
                     last_sync = time.monotonic()
                 if self._stop.is_set():
                     return
+                if time.monotonic() < self._retry_at:
+                    continue  # the disk was full: back off
                 if self._due():
                     self._seal()
                 self._convert_sealed()
@@ -415,7 +564,14 @@ class Store:
                 if not self._scanned or time.monotonic() - self._last_compact >= max(COMPACT_EVERY,
                                                                                     self._seal_interval):
                     self._start_compactor()
+                self._retry_wait = 0.5
             except Exception as e:  # keep the log going; conversion retries next tick
+                if disk_full(e) or isinstance(e, DiskFull):
+                    if not isinstance(e, DiskFull):
+                        self._full(e)
+                    self._retry_at = time.monotonic() + self._retry_wait
+                    self._retry_wait = min(2 * self._retry_wait, 10.0)
+                    continue
                 _log_.exception("store background work failed")
                 with self._lock:
                     self._stats["last_error"] = repr(e)

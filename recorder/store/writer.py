@@ -30,6 +30,14 @@ class StoreError(ValueError):
     """Bad input to the store; the message names the table, column or value."""
 
 
+class StoreBusy(StoreError):
+    """The store cannot take a batch now (at its backlog cap); nothing was written: retry later."""
+
+
+class DiskFull(StoreBusy):
+    """The dataset's filesystem is full; nothing was written: retry when space returns."""
+
+
 def check_key(table: str, exchange: str, pair: str) -> Table:
     """Validate a table/exchange/pair triple (the only parts of a path that come from callers)."""
     if not isinstance(table, str) or table not in TABLES:
@@ -91,8 +99,12 @@ def write_file(final: Path, table: Table, data: pa.Table) -> None:
     """Write a Parquet file under a dot temp name in its directory, fsync, rename, fsync the directory."""
     makedirs(final.parent)
     tmp = temp_name(final)
-    pq.write_table(data, tmp, **write_options(table))
-    publish(tmp, final)
+    try:
+        pq.write_table(data, tmp, **write_options(table))
+        publish(tmp, final)
+    except BaseException:  # a full disk, say: the partial temp file would only hold space
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def sort_rows(table: Table, data: pa.Table) -> pa.Table:

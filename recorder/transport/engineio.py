@@ -379,6 +379,10 @@ class SocketIOClient:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
+            ws = self._ws
+            if ws is not None and _waiting(ws):  # frames arrived that the consumer has not read yet
+                self._last_rx = loop.time()  # (held back by its own back-pressure): not silence
+                continue
             self._die(
                 f"heartbeat timeout: nothing received for {self.idle_limit:.3f}s "
                 f"(pingInterval {self.ping_interval:.3f}s + pingTimeout {self.ping_timeout:.3f}s "

