@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from schemas import PAIR_RE
+from schemas import is_pair
 
 VENUES = ("btcalpha", "bitexbit", "bitopro", "bitbay")
 RESOLUTIONS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "3h", "4h", "6h", "12h", "1d", "3d", "1w", "1M")
@@ -200,7 +200,7 @@ def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, st
     if not pairs:
         raise ConfigError(f"{where}.pairs: at least one pair is needed")
     for p in pairs:
-        if not PAIR_RE.match(p) or "_" not in p:
+        if not is_pair(p):
             raise ConfigError(f"{where}.pairs: bad pair {p!r}; write BASE_QUOTE in upper case, e.g. BTC_USD")
     channels = _str_list(f"{where}.channels", raw.get("channels", list(spec.channels)))
     for c in channels:

@@ -241,22 +241,26 @@ def plot(root, exchange, pair, start, end, jobs, progress, out, levels, every):
 
 @main.command("import-mbo")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path), envvar="BOOKTAPE_ROOT")
-@click.option("--exchange", required=True)
-@click.option("--pair", required=True)
-@click.option("--start", type=TIME, default=None, help="ignored (accepted like every command)")
-@click.option("--end", type=TIME, default=None, help="ignored (accepted like every command)")
-@click.option("--jobs", type=click.IntRange(1, 256), default=1, help="ignored (accepted like every command)")
-@click.option("--progress/--no-progress", default=None, help="ignored (accepted like every command)")
-def import_mbo(file, root, exchange, pair, start, end, jobs, progress):
-    """Import a market-by-order CSV/Parquet (ts, action, side, price, size, order_id) as book_events."""
+@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path), envvar="BOOKTAPE_ROOT",
+              help="dataset root")
+@click.option("--exchange", required=True, help="venue name to import under, e.g. glbx")
+@click.option("--pair", required=True, help="pair to import under, BASE_QUOTE, e.g. ES_USD")
+@click.option("--format", "fmt", type=click.Choice(["generic", "databento"]), default="generic", show_default=True,
+              help="CSV/Parquet dialect (.dbn and .dbn.zst files are always databento)")
+@click.option("--instrument-id", type=int, default=None, help="databento: the instrument to import from a "
+              "file that holds several")
+@click.option("--replace", is_flag=True, help="replace the book data the pair already holds")
+@click.option("--writer-id", default=None, help="import under this writer id beside running writers (a recorder)")
+def import_mbo(file, root, exchange, pair, fmt, instrument_id, replace, writer_id):
+    """Import a market-by-order file (Databento DBN/CSV/Parquet, or generic CSV/Parquet) as book_events."""
     from replay import mbo
 
     try:
-        n, paths = mbo.import_file(file, root, exchange, pair)
+        n, paths = mbo.import_file(file, root, exchange, pair, fmt=fmt, replace=replace, writer=writer_id,
+                                   instrument_id=instrument_id)
     except mbo.MboError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"imported {n} book_events rows into {len(paths)} file(s) under {root}")
+    click.echo(f"imported {n} book_events rows into {len(paths)} file(s) under {root / 'book_events'}")
 
 
 main.add_command(sql)

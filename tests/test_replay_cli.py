@@ -163,7 +163,7 @@ def test_mbo_import_round_trip(tmp_path):
 def test_mbo_import_rejects_bad_input(tmp_path):
     f = tmp_path / "bad.csv"
     f.write_text("ts,action,side,price,size,order_id\n1,launch,bid,1,1,1\n")
-    r = run("import-mbo", f, "--root", tmp_path / "r", "--exchange", "mbo", "--pair", "X", ok=False)
+    r = run("import-mbo", f, "--root", tmp_path / "r", "--exchange", "mbo", "--pair", "X_Y", ok=False)
     assert r.exit_code == 1 and "unknown action 'launch'" in r.stderr and len(r.stderr.splitlines()) == 1
 
 

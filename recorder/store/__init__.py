@@ -30,11 +30,9 @@ which is why background compaction is a child process.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -50,6 +48,7 @@ from recorder.procs import child_env
 
 from . import compact as _compact
 from . import log as _log
+from . import writers as _writers
 from .fsutil import fsync_dir, makedirs
 from .memory import release_memory
 from .seq import SeqLease
@@ -59,7 +58,7 @@ from .writer import StoreError, check_key, convert, partition_path
 __all__ = ["Store", "StoreError", "partition_path"]
 
 _log_ = logging.getLogger(__name__)
-WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+WRITER_RE = _writers.WRITER_RE
 #: Background compaction looks at closed hours at most this often (seconds).
 COMPACT_EVERY = 30.0
 
@@ -110,15 +109,7 @@ class Store:
             return self
         makedirs(self._log_dir)
         makedirs(self.root / "_state")
-        lock_path = self.root / "_state" / f"writer-{self.writer}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"writer id {self.writer!r} is already open on {self.root} "
-                             f"(another Store holds {lock_path})") from None
-        self._lock_fd = fd
+        self._lock_fd = _writers.acquire(self.root, self.writer)
         try:
             with _compact.compaction_lock(self.root):
                 _compact.recover(self.root)
