@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from replay import kernels as K
 from replay import source
+from replay.times import iso
 from schemas import BBO, DEC, DEPTH, TS
 
 #: Largest price range (in ticks) mapped directly to level slots; wider hours use sorted unique prices.
@@ -760,5 +761,5 @@ def book_at(root: str | os.PathLike, exchange: str, pair: str, ts: int) -> Book:
     hour = ts - ts % source.HOUR_NS
     res = replay_hour(root, exchange, pair, hour, at=ts)
     if res.book is None:
-        raise ReplayError(f"no {exchange} {pair} book data at or before {ts} in its hour")
+        raise ReplayError(f"no {exchange} {pair} book data at or before {iso(ts)} in its hour")
     return res.book
