@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO_SECONDS = 8
+DEMO_SECONDS = 10
 
 
 @pytest.fixture(scope="session")
