@@ -17,7 +17,7 @@ Formats (`--format`, default `generic`; `.dbn` and `.dbn.zst` files are always D
   - `T` trade and `F` fill do NOT change the book (Databento sends explicit `C`/`M` records for what they
     take), and `N` carries only flags: none of the three writes a book row.
   Flags: records up to one carrying F_LAST form one event, whose rows share `msg_seq` (the seq of its first
-  row). F_MAYBE_BAD_BOOK writes a `gap` row to `sessions`: replay marks the book not known exact from there
+  row); replay takes bbo and per-event depth at an event's end only. F_MAYBE_BAD_BOOK writes a `gap` row to `sessions`: replay marks the book not known exact from there
   until the next snapshot.
 - **generic**: columns `ts, action, side, price, size, order_id`:
   - ts: integer epoch nanoseconds, or ISO-8601 text in UTC (`2026-11-21T14:03:07.250Z`, `Z` optional).
