@@ -104,7 +104,7 @@ class Runner:
         if " simulate " in ln:
             self._wait_url(f"http://127.0.0.1:{self.port + 4}/_sim/truth/book?venue=btcalpha&pair=BTC_USD", proc)
         else:
-            time.sleep(8.0)  # let it record
+            time.sleep(12.0)  # let it record
         assert proc.poll() is None, (ln, (self.cwd / f"background-{len(self.background) - 1}.log").read_text())
 
     def _wait_url(self, url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
