@@ -15,7 +15,8 @@ Formats (`--format`, default `generic`; `.dbn` and `.dbn.zst` files are always D
     an unknown order is an add, as in Databento's reference book;
   - `R` clears the book (`R`);
   - `T` trade and `F` fill do NOT change the book (Databento sends explicit `C`/`M` records for what they
-    take), and `N` carries only flags: none of the three writes a book row.
+    take), and `N` carries only flags: none of the three writes a book row. Each `T` becomes a `trades` row
+    (aggressor side from its side, source `import`).
   Flags: records up to one carrying F_LAST form one event, whose rows share `msg_seq` (the seq of its first
   row); replay takes bbo and per-event depth at an event's end only. F_MAYBE_BAD_BOOK writes a `gap` row to `sessions`: replay marks the book not known exact from there
   until the next snapshot.
@@ -99,6 +100,8 @@ class Rows:
     event: np.ndarray
     #: row positions before which a gap starts (F_MAYBE_BAD_BOOK), ascending
     gaps: np.ndarray
+    #: Databento T records as `trades` rows (None: the format has no trades)
+    trades: pa.Table | None = None
 
     def __len__(self) -> int:
         return len(self.act)
@@ -421,7 +424,26 @@ def databento_rows(r: Records, instrument_id: int | None = None) -> Rows:
         px = np.where(px >= 0, px // 10, px)
         pk -= 1
     return Rows(r.ts_event[rec], r.ts_recv[rec], act.astype(np.int8), side, oid, px, amt, pk, r.ak, event,
-                np.array(gaps, np.int64))
+                np.array(gaps, np.int64), _trades(r))
+
+
+def _trades(r: Records) -> pa.Table:
+    """`trades` rows of the T records (aggressor side from the record's side; seqs 0, 1, ... in file order; the
+    trade id is `<ts_recv>-<record index>`, stable for the same file)."""
+    i = np.nonzero(r.action == b"T")[0]
+    n = len(i)
+    side = np.array([{b"B": "buy", b"A": "sell"}.get(s) for s in r.side[i].tolist()], dtype=object)
+    oid = r.order_id[i]
+    valid = r.price[i] != UNDEF_PRICE
+    cols = {
+        "ts_event": pa.array(r.ts_event[i]).cast(TS), "ts_recv": pa.array(r.ts_recv[i]).cast(TS),
+        "seq": pa.array(np.arange(n, dtype=np.int64)), "session": pa.array(np.zeros(n, np.int64)),
+        "trade_id": pa.array([f"{t}-{k}" for t, k in zip(r.ts_recv[i].tolist(), i.tolist())], pa.string()),
+        "price": B.to_dec(np.where(valid, r.price[i], 0), r.pk, valid), "amount": B.to_dec(r.size[i], r.ak),
+        "taker_side": pa.array(side.tolist(), pa.string()), "maker_order_id": pa.nulls(n, pa.int64()),
+        "taker_order_id": pa.array(oid, mask=oid == 0), "source": pa.array(["import"] * n, pa.string()),
+    }
+    return pa.Table.from_arrays([cols[c] for c in TABLES["trades"].schema.names], schema=TABLES["trades"].schema)
 
 
 def read_rows(path: Path, fmt: str = "generic", instrument_id: int | None = None) -> Rows:
@@ -533,20 +555,23 @@ def import_file(path: Path, root: Path, exchange: str, pair: str, *, fmt: str = 
     root (unless writer) or an unreadable file is an MboError and leaves the root untouched."""
     root, path = Path(root), Path(path)
     check_target(root, exchange, pair, replace)
-    events, sessions = to_tables(read_rows(path, fmt, instrument_id))  # every check before the root is touched
+    rows = read_rows(path, fmt, instrument_id)
+    events, sessions = to_tables(rows)  # every check before the root is touched
+    trades = rows.trades if rows.trades is not None else TABLES["trades"].schema.empty_table()
     fd = hold_root(root, writer)
     try:
         old = check_target(root, exchange, pair, replace)  # again, now that the root is ours
-        total = events.num_rows + sessions.num_rows
+        total = events.num_rows + sessions.num_rows + trades.num_rows
         seq0 = SeqLease(root, block=total).next(total)
-        events, sessions = _shift(events, seq0), _shift(sessions, seq0)
+        events, sessions = _shift(events, seq0, seq0), _shift(sessions, seq0, seq0)
+        trades = _shift(trades, seq0 + events.num_rows + sessions.num_rows, seq0)
         paths = _write(root, "book_events", exchange, pair, events)
-        if sessions.num_rows:
-            paths += _write(root, "sessions", exchange, pair, sessions)
+        for table, tab in (("sessions", sessions), ("trades", trades)):
+            if tab.num_rows:
+                paths += _write(root, table, exchange, pair, tab)
         if replace:
-            old += [f for d in source.dates(root, "sessions", exchange, pair) for f in
-                    source.data_files(source.partition_dir(root, "sessions", exchange, pair, d))
-                    if f.name.startswith("mbo-")]
+            old += [f for t in ("sessions", "trades") for d in source.dates(root, t, exchange, pair) for f in
+                    source.data_files(source.partition_dir(root, t, exchange, pair, d)) if f.name.startswith("mbo-")]
         for f in old:
             if f not in paths:
                 f.unlink()
@@ -555,12 +580,13 @@ def import_file(path: Path, root: Path, exchange: str, pair: str, *, fmt: str = 
     return events.num_rows, paths
 
 
-def _shift(tab: pa.Table, by: int) -> pa.Table:
-    """The table with its seq-valued columns (seq, session, msg_seq) moved up by `by`."""
-    for name in ("seq", "session", "msg_seq"):
+def _shift(tab: pa.Table, by: int, session: int) -> pa.Table:
+    """The table with seq and msg_seq moved up by `by`, and every row's session the import's (its first seq)."""
+    for name in ("seq", "msg_seq", "session"):
         if name in tab.column_names:
             i = tab.column_names.index(name)
-            tab = tab.set_column(i, tab.schema.field(i), pc.add(tab.column(i), by))
+            col = pa.array(np.full(tab.num_rows, session, np.int64)) if name == "session" else pc.add(tab.column(i), by)
+            tab = tab.set_column(i, tab.schema.field(i), col)
     return tab
 
 

@@ -144,7 +144,7 @@ TRADES = Table(
         col("taker_side", pa.string(), "buy or sell: the side of the aggressor, when known"),
         col("maker_order_id", pa.int64(), "resting order id, when known"),
         col("taker_order_id", pa.int64(), "incoming order id, when known"),
-        col("source", pa.string(), "socket, rest or backfill", nullable=False),
+        col("source", pa.string(), "socket, rest, backfill, or import (replay import-mbo)", nullable=False),
     ]),
     time_column="ts_recv",
     order_by=("seq",),

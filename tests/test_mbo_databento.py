@@ -360,3 +360,21 @@ def test_outputs_are_taken_at_event_boundaries_only(tmp_path):
     for r in recs:
         ref.apply(r)
     assert res.book.orders == ref.orders_list()
+
+
+def test_trade_records_become_trades_rows(tmp_path):
+    recs = scenario()
+    root = tmp_path / "root"
+    run("import-mbo", write_dbn(tmp_path / "es.dbn", recs), "--root", root, "--exchange", "glbx", "--pair", "ES_USD")
+    tr = source.read(root, "trades", "glbx", "ES_USD", T0, T0 + H).table
+    (t,) = [r for r in recs if str(r.action) == "T"]
+    assert tr.num_rows == 1
+    row = tr.to_pylist()[0]
+    assert row["price"] == Decimal("100.25") and row["amount"] == 3 and row["taker_side"] == "sell"
+    assert row["source"] == "import" and row["taker_order_id"] is None
+    ev = source.hour_events(root, "glbx", "ES_USD", T0, columns=None).table
+    seqs = ev.column("seq").to_pylist() + tr.column("seq").to_pylist()
+    assert len(set(seqs)) == len(seqs) and row["session"] == ev.column("session")[0].as_py() == min(seqs)
+    # the SQL view and the API see it, notional included
+    from booktape import Dataset
+    assert Dataset(root).trades("glbx", "ES_USD").column("notional").to_pylist() == [Decimal("300.75")]
