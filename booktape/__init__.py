@@ -10,8 +10,8 @@
 Every method returns a `Frame`: a pyarrow Table (`frame.arrow`; every Table method works on the frame itself)
 with `.df()` and `.pl()` when pandas or polars is installed (`pip install 'booktape[pandas]'` / `[polars]`).
 Times are datetimes (naive = UTC), ISO-8601 text or epoch numbers (s, ms, us or ns, told apart by size).
-Nothing here writes to the dataset except the `write_*`, `verify`-free `import_mbo` and `plot` methods, which
-the `replay` command line is built on. See docs/python.md for a walk through the demo data.
+Only the `write_*`, `plot` and `import_mbo` methods write (into the dataset, or the PNG named); the `replay`
+command line is built on this class. docs/python.md walks through a session on the demo data.
 """
 from __future__ import annotations
 
@@ -77,10 +77,9 @@ class Frame:
     def df(self):
         """A pandas DataFrame (decimals stay exact as decimal.Decimal, times are UTC)."""
         try:
-            import pandas  # noqa: F401
-        except ImportError:
+            return self.arrow.to_pandas()
+        except ModuleNotFoundError:
             raise ImportError("Frame.df() needs pandas: pip install 'booktape[pandas]'") from None
-        return self.arrow.to_pandas()
 
     def pl(self):
         """A polars DataFrame (decimals stay exact as polars Decimal)."""

@@ -3,7 +3,6 @@ unpadded, price x amount that works, comments from schemas/, and the timestamp f
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from decimal import Decimal
