@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from schemas import PAIR_RE
+from schemas import is_pair
 
 VENUES = ("btcalpha", "bitexbit", "bitopro", "bitbay")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -233,7 +233,7 @@ def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, st
     if not pairs:
         raise ConfigError(f"{where}.pairs: at least one pair is needed")
     for p in pairs:
-        if not PAIR_RE.match(p) or "_" not in p:
+        if not is_pair(p):
             raise ConfigError(f"{where}.pairs: bad pair {p!r}; write BASE_QUOTE in upper case, e.g. BTC_USD")
     channels = _str_list(f"{where}.channels", raw.get("channels", list(spec.channels)))
     for c in channels:

@@ -1,22 +1,20 @@
 """`replay` command: books, BBO, depth, verification, plots, MBO import and SQL over a recorded dataset."""
 from __future__ import annotations
 
-import datetime as dt
-import re
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import click
+import pyarrow.parquet as pq
 
 from replay import book as B
-from replay import outputs, source
+from booktape import Dataset, DatasetError, duration_ns
+from booktape import import_mbo as _import_mbo
+from replay import outputs, times
+from replay.times import iso
 from replay.sql import sql
 from schemas import files
 
-_FRACTION = re.compile(r"^(.*?[T ]\d{2}:\d{2}:\d{2})\.(\d{1,9})(.*)$")
-_DURATION = re.compile(r"^(\d+)(ns|us|ms|s|m|h)$")
-_UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
 class _Group(click.Group):
@@ -35,37 +33,11 @@ class _Group(click.Group):
 
 
 def parse_ts(text: str) -> int:
-    """Epoch ns from ISO-8601 (`2026-11-21T14:03:07.250Z`, `2026-11-21 14:03:07.250`, naive = UTC) or epoch
-    seconds / milliseconds / microseconds / nanoseconds (told apart by magnitude)."""
-    s = text.strip()
+    """Epoch ns of a command-line time (see replay.times.parse_ts); a one-line usage error otherwise."""
     try:
-        v = Decimal(s)
-    except InvalidOperation:
-        v = None
-    if v is not None and v.is_finite():
-        mag = abs(v)
-        unit = 10**9 if mag < 10**11 else 10**6 if mag < 10**14 else 10**3 if mag < 10**17 else 1
-        ns = v * unit
-        if ns != ns.to_integral_value():
-            raise click.BadParameter(f"{text!r} has digits below a nanosecond")
-        return int(ns)
-    frac = 0
-    m = _FRACTION.match(s)
-    if m:
-        s, frac = m.group(1) + m.group(3), int(m.group(2).ljust(9, "0"))
-    try:
-        d = dt.datetime.fromisoformat(s)
-    except ValueError:
-        raise click.BadParameter(f"cannot read {text!r} as a time (ISO-8601 or epoch s/ms/us/ns)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
-    return int(d.timestamp()) * 10**9 + frac
-
-
-def iso(ns: int) -> str:
-    """ISO-8601 UTC text of an epoch-ns instant, to the nanosecond."""
-    d = dt.datetime.fromtimestamp(ns // 10**9, dt.timezone.utc)
-    return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 10**9:09d}Z"
+        return times.parse_ts(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 class _Time(click.ParamType):
@@ -78,43 +50,43 @@ class _Time(click.ParamType):
 TIME = _Time()
 
 
-def _common(f):
-    """The options every command takes."""
-    opts = [
-        click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
-                     envvar="BOOKTAPE_ROOT", help="dataset root"),
-        click.option("--exchange", required=True, help="venue, e.g. btcalpha"),
-        click.option("--pair", required=True, help="pair, e.g. BTC_USD"),
-        click.option("--start", type=TIME, default=None, help="range start (ISO-8601 or epoch s/ms/ns)"),
-        click.option("--end", type=TIME, default=None, help="range end, exclusive"),
-        click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-                     help="worker processes, one hour each"),
-        click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: on a TTY)"),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+def _options(*names: str):
+    """The shared options a command takes (names from _OPTIONS), in that order."""
+    def deco(f):
+        for n in reversed(names):
+            f = _OPTIONS[n](f)
+        return f
+    return deco
 
 
-def _hours(root: Path, exchange: str, pair: str, start: int | None, end: int | None) -> list[int]:
-    """Hours with book data in [start, end), with one-line errors for unknown venues, pairs and empty ranges."""
-    known = set()
-    for t in ("book_events", "book_levels"):
-        known.update(source.pairs(root, t, exchange))
-    if not known:
-        raise click.UsageError(f"no book data for exchange {exchange!r} under {root}")
-    if pair not in known:
-        raise click.UsageError(f"unknown pair {pair!r} for {exchange}; known: {', '.join(sorted(known))}")
-    lo = 0 if start is None else start
-    hi = 2**62 if end is None else end
-    if hi <= lo:
-        raise click.UsageError(f"--end ({iso(hi)}) is not after --start ({iso(lo)})")
-    table = "book_events" if B.kind(root, exchange, pair) == "l3" else "book_levels"
-    hours = source.hours(root, table, exchange, pair, lo, hi)
-    if not hours:
-        raise click.UsageError(f"no {exchange} {pair} book data between {iso(lo)} and "
-                               f"{'the end' if end is None else iso(hi)}")
-    return hours
+_OPTIONS = {
+    "root": click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
+                         envvar="BOOKTAPE_ROOT", help="dataset root (or $BOOKTAPE_ROOT)"),
+    "exchange": click.option("--exchange", required=True, help="venue, e.g. btcalpha"),
+    "pair": click.option("--pair", required=True, help="pair, e.g. BTC_USD"),
+    "start": click.option("--start", type=TIME, default=None, help="range start (ISO-8601 or epoch s/ms/us/ns)"),
+    "end": click.option("--end", type=TIME, default=None, help="range end, exclusive"),
+    "jobs": click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
+                         help="worker processes, one hour each"),
+    "progress": click.option("--progress/--no-progress", default=None,
+                             help="progress bar on stderr (default: on a TTY)"),
+}
+_RANGE = ("root", "exchange", "pair", "start", "end", "jobs", "progress")
+
+
+def _dataset(root: Path) -> Dataset:
+    try:
+        return Dataset(root)
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _call(fn, *args, **kw):
+    """Run a Dataset method with its one-line errors as the command's."""
+    try:
+        return fn(*args, **kw)
+    except DatasetError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def _progress(label: str, flag: bool | None) -> outputs.Progress:
@@ -122,28 +94,27 @@ def _progress(label: str, flag: bool | None) -> outputs.Progress:
 
 
 def _every(text: str) -> int | None:
-    """--every: `event`, or a duration like 250ms, 1s, 1m."""
-    if text == "event":
-        return None
-    m = _DURATION.match(text)
-    if not m or int(m.group(1)) == 0:
-        raise click.BadParameter(f"{text!r}: use `event` or a duration like 100ms, 1s, 1m")
-    return int(m.group(1)) * _UNITS[m.group(2)]
+    """--every / --window: `event`, or a duration like 250ms, 1s, 1m."""
+    try:
+        return duration_ns(text)
+    except DatasetError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _report(res: B.HourResult) -> str:
-    """One line about a replayed hour: rows, duplicates, anomalies, digest."""
+    """One line about a replayed hour: events read, duplicates, anomalies, digest."""
     bad = ", ".join(f"{k}={v}" for k, v in res.anomalies.items() if v)
-    return (f"{iso(res.hour)[:13]} {res.kind} rows={res.rows} dup={res.duplicates} "
+    return (f"{iso(res.hour)[:13]} {res.kind} events={res.rows} dup={res.duplicates} "
             f"anomalies={bad or 'none'} digest={res.digest[:16]}")
 
 
-def _run(root, exchange, pair, start, end, jobs, progress, label, **kw) -> list[B.HourResult]:
-    hours = _hours(root, exchange, pair, start, end)
-    try:
-        return outputs.run_hours(str(root), exchange, pair, hours, jobs=jobs, progress=_progress(label, progress), **kw)
-    except B.ReplayError as e:
-        raise click.ClickException(str(e)) from None
+def _report_written(table: str, root: Path, written) -> None:
+    """Per hour: its replay line, the rows written and the file; then the total and where."""
+    for r, path in zip(written.results, written):
+        n = pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+        click.echo(f"{_report(r)} {table}_rows={n} -> {path}")
+    where = written[0].parent.parent if written else root / table
+    click.echo(f"wrote {written.rows} {table} rows in {len(written)} file(s) under {where}")
 
 
 @click.group(cls=_Group)
@@ -153,61 +124,65 @@ def main() -> None:
 
 
 @main.command()
-@_common
+@_options("root", "exchange", "pair")
 @click.option("--at", "at", type=TIME, required=True, help="instant: every event with ts_recv <= AT applied")
 @click.option("--levels", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--orders", is_flag=True, help="list resting orders (L3) instead of levels")
-def book(root, exchange, pair, start, end, jobs, progress, at, levels, orders):
+def book(root, exchange, pair, at, levels, orders):
     """Print the book at an instant."""
-    _hours(root, exchange, pair, at - at % source.HOUR_NS, at + 1)
-    try:
-        bk = B.book_at(root, exchange, pair, at)
-    except B.ReplayError as e:
-        raise click.ClickException(str(e)) from None
+    bk = _call(_dataset(root).book, exchange, pair, at, levels=levels, orders=orders)
     state = "GAP (not known exact)" if bk.gap else "exact"
-    click.echo(f"{exchange} {pair} at {iso(at)}: seq {bk.seq} ({iso(bk.ts)}), {state}, digest {bk.digest()}")
-    if orders and bk.l3:
-        for side, price, amount, oid in bk.orders:
-            click.echo(f"{side:3} {price:>20} {amount:>20} {oid}")
+    click.echo(f"{exchange} {pair} at {iso(at)}: seq {bk.seq} ({iso(bk.ts_ns)}), {state}, digest {bk.digest}")
+    rows = bk.arrow.to_pylist()
+    if orders and "order_id" in bk.column_names:
+        for r in rows:
+            click.echo(f"{r['side']:3} {r['price']:>20} {r['amount']:>20} {r['order_id']}")
         return
-    lv = bk.levels(levels)
     click.echo(f"{'':5}{'price':>20} {'amount':>20} {'count':>6}")
-    for name in ("ask", "bid"):
-        rows = lv[name][::-1] if name == "ask" else lv[name]
-        for p, a, c in rows:
-            click.echo(f"{name:5}{p:>20} {a:>20} {'' if c is None else c:>6}")
+    asks = [r for r in rows if r["side"] == "ask"][::-1]
+    for r in asks + [r for r in rows if r["side"] == "bid"]:
+        click.echo(f"{r['side']:5}{r['price']:>20} {r['amount']:>20} {'' if r['count'] is None else r['count']:>6}")
 
 
 @main.command()
-@_common
+@_options(*_RANGE)
 def bbo(root, exchange, pair, start, end, jobs, progress):
     """Write the `bbo` table (best bid/offer after every change) for every hour meeting [start, end)."""
-    for r in _run(root, exchange, pair, start, end, jobs, progress, "bbo", bbo=True):
-        click.echo(_report(r))
+    w = _call(_dataset(root).write_bbo, exchange, pair, start, end, jobs=jobs, progress=_progress("bbo", progress))
+    _report_written("bbo", root, w)
 
 
 @main.command()
-@_common
+@_options(*_RANGE)
 @click.option("--levels", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--every", default="1s", show_default=True, help="`event` or a duration (100ms, 1s, 1m)")
 def depth(root, exchange, pair, start, end, jobs, progress, levels, every):
     """Write the `depth` table (top-N levels per side per interval or event) for every hour meeting [start, end)."""
-    d = B.Depth(levels, _every(every), start, end)
-    for r in _run(root, exchange, pair, start, end, jobs, progress, "depth", depth=d):
-        click.echo(_report(r))
+    w = _call(_dataset(root).write_depth, exchange, pair, levels, _every(every), start, end, jobs=jobs,
+              progress=_progress("depth", progress))
+    _report_written("depth", root, w)
+
+
+#: `replay verify` exit status when no snapshot could be checked (see its help).
+NOTHING_CHECKED = 3
 
 
 @main.command()
-@_common
+@_options(*_RANGE)
 @click.option("--window", default="2s", show_default=True,
               help="L3: a grouped snapshot passes if the book equals it at an event within this much ts_recv")
-def verify(root, exchange, pair, start, end, jobs, progress, window):
-    """Replay and check against recorded grouped snapshots (L3) or snapshot consistency (L2); exit 1 on any problem."""
-    bad = 0
+@click.option("--allow-empty", is_flag=True, help="exit 0 when there was nothing to check")
+def verify(root, exchange, pair, start, end, jobs, progress, window, allow_empty):
+    """Replay and check against recorded grouped snapshots (L3) or snapshot consistency (L2).
+
+    Exit 0 when at least one snapshot was checked and every check passed, 1 on any mismatch or anomaly, 3 when
+    nothing could be checked (no recorded snapshot in the range: that is not a pass; --allow-empty makes it 0)."""
+    bad = checked = 0
     w = _every(window)
     if w is None:
         raise click.BadParameter("--window takes a duration like 500ms or 2s")
-    for r in _run(root, exchange, pair, start, end, jobs, progress, "verify", verify=True, write=False, window=w):
+    for r in _call(_dataset(root).verify, exchange, pair, start, end, window=w, jobs=jobs,
+                   progress=_progress("verify", progress)):
         changes = f" level_changes={r.changes}" if r.kind == "l2" else ""
         skipped = f" skipped={r.skipped}" if r.kind == "l3" else ""
         click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{skipped}{changes}")
@@ -220,28 +195,34 @@ def verify(root, exchange, pair, start, end, jobs, progress, window):
             if v:
                 click.echo(f"  anomaly: {k} x{v} (first at seq {r.first.get(k)})")
         bad += len(r.mismatches) + sum(r.anomalies.values())
+        checked += r.checked
     if bad:
         raise click.ClickException(f"verify failed: {bad} problem(s)")
-    click.echo("verify ok")
+    if not checked:
+        click.echo(f"verify: nothing checked: no recorded snapshot of {exchange} {pair} in the range, so the "
+                   f"replay was not compared with anything", err=True)
+        if not allow_empty:
+            sys.exit(NOTHING_CHECKED)
+        return
+    click.echo(f"verify ok: {checked} snapshot(s) checked, 0 mismatches")
 
 
 @main.command()
-@_common
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file to write")
+@_options(*_RANGE)
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file to write")
 @click.option("--levels", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--every", default="1s", show_default=True, help="depth sampling interval")
 def plot(root, exchange, pair, start, end, jobs, progress, out, levels, every):
-    """PNG of mid, spread and a depth heatmap over the range (needs the `plot` extra: matplotlib)."""
+    """PNG of mid, spread, trades and a depth heatmap over the range (needs the `plot` extra: matplotlib)."""
     from replay import plot as P
 
     try:
         P.require()
     except P.MissingMatplotlib as e:
         raise click.ClickException(str(e)) from None
-    res = _run(root, exchange, pair, start, end, jobs, progress, "plot", bbo=True,
-               depth=B.Depth(levels, _every(every), start, end), write=False)
-    P.plot(res, out, f"{exchange} {pair}", start, end)
-    click.echo(f"wrote {out}")
+    path = _call(_dataset(root).plot, exchange, pair, out, start, end, levels=levels, every=_every(every),
+                 jobs=jobs, progress=_progress("plot", progress))
+    click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -267,22 +248,24 @@ def check(root, quarantine):
 
 @main.command("import-mbo")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path), envvar="BOOKTAPE_ROOT")
-@click.option("--exchange", required=True)
-@click.option("--pair", required=True)
-@click.option("--start", type=TIME, default=None, help="ignored (accepted like every command)")
-@click.option("--end", type=TIME, default=None, help="ignored (accepted like every command)")
-@click.option("--jobs", type=click.IntRange(1, 256), default=1, help="ignored (accepted like every command)")
-@click.option("--progress/--no-progress", default=None, help="ignored (accepted like every command)")
-def import_mbo(file, root, exchange, pair, start, end, jobs, progress):
-    """Import a market-by-order CSV/Parquet (ts, action, side, price, size, order_id) as book_events."""
-    from replay import mbo
-
+@click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path), envvar="BOOKTAPE_ROOT",
+              help="dataset root")
+@click.option("--exchange", required=True, help="venue name to import under, e.g. glbx")
+@click.option("--pair", required=True, help="pair to import under, BASE_QUOTE, e.g. ES_USD")
+@click.option("--format", "fmt", type=click.Choice(["generic", "databento"]), default="generic", show_default=True,
+              help="CSV/Parquet dialect (.dbn and .dbn.zst files are always databento)")
+@click.option("--instrument-id", type=int, default=None, help="databento: the instrument to import from a "
+              "file that holds several")
+@click.option("--replace", is_flag=True, help="replace the book data the pair already holds")
+@click.option("--writer-id", default=None, help="import under this writer id beside running writers (a recorder)")
+def import_mbo(file, root, exchange, pair, fmt, instrument_id, replace, writer_id):
+    """Import a market-by-order file (Databento DBN/CSV/Parquet, or generic CSV/Parquet) as book_events."""
     try:
-        n, paths = mbo.import_file(file, root, exchange, pair)
-    except mbo.MboError as e:
+        n, paths = _import_mbo(root, file, exchange, pair, format=fmt, replace=replace, writer_id=writer_id,
+                              instrument_id=instrument_id)
+    except DatasetError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"imported {n} book_events rows into {len(paths)} file(s) under {root}")
+    click.echo(f"imported {n} book_events rows into {len(paths)} file(s) under {root / 'book_events'}")
 
 
 main.add_command(sql)

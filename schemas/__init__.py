@@ -24,6 +24,13 @@ PARTITION_DOCS = {
 }
 EXCHANGE_RE = re.compile(r"^[a-z][a-z0-9]{1,31}\Z")
 PAIR_RE = re.compile(r"^[A-Z0-9]{1,16}(_[A-Z0-9]{1,16})?\Z")
+
+
+def is_pair(pair: str) -> bool:
+    """A canonical BASE_QUOTE pair name, as the recorder's config accepts it."""
+    return isinstance(pair, str) and bool(PAIR_RE.match(pair)) and "_" in pair
+
+
 #: Pair value for rows that belong to a venue rather than one pair.
 ALL_PAIRS = "ALL"
 
@@ -137,7 +144,7 @@ TRADES = Table(
         col("taker_side", pa.string(), "buy or sell: the side of the aggressor, when known"),
         col("maker_order_id", pa.int64(), "resting order id, when known"),
         col("taker_order_id", pa.int64(), "incoming order id, when known"),
-        col("source", pa.string(), "socket, rest or backfill", nullable=False),
+        col("source", pa.string(), "socket, rest, backfill, or import (replay import-mbo)", nullable=False),
     ]),
     time_column="ts_recv",
     order_by=("seq",),

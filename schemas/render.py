@@ -20,18 +20,27 @@ Query any table with `replay sql --root DIR "SELECT ..."`, or open `<root>/catal
 with the partition columns last. Filter on `exchange`, `pair` and `date` first: DuckDB then opens
 only the matching directories.
 
-Timestamps are `TIMESTAMPTZ_NS`: exact nanoseconds, UTC. DuckDB has few functions for that type, so:
+Timestamps are `TIMESTAMPTZ_NS`: exact nanoseconds, UTC (`replay sql` sets the session time zone to UTC).
 `epoch_ns(ts_recv)` gives the exact integer; compare with a string or a `TIMESTAMPTZ_NS` literal
-(`ts_recv >= '2024-03-12 12:00:00+00'`, `TIMESTAMPTZ_NS '2024-03-12 12:00:00.000000001+00'`); and
-cast to microseconds for calendar functions (`date_trunc('hour', ts_recv::TIMESTAMPTZ)`,
-`ts_recv::TIMESTAMPTZ - INTERVAL 1 hour`), which `date_trunc`, `time_bucket`, `hour` and
-interval arithmetic refuse on `TIMESTAMPTZ_NS`. That cast is slow on millions of rows; to bucket,
-integer arithmetic is about 8 times faster:
-`to_timestamp(epoch_ns(ts_recv) // 3600000000000 * 3600)` is the hour (see bench/RESULTS.md).
+(`ts_recv >= '2024-03-12 12:00:00+00'`, `TIMESTAMPTZ_NS '2024-03-12 12:00:00.000000001+00'`).
+Calendar functions and interval arithmetic work on it directly: `date_trunc('minute', ts_recv)`,
+`time_bucket(INTERVAL '5 seconds', ts_recv)`, `hour(ts_recv)`, `ts_recv + INTERVAL 1 HOUR` (still
+nanoseconds), `strftime(ts_recv, '%H:%M:%S.%n')`; `date_trunc` and `time_bucket` return microsecond
+`TIMESTAMPTZ`. Subtracting two `TIMESTAMPTZ_NS` values is not defined: use
+`epoch_ns(a) - epoch_ns(b)` (exact ns) or `date_diff('millisecond', a, b)`. To bucket millions of rows,
+integer arithmetic is fastest: `to_timestamp(epoch_ns(ts_recv) // 3600000000000 * 3600)` is the hour
+(see bench/RESULTS.md).
 
-Prices and amounts are `DECIMAL(38,18)`, exact. Multiplying two of them overflows 38 digits, so
-narrow them first, e.g. `price::DECIMAL(38,9) * amount::DECIMAL(38,9)` (exact while neither has more
-than 9 decimals), or use `DOUBLE` for estimates.
+Prices and amounts are `DECIMAL(38,18)`, exact. Multiplying two of them needs 36 decimals and
+overflows DuckDB's 38 digits at any product above ~170 (`sum(price * amount)` fails), so the `trades`
+view has `notional` = price * amount, exact as `DECIMAL(38,20)` (it raises an error, never rounds, if a
+price or amount has more than 10 decimals). For other products narrow the factors yourself, e.g.
+`bid_price::DECIMAL(38,10) * bid_amount::DECIMAL(38,10)` (exact while neither has more than 10
+decimals), or use `DOUBLE` for estimates. `replay sql` prints decimals without padding (`0.05005`),
+as exact text in CSV and as exact JSON numbers; Parquet output keeps `DECIMAL(38,18)`.
+
+Every view and column carries its description as a DuckDB comment:
+`SELECT column_name, comment FROM duckdb_columns() WHERE table_name = 'trades'`.
 """
 
 

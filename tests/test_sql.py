@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from replay.sql import LATEST_VIEWS, PARTITION_TYPES, connect, duckdb_type, write_catalog
+from replay.sql import DERIVED, LATEST_VIEWS, NOTIONAL_SCALE, PARTITION_TYPES, connect, duckdb_type, write_catalog
 
 DAY = "2024-03-12"
 NS = 1710264956584000000  # 2024-03-12T17:35:56.584Z
@@ -50,7 +50,8 @@ def write(root: Path, table: str, rows: list[dict], *, exchange="btcalpha", pair
 
 
 def expected_columns(table: schemas.Table) -> list[tuple[str, str]]:
-    return [(f.name, duckdb_type(f.type)) for f in table.schema] + list(PARTITION_TYPES.items())
+    derived = [(n, f"DECIMAL(38,{2 * NOTIONAL_SCALE})") for n, _, _ in DERIVED.get(table.name, [])]
+    return [(f.name, duckdb_type(f.type)) for f in table.schema] + list(PARTITION_TYPES.items()) + derived
 
 
 def one(con, query: str) -> tuple:
@@ -223,10 +224,11 @@ def test_sql_command_prints_a_table_from_another_directory(dataset):
     out = run_sql(["--root", str(dataset), "SELECT trade_id, price, exchange FROM trades ORDER BY seq"],
                   dataset.parent / "cwd")
     assert out.returncode == 0, out.stderr
-    assert "936.000000000000000000" in out.stdout and "937.500000000000000000" in out.stdout
+    assert re.search(r"│ +936\.0 │", out.stdout) and re.search(r"│ +937\.5 │", out.stdout)  # one scale, no padding
+    assert "936.000000000000000000" not in out.stdout
     assert "btcalpha" in out.stdout and "┌" in out.stdout
     limited = run_sql(["--root", str(dataset), "--limit", "1", "SELECT * FROM trades ORDER BY seq"], dataset)
-    assert "936.0" in limited.stdout and "937.5" not in limited.stdout
+    assert re.search(r"│ +936 │", limited.stdout) and "937.5" not in limited.stdout
 
 
 def test_sql_root_from_environment(dataset):

@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -58,6 +56,7 @@ from recorder.procs import child_env
 
 from . import compact as _compact
 from . import log as _log
+from . import writers as _writers
 from .fsutil import fsync_dir, makedirs
 from .memory import release_memory
 from .seq import SeqLease
@@ -67,7 +66,7 @@ from .writer import DiskFull, StoreBusy, StoreError, check_key, convert, partiti
 __all__ = ["DiskFull", "Store", "StoreBusy", "StoreError", "partition_path"]
 
 _log_ = logging.getLogger(__name__)
-WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+WRITER_RE = _writers.WRITER_RE
 #: Background compaction looks at closed hours at most this often (seconds).
 COMPACT_EVERY = 30.0
 #: Bytes kept in a reserve file, given up to write a stop's last rows on a full disk.
@@ -172,15 +171,7 @@ class Store:
         self.check_space()
         makedirs(self._log_dir)
         makedirs(self.root / "_state")
-        lock_path = self.root / "_state" / f"writer-{self.writer}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"writer id {self.writer!r} is already open on {self.root} "
-                             f"(another Store holds {lock_path})") from None
-        self._lock_fd = fd
+        self._lock_fd = _writers.acquire(self.root, self.writer)
         try:
             with _compact.compaction_lock(self.root):
                 _compact.recover(self.root)
