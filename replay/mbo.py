@@ -57,7 +57,7 @@ from recorder.store.writer import StoreError
 from replay import book as B
 from replay import kernels as K
 from replay import outputs, source
-from schemas import DEC, EXCHANGE_RE, TABLES, TS, is_pair
+from schemas import DEC, EXCHANGE_RE, TABLES, TS, files, is_pair
 
 COLUMNS = ("ts", "action", "side", "price", "size", "order_id")
 DATABENTO_COLUMNS = ("ts_recv", "action", "side", "price", "size", "order_id")
@@ -121,7 +121,7 @@ def check_target(root: Path, exchange: str, pair: str, replace: bool) -> list[Pa
     old = []
     for table in ("book_events", "book_levels"):
         for date in source.dates(root, table, exchange, pair):
-            old += source.data_files(source.partition_dir(root, table, exchange, pair, date))
+            old += files.named_files(source.partition_dir(root, table, exchange, pair, date))
     if old and not replace:
         raise MboError(f"{exchange} {pair} already holds book data under {root} ({len(old)} file(s), e.g. "
                        f"{old[0].relative_to(root)}); pass --replace to replace it, or import under another "
@@ -571,7 +571,7 @@ def import_file(path: Path, root: Path, exchange: str, pair: str, *, fmt: str = 
                 paths += _write(root, table, exchange, pair, tab)
         if replace:
             old += [f for t in ("sessions", "trades") for d in source.dates(root, t, exchange, pair) for f in
-                    source.data_files(source.partition_dir(root, t, exchange, pair, d)) if f.name.startswith("mbo-")]
+                    files.named_files(source.partition_dir(root, t, exchange, pair, d)) if f.name.startswith("mbo-")]
         for f in old:
             if f not in paths:
                 f.unlink()

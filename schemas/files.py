@@ -97,15 +97,19 @@ def _same_type(got: pa.DataType, want: pa.DataType) -> bool:
     return got == want
 
 
+def named_files(directory: Path) -> list[Path]:
+    """Every file of a partition directory named like data (`*.parquet`, not `_`/`.`), readable or not."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.suffix == ".parquet" and not p.name.startswith(("_", ".")))
+
+
 def data_files(directory: Path, table: Table, *, warn: bool = True) -> list[Path]:
     """Readable data files of one partition directory of `table`, sorted by name; the others are skipped
     with one line each on stderr (once per process), temporary and `_`/`.` names silently."""
-    if not directory.is_dir():
-        return []
     out = []
-    for p in sorted(directory.iterdir()):
-        if not p.is_file() or p.suffix != ".parquet" or p.name.startswith(("_", ".")):
-            continue
+    for p in named_files(directory):
         bad = check(p, table)
         if bad is None:
             out.append(p)
