@@ -166,3 +166,51 @@ def test_server_kill_9_and_restart(npm, tmp_path, pkg):
 
     with node_venue(npm[pkg], "sio", free_port(), PAIRS, tmp_path) as node:
         check(Recording(tmp_path, node, eio=3 if pkg == "sio2" else 4, between=kill_restart), restarts=1)
+
+
+# ---------------------------------------------------------------- raw engine.io (the seed's "engine.io protocol")
+@pytest.mark.parametrize("subscribe", ["text", "json"])
+def test_raw_engineio_6_one_connection_per_pair_named_by_its_subscription(npm, tmp_path, subscribe):
+    """Bare JSON messages (no event name, new orders carry no pair): the pair is the one the connection subscribed."""
+    assert version(npm["eio6"], "engine.io").startswith("6.")
+    with node_venue(npm["eio6"], "eio", free_port(), PAIRS, tmp_path) as node:
+        check(Recording(tmp_path, node, connections=2, subscribed=2, framing="engineio", subscribe=subscribe),
+              wire_prefix="4")
+
+
+def test_raw_engineio_protocol_3_on_a_configured_path(npm, tmp_path):
+    with node_venue(npm["eio6"], "eio", free_port(), PAIRS, tmp_path, "--allow-eio3", "--path", "/feed/") as node:
+        check(Recording(tmp_path, node, connections=2, subscribed=2, framing="engineio", ws_path="feed", eio=3),
+              wire_prefix="4")
+
+
+# ---------------------------------------------------------------- a wrong or unknown protocol setting
+@pytest.mark.parametrize("pkg,eio", [("sio2", "auto"), ("sio4", "auto"), ("sio2", 4)])
+def test_heartbeat_survives_an_unknown_or_wrong_protocol_setting(npm, tmp_path, pkg, eio):
+    """Servers drop a client after pingInterval + pingTimeout (here 1 + 2 s) without a heartbeat; protocol 3
+    wants the client to ping, 4 the server. `auto` (and a wrong 4) must keep the connection alive either way."""
+    with node_venue(npm[pkg], "sio", free_port(), PAIRS, tmp_path) as node:
+        check(Recording(tmp_path, node, eio=eio, seconds=4.0))
+
+
+def test_auto_is_the_default(npm, tmp_path):
+    with node_venue(npm["sio2"], "sio", free_port(), PAIRS, tmp_path) as node:
+        check(Recording(tmp_path, node, seconds=4.0))
+
+
+def test_a_refusing_server_s_reason_is_logged_in_one_line(npm, tmp_path):
+    """socket.io 4 without allowEIO3 refuses protocol 3 with HTTP 400 {"code":5,"message":"Unsupported protocol
+    version"}: that reason must reach the log, on one line, not just a close code."""
+    with node_venue(npm["sio4"], "sio", free_port(), PAIRS, tmp_path) as node:
+        log = tmp_path / "recorder.log"
+        proc = start(write_config(tmp_path, node.url, eio=3), log)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and "Unsupported protocol version" not in log.read_text():
+                time.sleep(0.1)
+        finally:
+            stop(proc)
+        lines = [ln for ln in log.read_text().splitlines() if "Unsupported protocol version" in ln]
+        assert lines, log.read_text()[-3000:]
+        rec = json.loads(lines[0])
+        assert "HTTP 400" in rec["msg"] + json.dumps(rec)

@@ -21,7 +21,9 @@ def build(ctx: VenueContext, *, snapshot_interval: float = 3600.0) -> list[Feed]
     ch = set(cfg.channels)
     feeds: list[Feed] = []
     if ctx.venue in ("btcalpha", "bitexbit"):
-        if "book" in ch:
+        if "book" in ch and cfg.framing == "engineio":  # bare messages name no pair: a connection per pair
+            feeds += [L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval, pairs=[p]) for p in cfg.pairs]
+        elif "book" in ch:
             feeds.append(L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval))
         if "grouped" in ch:
             feeds.append(BookPoller(ctx, mod, "grouped"))

@@ -115,15 +115,16 @@ class StreamSession:
     """Around one connection: once connected, its end is a `disconnect` row with the reason and,
     unless the daemon is stopping, a `gap` row per pair (the stream's data is lost until it resumes)."""
 
-    def __init__(self, tap: Tap, session: int, stream: str, pairs, gap_detail: str) -> None:
+    def __init__(self, tap: Tap, session: int, stream: str, pairs, gap_detail: str, pair: str | None = None) -> None:
         self.tap, self.session, self.stream = tap, session, stream
         self.pairs, self.gap_detail = list(pairs), gap_detail
+        self.pair = pair  # a connection of one pair: its connect/disconnect rows are that pair's, not venue-wide
         self.connected = False
 
     def connect(self, detail: str) -> None:
         """The connection is up: a `connect` row, and its end will be recorded."""
         self.connected = True
-        self.tap.event(self.session, self.stream, "connect", detail)
+        self.tap.event(self.session, self.stream, "connect", detail, self.pair)
 
     def __enter__(self) -> "StreamSession":
         return self
@@ -134,7 +135,7 @@ class StreamSession:
                 reason = "stopping"
             else:
                 reason = describe(exc) if exc is not None else "stream ended"
-            self.tap.event(self.session, self.stream, "disconnect", reason)
+            self.tap.event(self.session, self.stream, "disconnect", reason, self.pair)
             if reason != "stopping":
                 for p in self.pairs:
                     self.tap.event(self.session, self.stream, "gap", self.gap_detail, p)
