@@ -571,5 +571,5 @@ def test_parse_packet_raw_engineio_framing():
     assert parse_packet(b"2", 3, "engineio")[0] == "ping"
 
 
-def test_auto_url_asks_for_protocol_4():
-    assert "EIO=4" in socketio_url("http://h", "auto")
+def test_auto_url_asks_for_protocol_3_first():
+    assert "EIO=3" in socketio_url("http://h", "auto")  # then 4 if the server refuses 3

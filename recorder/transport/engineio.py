@@ -2,11 +2,11 @@
 
 Framing: ``socketio`` (root namespace; events ``42["name",...]``) or ``engineio`` (bare engine.io
 message packets ``4<payload>``, yielded as ``Frame(kind="message")``; no namespace step).
-Protocol: ``eio`` 3, 4 or ``"auto"``: the URL asks for 4 (an engine.io 3 server ignores it), and the
-version is taken from the open packet (``maxPayload`` only exists in protocol 4) or, with socket.io
-framing, from a ``40`` the server sends unasked (protocol 3 only). Unless it is known to be 3, the
-heartbeat adapts: the client answers the server's pings, and if none has come pingInterval +
-pingTimeout/2 after the open packet it pings itself (a protocol 3 server waits for that).
+Protocol: ``eio`` 3, 4 or ``"auto"``. Auto asks for 3 (engine.io 3 servers speak nothing else, 4+ servers
+with allowEIO3 accept it) and, when the server refuses 3, connects again asking for 4. With protocol 4
+the heartbeat adapts: the client answers the server's pings, and if none has come pingInterval +
+pingTimeout/2 after the open packet it pings itself (a protocol 3 server, e.g. a wrong ``eio = 4``,
+waits for that). Note that engine.io 4+ sends ``maxPayload`` even in protocol 3: it says nothing.
 
 Wire format (shared/exchanges.md §5):
 
@@ -75,7 +75,7 @@ def socketio_url(base_url: str, eio: int | str, *, path: str = "socket.io", quer
         base = "wss://" + base[len("https://"):]
     elif base.startswith("http://"):
         base = "ws://" + base[len("http://"):]
-    q = {"EIO": "4" if eio == "auto" else str(eio), "transport": "websocket"}
+    q = {"EIO": "3" if eio == "auto" else str(eio), "transport": "websocket"}
     if query:
         q.update(query)
     p = path.strip("/")
@@ -195,6 +195,10 @@ def _queued_reader(ws: aiohttp.ClientWebSocketResponse) -> Callable[[], Awaitabl
     return read if type(reader).__name__ == "WebSocketDataQueue" and callable(read) else None
 
 
+class _Refused(TransportError):
+    """The server turned the websocket handshake down (HTTP error, or broke off before the open packet)."""
+
+
 def _short(b: bytes) -> str:
     return b[:_CLOSE_TEXT_LIMIT].decode("utf-8", "replace")
 
@@ -273,9 +277,10 @@ class SocketIOClient:
             raise ValueError("framing must be 'socketio' or 'engineio'")
         self._session = session
         self.configured_eio = eio
-        self.eio: int | None = eio if eio in (3, 4) else None  # the protocol in use, once known
+        self.eio: int = 3 if eio == "auto" else eio  # the protocol in use (auto: 3, or 4 when 3 is refused)
         self.framing = framing
-        self.url = socketio_url(base_url, eio, path=path, query=query)
+        self._base_url, self._path, self._query = base_url, path, query
+        self.url = socketio_url(base_url, self.eio, path=path, query=query)
         self.emits = list(emits)
         self.heartbeat_grace = heartbeat_grace
         self.open_timeout = open_timeout
@@ -305,7 +310,7 @@ class SocketIOClient:
         self.pings_sent = 0
         self.pongs_received = 0
         self.pings_answered = 0
-        self.detected = ""  # how the protocol version was found (for the connect row)
+        self.detected = ""  # how the protocol was chosen / the heartbeat adapted (for the connect row)
         self._opened_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -320,7 +325,25 @@ class SocketIOClient:
         await self.close()
 
     async def _open(self) -> None:
+        if self.configured_eio != "auto":
+            await self._open_as(self.configured_eio)
+            return
+        try:
+            await self._open_as(3)
+            self.detected = "auto: protocol 3 accepted"
+            return
+        except _Refused as exc:
+            refused = str(exc)
+        await self._abort()
+        self._ws, self._dead, self._close_code = None, None, None
+        await self._open_as(4)
+        self.detected = f"auto: protocol 3 refused ({refused[-160:]})"
+
+    async def _open_as(self, eio: int) -> None:
+        """Connect speaking protocol `eio`; `_Refused` when the server turns the handshake down."""
         loop = asyncio.get_running_loop()
+        self.eio = eio
+        self.url = socketio_url(self._base_url, eio, path=self._path, query=self._query)
         try:
             self._ws = await self._session.ws_connect(
                 self.url,
@@ -337,14 +360,14 @@ class SocketIOClient:
             status = None
         if status is not None:  # outside the except block: the handshake error must not be chained (headers)
             reason = await refusal_reason(self.url, self._headers)
-            raise TransportError(f"socket.io connect failed ({self.url}): refused, {reason or f'HTTP {status}'}")
+            raise _Refused(f"socket.io connect failed ({self.url}): refused, {reason or f'HTTP {status}'}")
         # open packet
         msg = await self._ws.receive()
         ts = time.time_ns()
         if msg.type != aiohttp.WSMsgType.TEXT:
             err = self._msg_error(msg, "waiting for the open packet")
             reason = await refusal_reason(self.url, self._headers)
-            raise TransportError(f"{err}; the server said {reason}", close_code=err.close_code) if reason else err
+            raise _Refused(f"{err}; the server said {reason}" if reason else str(err), close_code=err.close_code)
         raw = text_bytes(msg.data)
         control, detail, _ = parse_packet(raw, ts)
         if control != OPEN:
@@ -358,22 +381,20 @@ class SocketIOClient:
         self._clock = loop.time
         self._last_rx = loop.time()
         self._opened_at = loop.time()
-        if self.eio is None and "maxPayload" in detail:
-            self.eio, self.detected = 4, "open packet has maxPayload"
         self._idle_task = asyncio.create_task(self._idle_loop(), name=f"eio-idle {self.url}")
         if self.framing == "socketio":
             await self._namespace_connect()
         if not self._pings_fixed:
-            self.client_pings = self.eio == 3
+            self.client_pings = eio == 3
         if self.client_pings:
             self._ping_task = asyncio.create_task(self._ping_loop(), name=f"eio-ping {self.url}")
-        elif not self._pings_fixed:
+        elif not self._pings_fixed:  # protocol 4, or so we were told: the server should ping
             self._ping_task = asyncio.create_task(self._adaptive_ping(), name=f"eio-ping? {self.url}")
         for raw_emit in self.emits:
             await self._send(raw_emit)
 
     async def _namespace_connect(self) -> None:
-        """Join the root namespace: v4 asks at once; v3 (or unknown) first waits for the server's own ``40``."""
+        """Join the root namespace: v4 asks at once; v3 first waits for the server's own ``40``."""
         if self.eio == 4:
             await self._send("40")
             while not self._ns_connected:
@@ -383,12 +404,8 @@ class SocketIOClient:
             async with asyncio.timeout(self.connect_wait):
                 while not self._ns_connected:
                     await self._buffer_one()
-            if self.eio is None:
-                self.eio, self.detected = 3, "server sent 40 unasked"
         except TimeoutError:
             await self._send("40")  # server did not auto-connect: ask (harmless if ignored)
-            while self.configured_eio != 3 and not self._ns_connected:
-                await self._buffer_one()  # v4 answers 40{"sid"} (bounded by open_timeout)
 
     async def _buffer_one(self) -> None:
         frame = await self._next_frame()
@@ -464,7 +481,8 @@ class SocketIOClient:
         await asyncio.sleep(max(self._opened_at + self.ping_interval + self.ping_timeout / 2 - loop.time(), 0.0))
         if self.pings_answered:
             return
-        self.eio, self.detected, self.client_pings = 3, "server never pinged: client pings", True
+        self.eio, self.client_pings = 3, True
+        self.detected = (self.detected + "; " if self.detected else "") + "server never pinged (protocol 3): client pings"
         await self._ping_loop(first=0.0)
 
     async def _idle_loop(self) -> None:
@@ -598,8 +616,6 @@ class SocketIOClient:
         if control is None:
             return frame
         if control == PING:
-            if self.eio is None and not self.pings_answered:
-                self.eio, self.detected = 4, "server pings"
             self.pings_answered += 1
             await self._send("3" + detail.decode("utf-8", "replace") if detail else "3")
             return None
