@@ -185,7 +185,10 @@ def test_bitbay_trading_api_and_public():
             out["truth"] = sim.true_book("bitbay", "BTC_PLN")
             pub = sim.urls["bitbay"] + "/API/Public/BTCPLN"
             async with s.get(pub + "/trades.json") as r:
+                out["oldest"] = loads(await r.text())
+            async with s.get(pub + "/trades.json", params={"sort": "desc"}) as r:
                 out["latest"] = loads(await r.text())
+            out["last"] = sim.venues["bitbay"].ctx.markets["BTC_PLN"].trades[-1].tid
             first = sim.venues["bitbay"].ctx.markets["BTC_PLN"].trades[0].tid
             async with s.get(pub + "/trades.json", params={"since": first + 10}) as r:
                 out["page"] = loads(await r.text())
@@ -209,6 +212,8 @@ def test_bitbay_trading_api_and_public():
     page = out["page"]
     assert len(page) == 50 and [int(t["tid"]) for t in page] == list(range(out["first"] + 11, out["first"] + 61))
     assert isinstance(page[0]["tid"], str) and isinstance(page[0]["date"], int) and isinstance(page[0]["price"], Decimal)
-    assert len(out["latest"]) == 50
+    # the real venue (vendor docs, ccxt issue 2320): without since the OLDEST 50; sort=desc for the newest
+    assert [int(t["tid"]) for t in out["oldest"]] == list(range(out["first"], out["first"] + 50))
+    assert [int(t["tid"]) for t in out["latest"]] == list(range(out["last"], out["last"] - 50, -1))
     assert out["public_book"]["bids"][0][0] == Decimal(truth["bids"][0]["price"])
     assert set(out["ticker"]) == {"max", "min", "last", "bid", "ask", "vwap", "average", "volume"}

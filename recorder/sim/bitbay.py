@@ -6,7 +6,8 @@ Trading API per the seed (004): form body `method=..&moment=..`, `API-Key`, `API
 Errors are HTTP 200 with `{"code":N,"message":...}`; the rate-limit answer is HTTP 429 with code 429 [INF: the
 seed lists no code for it]. `orderbook` lists every open offer with `price` = rate*quantity exactly ("amount of
 currency for whole offer"). Legacy public numbers are JSON numbers and `tid` a string; `trades.json?since=<tid>`
-returns trades with tid > since, ascending, 50 per page (without `since`: the latest 50; `sort=desc` reverses).
+returns trades with tid > since, ascending, 50 per page; without `since` the OLDEST 50 (the real venue starts in 2014:
+vendor docs, ccxt issue 2320), and `sort=desc` without `since` the newest 50, newest first.
 Zonda REST bodies are strings with ms timestamps, 60 requests/min per IP ("others" in its docs).
 """
 from __future__ import annotations
@@ -123,8 +124,10 @@ class BitBayVenue:
                 first = m.trades[0].tid if m.trades else 0
                 start = max(0, int(since) + 1 - first)
                 page = list(itertools.islice(m.trades, start, start + 50))
-            else:
+            elif request.query.get("sort") == "desc":
                 page = list(m.trades)[-50:]
+            else:
+                page = list(itertools.islice(m.trades, 0, 50))
             if request.query.get("sort") == "desc":
                 page.reverse()
             return json_response([{"date": t.ts // 1_000_000_000, "price": Num(fmt_num(t.price, pdp)), "type": t.taker_side,
