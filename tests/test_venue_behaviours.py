@@ -41,3 +41,64 @@ def test_bitbay_first_trades_poll_starts_from_the_newest_and_pages_forward(bitba
         WHERE request LIKE '%trades.json%' ORDER BY seq""")]
     assert "sort=desc" in urls[0] and "since" not in urls[0]
     assert all("since=" in u and "sort=asc" in u for u in urls[2:])
+
+
+def _bitopro(doc):
+    _only("bitopro", ["book", "trades", "rest_book"])(doc)
+    doc["venues"]["bitopro"].update(book_interval=1.0, heartbeat=2.5, book_limit=10)
+
+
+@pytest.fixture(scope="module")
+def bitopro(tmp_path_factory):
+    return Run(tmp_path_factory.mktemp("bitopro"), seconds=8.0, rate=4.0, settle=4.0, doc_edit=_bitopro).go()
+
+
+def test_bitopro_socket_books_after_the_first_frame_are_marked_rounded(bitopro):
+    rows = sql(bitopro.root, """SELECT pair, session, snapshot_id, source, amount FROM read_parquet(
+        '$R/book_levels/exchange=bitopro/**/*.parquet', hive_partitioning=true) WHERE source LIKE 'ws%'
+        ORDER BY seq""")
+    for pair in ("BTC_USD", "ETH_BTC"):
+        snaps = {}
+        for p, sess, sid, src, amount in rows:
+            if p == pair:
+                snaps.setdefault(sess, {}).setdefault(sid, set()).add((src, amount))
+        assert len(snaps) == 1  # one connection: the 1 s pings keep it alive through a silent market (heartbeat 2.5 s)
+        kinds = [{s for s, _ in v} for v in next(iter(snaps.values())).values()]
+        assert kinds[0] == {"ws"} and len(kinds) > 3 and all(k == {"ws_rounded"} for k in kinds[1:])
+
+
+def test_bitopro_replay_verify_accepts_rounding_and_catches_a_wrong_level(bitopro, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from replay.book import replay_hour
+    from replay.source import HOUR_NS
+
+    hour = bitopro.t_stop - bitopro.t_stop % HOUR_NS
+    for pair in ("BTC_USD", "ETH_BTC"):
+        res = replay_hour(bitopro.root, "bitopro", pair, hour, verify=True, book_kind="l2")
+        assert res.mismatches == [] and res.checked > len(res.mismatches)
+    # a wrong amount on every rounded socket book: each REST book taken while the book was stable disagrees
+    bad = tmp_path / "bad"
+    shutil.copytree(bitopro.root, bad)
+    files = sorted((bad / "book_levels" / "exchange=bitopro" / "pair=BTC_USD").rglob("*.parquet"))
+    tabs = [pq.read_table(f) for f in files]
+    for f, t in zip(files, tabs):
+        hit = [s == "ws_rounded" and lv == 0 and sd == "bid" for s, lv, sd in
+               zip(t.column("source").to_pylist(), t.column("level").to_pylist(), t.column("side").to_pylist())]
+        amounts = [a + 1 if h else a for a, h in zip(t.column("amount").to_pylist(), hit)]
+        i = t.schema.get_field_index("amount")
+        pq.write_table(t.set_column(i, t.schema.field(i), pa.array(amounts, t.schema.field(i).type)), f)
+    res = replay_hour(bad, "bitopro", "BTC_USD", hour, verify=True, book_kind="l2")
+    assert res.mismatches and all("disagrees with the socket book" in m for m in res.mismatches), res.mismatches
+
+
+def test_bitopro_full_list_trade_pushes_recorded_once_oldest_first(bitopro):
+    rows = sql(bitopro.root, """SELECT pair, trade_id, epoch_ns(ts_event), source FROM read_parquet(
+        '$R/trades/exchange=bitopro/**/*.parquet', hive_partitioning=true) ORDER BY seq""")
+    assert len({r[1] for r in rows}) == len(rows)
+    for pair in ("BTC_USD", "ETH_BTC"):
+        ts = [t for p, _, t, src in rows if p == pair and src == "socket"]
+        assert len(ts) > 5 and ts == sorted(ts)
