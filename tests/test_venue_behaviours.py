@@ -102,3 +102,20 @@ def test_bitopro_full_list_trade_pushes_recorded_once_oldest_first(bitopro):
     for pair in ("BTC_USD", "ETH_BTC"):
         ts = [t for p, _, t, src in rows if p == pair and src == "socket"]
         assert len(ts) > 5 and ts == sorted(ts)
+
+
+def _bitopro_unknown_pair(doc):
+    _only("bitopro", ["book", "rest_book"])(doc)
+    doc["venues"]["bitopro"].update(pairs=["DOGE_XYZ"], book_interval=1.0)
+
+
+def test_bitopro_refusals_are_clear_errors(tmp_path):
+    """A pair the venue does not list: REST answers 422 {"error": ...}, the websocket path HTTP 200 with an empty
+    body. Both must say what the venue said, not just a status."""
+    run = Run(tmp_path, seconds=3.0, rate=2.0, settle=0.5, doc_edit=_bitopro_unknown_pair).go()
+    reasons = [r for (r,) in sql(run.root, """SELECT reason FROM read_parquet('$R/raw/**/*.parquet')
+        WHERE status = 'rejected'""")]
+    assert reasons and all(r.startswith("HTTP 422: pair not found") for r in reasons), reasons
+    errors = [d for k, d in sql(run.root, "SELECT kind, detail FROM read_parquet('$R/sessions/**/*.parquet')")
+              if k == "error" and "ws_book" in d]
+    assert errors and "HTTP 200 without switching protocols" in errors[0], errors

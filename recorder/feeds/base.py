@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Callable, Protocol
 
 import aiohttp
@@ -79,7 +80,9 @@ async def fetch(http: HttpClient, tap: Tap, session: int, stream: str, pair: str
     tap.metrics.inc("requests", tap.feed, res.attempts)
     req = request or f"{method} {url}"
     if res.status != 200:
-        seq = tap.reject(session, stream, pair, res.ts_recv, res.body, f"HTTP {res.status}", request=req)
+        said = venue_said(res.body)
+        seq = tap.reject(session, stream, pair, res.ts_recv, res.body,
+                         f"HTTP {res.status}: {said}" if said else f"HTTP {res.status}", request=req)
         return res, seq, None
     try:
         parsed = parse(res)
@@ -88,6 +91,20 @@ async def fetch(http: HttpClient, tap: Tap, session: int, stream: str, pair: str
         return res, seq, None
     seq = tap.raw(session, stream, pair, res.ts_recv, res.body, request=req)
     return res, seq, parsed
+
+
+def venue_said(body: bytes) -> str | None:
+    """The message of a JSON error body (`{"error": ...}` as BitoPro's 422s, or `message` / `errors`), one line."""
+    try:
+        d = json.loads(body[:4096]) if body and body[:1] in (b"{", b" ") else None
+    except ValueError:
+        return None
+    if not isinstance(d, dict):
+        return None
+    for key in ("error", "message", "errors", "detail"):
+        if d.get(key):
+            return " ".join(str(d[key]).split())[:200]
+    return None
 
 
 async def every(interval: float, step: Callable[[], "asyncio.Future | object"]) -> None:
