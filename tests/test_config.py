@@ -132,3 +132,13 @@ def test_bitopro_book_limit():
 
 def test_example_toml_parses_as_plain_toml():
     tomllib.loads((REPO / "recorder.example.toml").read_text())
+
+
+def test_api_current_is_zonda_for_bitbay_only():
+    d = doc()
+    d["venues"]["bitbay"] = {"pairs": ["BTC_PLN"], "api": "current"}
+    v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "bitbay"][0]
+    assert v.api == "current" and v.channels == ("book",) and v.urls["ws_url"].startswith("wss://api.zondacrypto")
+    d["venues"]["btcalpha"]["api"] = "current"
+    with pytest.raises(config.ConfigError, match="api: current is implemented for bitbay only"):
+        config.parse(d, base=Path("/x"), env={})

@@ -11,6 +11,7 @@ from .base import Feed, VenueContext
 from .bitopro_ws import BitoProStream
 from .l3 import L3BookFeed
 from .polling import BookPoller, CandlesPoller, TradesPoller
+from .zonda_ws import ZondaBookFeed
 
 MODULES = {"btcalpha": btcalpha, "bitexbit": bitexbit, "bitopro": bitopro, "bitbay": bitbay}
 
@@ -20,6 +21,8 @@ def build(ctx: VenueContext, *, snapshot_interval: float = 3600.0) -> list[Feed]
     cfg, mod = ctx.cfg, MODULES[ctx.venue]
     ch = set(cfg.channels)
     feeds: list[Feed] = []
+    if cfg.api == "current":  # config.CURRENT_SPECS: Zonda's websocket book only
+        return [ZondaBookFeed(ctx)] if "book" in ch else []
     if ctx.venue in ("btcalpha", "bitexbit"):
         if "book" in ch and cfg.framing == "engineio":  # bare messages name no pair: a connection per pair
             feeds += [L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval, pairs=[p]) for p in cfg.pairs]
