@@ -48,11 +48,13 @@ SPECS: dict[str, VenueSpec] = {
 }
 
 
-#: `api = "current"`: the successor endpoints (docs/recorder.md "What is known"). Zonda: websocket order book
-#: with seqNo on REST snapshots; its REST trades and candles are not recorded yet.
+#: `api = "current"`: the successor endpoints (docs/recorder.md "What is known"): Zonda's websocket order book
+#: (seqNo) and BTC-Alpha's alp-ws diffs, each on REST snapshots; their REST trades and candles are not recorded yet.
 CURRENT_SPECS: dict[str, VenueSpec] = {
     "bitbay": VenueSpec(("book",), (), 1.0, {"ws_url": "wss://api.zondacrypto.exchange/websocket/",
                                             "rest_url": "https://api.zondacrypto.exchange/rest"}, 30.0),
+    "btcalpha": VenueSpec(("book",), (), 100.0, {"ws_url": "wss://btc-alpha.com/alp-ws",
+                                                 "rest_url": "https://btc-alpha.com/api/web/"}, 60.0),
 }
 
 

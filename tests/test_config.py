@@ -134,11 +134,14 @@ def test_example_toml_parses_as_plain_toml():
     tomllib.loads((REPO / "recorder.example.toml").read_text())
 
 
-def test_api_current_is_zonda_for_bitbay_only():
+def test_api_current_is_zonda_and_alp_ws():
     d = doc()
     d["venues"]["bitbay"] = {"pairs": ["BTC_PLN"], "api": "current"}
     v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "bitbay"][0]
     assert v.api == "current" and v.channels == ("book",) and v.urls["ws_url"].startswith("wss://api.zondacrypto")
     d["venues"]["btcalpha"]["api"] = "current"
-    with pytest.raises(config.ConfigError, match="api: current is implemented for bitbay only"):
+    v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "btcalpha"][0]
+    assert v.channels == ("book",) and v.urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+    d["venues"]["bitopro"] = {"pairs": ["BTC_TWD"], "api": "current"}
+    with pytest.raises(config.ConfigError, match="api: current is implemented for bitbay, btcalpha only"):
         config.parse(d, base=Path("/x"), env={})

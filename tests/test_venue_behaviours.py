@@ -130,10 +130,23 @@ def _zonda(doc):
                                 "rest_url": url + "/rest", "rate_limit": 1.0, "heartbeat": 10.0, "book_limit": 300}}
 
 
-@pytest.fixture(scope="module")
-def zonda(tmp_path_factory):
-    return Run(tmp_path_factory.mktemp("zonda"), seconds=8.0, rate=6.0, doc_edit=_zonda,
-               sim_kw={"checkpoint_every": 10}).go()
+def _alp(doc):
+    url = doc["venues"]["btcalpha"]["ws_url"]
+    doc["venues"] = {"btcalpha": {"api": "current", "pairs": doc["venues"]["btcalpha"]["pairs"], "channels": ["book"],
+                                  "ws_url": url.replace("http://", "ws://") + "/alp-ws", "rest_url": url + "/api/web/",
+                                  "rate_limit": 20.0, "heartbeat": 10.0, "book_limit": 300}}
+
+
+#: venue -> (config edit, where a push's number is in its raw frame)
+CURRENT = {"bitbay": (_zonda, lambda m: m["seqNo"]), "btcalpha": (_alp, lambda m: m[1])}
+
+
+@pytest.fixture(scope="module", params=sorted(CURRENT))
+def current(request, tmp_path_factory):
+    venue = request.param
+    run = Run(tmp_path_factory.mktemp(f"current-{venue}"), seconds=8.0, rate=6.0, doc_edit=CURRENT[venue][0],
+              sim_kw={"checkpoint_every": 10}).go()
+    return venue, run
 
 
 def _levels(book_rows) -> dict:
@@ -147,59 +160,65 @@ def _levels(book_rows) -> dict:
     return {s: sorted(((p, a.normalize()) for p, a in agg[s].items()), reverse=s == "bid") for s in agg}
 
 
-def test_zonda_websocket_book_equals_the_true_book_at_every_checkpoint_after_its_snapshot(zonda):
+def test_current_era_book_equals_the_true_book_at_every_checkpoint_after_its_snapshot(current):
+    """Zonda (seqNo pushes, absolute amounts) and BTC-Alpha alp-ws (update ids, signed deltas), each on a REST
+    snapshot, replayed through the L2 path."""
     import json
     from collections import defaultdict
 
     from replay.book import book_at
 
+    venue, zonda = current
+    number = CURRENT[venue][1]
     for pair in ("BTC_USD", "ETH_BTC"):
         raw = dict(sql(zonda.root, f"""SELECT seq, payload FROM read_parquet(
-            '$R/raw/exchange=bitbay/pair={pair}/**/*.parquet') WHERE stream = 'ws:orderbook'"""))
+            '$R/raw/exchange={venue}/pair={pair}/**/*.parquet') WHERE stream = 'ws:orderbook'"""))
         rows = sql(zonda.root, f"""SELECT snapshot_id, side, price, amount FROM read_parquet(
-            '$R/book_levels/exchange=bitbay/pair={pair}/**/*.parquet') WHERE source = 'ws' ORDER BY seq""")
+            '$R/book_levels/exchange={venue}/pair={pair}/**/*.parquet') WHERE source = 'ws' ORDER BY seq""")
         by_push: dict[int, dict] = {}
         snaps = defaultdict(lambda: {"bid": [], "ask": []})
         for sid, side, price, amount in rows:
             snaps[sid][side].append((price.normalize(), amount.normalize()))
         for sid, lv in snaps.items():
             if sid in raw:  # a push (the joined REST snapshot's own row is under the REST body's seq)
-                by_push[json.loads(bytes(raw[sid]))["seqNo"]] = lv
-        book = [r for r in truth(zonda.tdir, "book") if r["venue"] == "bitbay" and r["pair"] == pair]
-        checkpoints = defaultdict(list)
-        for r in book:
-            checkpoints[r["checkpoint_seq"]].append(r)
+                by_push[number(json.loads(bytes(raw[sid])))] = lv
+        book = [r for r in truth(zonda.tdir, "book") if r["venue"] == venue and r["pair"] == pair]
+        checkpoints = defaultdict(dict)
+        for r in book:  # an order once per checkpoint (the truth may write a checkpoint twice)
+            checkpoints[r["checkpoint_seq"]][r["order_id"]] = r
+        checkpoints = {k: list(v.values()) for k, v in checkpoints.items()}
         first = min(by_push)
         checked = [s for s in checkpoints if s >= first and s in by_push]
         assert len(checked) >= 5, (pair, sorted(checkpoints), first)
         for s in checked:
             assert by_push[s] == _levels(checkpoints[s]), (pair, s)
-        final = book_at(zonda.root, "bitbay", pair, zonda.t_stop)
+        final = book_at(zonda.root, venue, pair, zonda.t_stop)
         true = _levels([{"side": "buy" if side == "bids" else "sell", "price": Decimal(o["price"]),
                          "amount": Decimal(o["amount"])} for side in ("bids", "asks")
-                        for o in zonda.books[("bitbay", pair)][side]])
+                        for o in zonda.books[(venue, pair)][side]])
         got = {s: [(p.normalize(), a.normalize()) for p, a, _ in v] for s, v in final.levels().items()}
         assert got == true, pair
     kinds = [k for (k,) in sql(zonda.root, "SELECT kind FROM read_parquet('$R/sessions/**/*.parquet')")]
     assert kinds.count("snapshot") == 2 and "gap" not in kinds and "reject" not in kinds
 
 
-def test_zonda_lost_push_is_a_gap_then_a_fresh_snapshot_and_the_book_ends_true(tmp_path):
+@pytest.mark.parametrize("venue", sorted(CURRENT))
+def test_current_era_lost_push_is_a_gap_then_a_fresh_snapshot_and_the_book_ends_true(tmp_path, venue):
     """Malformed pushes (kept raw, rejected) make the next seqNo jump: a gap row per pair hit, a new snapshot,
     and the book still ends at the venue's."""
     from recorder.sim.faults import Fault
     from replay.book import book_at
 
-    run = Run(tmp_path, seconds=7.0, rate=6.0, doc_edit=_zonda, faults=[(3.0, Fault("malformed", "bitbay", count=2))]
-              ).go()
+    run = Run(tmp_path, seconds=7.0, rate=6.0, doc_edit=CURRENT[venue][0],
+              faults=[(3.0, Fault("malformed", venue, count=2))]).go()
     kinds = [(k, p) for k, p in sql(run.root, """SELECT kind, pair FROM read_parquet('$R/sessions/**/*.parquet',
         hive_partitioning=true) ORDER BY seq""")]
     gaps = [p for k, p in kinds if k == "gap"]
     assert gaps and sum(1 for k, _ in kinds if k == "snapshot") == 2 + len(gaps)
     assert sql(run.root, "SELECT count(*) FROM read_parquet('$R/raw/**/*.parquet') WHERE status = 'rejected'")[0][0] == 2
     for pair in ("BTC_USD", "ETH_BTC"):
-        final = book_at(run.root, "bitbay", pair, run.t_stop)
+        final = book_at(run.root, venue, pair, run.t_stop)
         true = _levels([{"side": "buy" if side == "bids" else "sell", "price": Decimal(o["price"]),
                          "amount": Decimal(o["amount"])} for side in ("bids", "asks")
-                        for o in run.books[("bitbay", pair)][side]])
+                        for o in run.books[(venue, pair)][side]])
         assert {s: [(p.normalize(), a.normalize()) for p, a, _ in v] for s, v in final.levels().items()} == true

@@ -25,8 +25,7 @@ from urllib.parse import parse_qsl
 from aiohttp import WSMsgType, web
 
 from recorder.sim.engine import BUY, SELL, Cancel, Market, fmt, fmt_num
-from recorder.sim.engineio_server import run_tasks
-from recorder.sim.plumbing import Hub, Num, VenueContext, json_response, rest_middleware
+from recorder.sim.plumbing import Hub, Num, VenueContext, json_response, rest_middleware, serve_ws
 from recorder.venues.signing import bitbay_hash
 
 ZONDA_RESOLUTIONS = (60, 180, 300, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400, 259200, 604800)
@@ -107,16 +106,7 @@ class BitBayVenue:
 
     async def z_ws(self, request: web.Request) -> web.StreamResponse:
         """Zonda public websocket: subscribe-public orderbook/<mkt>, pushes with seqNo, ping/pong."""
-        ws = web.WebSocketResponse(compress=False)
-        await ws.prepare(request)
-        conn = self.hub.open(ws, request.transport)
-        conn.ready = True
-        try:
-            await run_tasks(self._z_reader(conn), conn.run_sender())
-        finally:
-            self.hub.close(conn)
-            await ws.close()
-        return ws
+        return await serve_ws(self.hub, request, self._z_reader)
 
     async def _z_reader(self, conn) -> None:
         async for msg in conn.ws:

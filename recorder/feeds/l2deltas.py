@@ -1,19 +1,22 @@
-"""Zonda (BitBay's successor) websocket order book: level pushes with seqNo on a REST snapshot (L2).
+"""Current-era L2 books: numbered level changes over a websocket, joined to a REST snapshot that carries the
+number it includes (Zonda's `orderbook/<mkt>` with seqNo, absolute amounts; BTC-Alpha's `alp-ws` diffs with an
+update id, signed deltas). The venue modules parse; `L2Protocol` names their functions; one feed serves both.
 
-The venue's sync algorithm (exchanges.md §4.4): buffer the pushes, take the REST book (it carries the seqNo it
-includes), apply the pushes numbered seqNo+1, +2, ...; a missing number is a lost push: a `gap` row and a fresh
-snapshot. After the join and after every push the tracked book's top `book_limit` levels are one `book_levels`
-snapshot (source `ws`); each REST book is stored too (source `rest`, for `replay verify`). The client pings
-(`{"action":"ping"}`) every PING_EVERY seconds.
+The sync algorithm (Zonda's docs, exchanges.md §4.4): buffer the pushes, take the REST book, apply the pushes
+numbered snapshot+1, +2, ...; a missing number (or a delta that would make a level negative) is a lost push: a
+`gap` row and a fresh snapshot. After the join and after every push the tracked book's top `book_limit` levels are
+one `book_levels` snapshot (source `ws`); each REST book is stored too (source `rest`). With a ping message the
+client sends it every PING_EVERY seconds.
 """
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
 
-from recorder.rows import Level, ParseError
+from recorder.rows import Level, Parsed, ParseError
 from recorder.transport import TransportError, WebSocketClient
-from recorder.venues import bitbay
 from recorder.venues.common import build_levels
 
 from .base import Healthy, StreamSession, VenueContext, every, fetch
@@ -23,32 +26,59 @@ PING_EVERY = 15.0
 MAX_BUFFER = 100_000
 
 
+@dataclass(frozen=True)
+class L2Protocol:
+    """A venue's current-era book: its frames and snapshot, as pure functions of the venue module.
+
+    parse_ws(raw) gives a push (`.pair`, `.seq`, `.ts_event`, `.changes` of (side, price, amount or None, count))
+    or a control string; parse_snapshot(body, pair) gives (Parsed levels, the number the snapshot includes)."""
+
+    subscribe: Callable[[str], str]
+    parse_ws: Callable[[bytes], Any]
+    snapshot_url: Callable[[str, str], str]
+    parse_snapshot: Callable[[bytes, str], tuple[Parsed, int]]
+    absolute: bool  # changes carry a level's new amount (else a signed delta)
+    ping: str | None = None
+
+
+class BookBroken(ValueError):
+    """A delta the tracked book cannot take (a level would go negative): the book is unknown."""
+
+
 @dataclass
 class L2Book:
-    """A level book: side -> price text -> (amount text, order count); the venue's absolute level amounts."""
+    """A level book: side -> price text -> (amount, order count), with the number of the last change applied."""
 
     seq: int
-    sides: dict[str, dict[str, tuple[str, int | None]]] = field(default_factory=lambda: {"bid": {}, "ask": {}})
+    sides: dict[str, dict[str, tuple[Decimal, int | None]]] = field(default_factory=lambda: {"bid": {}, "ask": {}})
 
     @classmethod
     def from_levels(cls, seq: int, levels: list[Level]) -> "L2Book":
         b = cls(seq)
         for lv in levels:
-            b.sides[lv.side][lv.price] = (lv.amount, lv.count)
+            b.sides[lv.side][lv.price] = (Decimal(lv.amount), lv.count)
         return b
 
-    def apply(self, push: bitbay.ZondaPush) -> None:
+    def apply(self, push, absolute: bool) -> None:
+        """One push's changes: absolute amounts (None or 0 removes the level) or signed deltas."""
         for side, price, amount, count in push.changes:
-            if amount is None or amount.strip("0.") == "":
-                self.sides[side].pop(price, None)
+            lv = self.sides[side]
+            if absolute:
+                new = Decimal(0) if amount is None else Decimal(amount)
             else:
-                self.sides[side][price] = (amount, count)
+                new = lv.get(price, (Decimal(0), None))[0] + Decimal(amount)
+                if new < 0:
+                    raise BookBroken(f"{side} {price}: delta {amount} leaves {new}")
+            if new == 0:
+                lv.pop(price, None)
+            else:
+                lv[price] = (new, count)
         self.seq = push.seq
 
     def top(self, n: int) -> list[Level]:
         out: list[Level] = []
         for side in ("bid", "ask"):
-            out += build_levels(side, [(p, a, c) for p, (a, c) in self.sides[side].items()])[:n]
+            out += build_levels(side, [(p, format(a, "f"), c) for p, (a, c) in self.sides[side].items()])[:n]
         return out
 
 
@@ -59,11 +89,11 @@ class _Pair:
     epoch: int = 0  # bumped on every loss: a snapshot requested before it is stale
 
 
-class ZondaBookFeed:
-    """One websocket for every pair's `orderbook/<mkt>` channel, each pair joined to its REST snapshot."""
+class L2DeltaFeed:
+    """One websocket for every pair's book channel, each pair joined to its REST snapshot."""
 
-    def __init__(self, ctx: VenueContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: VenueContext, proto: L2Protocol) -> None:
+        self.ctx, self.proto = ctx, proto
         self.name = f"{ctx.venue}:ws_book"
         self.pairs = {p: _Pair() for p in ctx.cfg.pairs}
 
@@ -75,7 +105,7 @@ class ZondaBookFeed:
         http = ctx.http(tap, session, "rest:orderbook")
         self.pairs = {p: _Pair() for p in cfg.pairs}
         lost: asyncio.Queue[str] = asyncio.Queue()
-        subs = [bitbay.zonda_subscribe(p) for p in cfg.pairs]
+        subs = [self.proto.subscribe(p) for p in cfg.pairs]
         with StreamSession(tap, session, stream, cfg.pairs, "book stream lost; book unknown until the next snapshot") \
                 as conn:
             async with WebSocketClient(ctx.http_session, cfg.urls["ws_url"], idle_timeout=cfg.heartbeat,
@@ -84,7 +114,8 @@ class ZondaBookFeed:
                 for p in cfg.pairs:
                     lost.put_nowait(p)
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(every(PING_EVERY, lambda: ws.send_str(bitbay.ZONDA_PING)))
+                    if self.proto.ping is not None:
+                        tg.create_task(every(PING_EVERY, lambda: ws.send_str(self.proto.ping)))
                     tg.create_task(self._snapshots(tap, http, session, stream, lost, healthy))
                     await self._read(ws, tap, session, stream, lost)
 
@@ -93,7 +124,7 @@ class ZondaBookFeed:
         async for frame in ws:
             ts = frame.ts_recv
             try:
-                msg = bitbay.parse_zonda_ws(frame.raw)
+                msg = self.proto.parse_ws(frame.raw)
             except ParseError as e:
                 tap.reject(session, stream, None, ts, frame.raw, str(e))
                 continue  # which pair's push it was is unknown: the next push's seqNo tells the pair it lost one
@@ -106,7 +137,8 @@ class ZondaBookFeed:
             st = self.pairs.get(msg.pair)
             if st is None:
                 continue
-            tap.lag(ts, msg.ts_event)
+            if msg.ts_event is not None:
+                tap.lag(ts, msg.ts_event)
             if st.book is None:
                 st.buffer.append((msg, seq, ts))
                 if len(st.buffer) > MAX_BUFFER:
@@ -118,7 +150,11 @@ class ZondaBookFeed:
                 self._lose(tap, session, stream, msg.pair, f"seqNo {msg.seq} after {st.book.seq}", ts, lost)
                 st.buffer.append((msg, seq, ts))
                 continue
-            st.book.apply(msg)
+            try:
+                st.book.apply(msg, self.proto.absolute)
+            except BookBroken as e:
+                self._lose(tap, session, stream, msg.pair, str(e), ts, lost)
+                continue
             tap.levels(msg.pair, session, msg.ts_event, ts, seq, st.book.top(limit), "ws")
             if self.ctx.sink.full:
                 await self.ctx.sink.room()
@@ -136,14 +172,14 @@ class ZondaBookFeed:
             pair = await lost.get()
             st = self.pairs[pair]
             epoch = st.epoch
-            url = bitbay.zonda_orderbook_url(cfg.urls["rest_url"], pair)
-            res, seq, parsed = await fetch(http, tap, session, "rest:orderbook", pair, url,
-                                           lambda r: bitbay.parse_zonda_orderbook(r.body, pair))
-            if parsed is None or st.epoch != epoch:
+            url = self.proto.snapshot_url(cfg.urls["rest_url"], pair)
+            res, seq, got = await fetch(http, tap, session, "rest:orderbook", pair, url,
+                                        lambda r: self.proto.parse_snapshot(r.body, pair))
+            if got is None or st.epoch != epoch:
                 await asyncio.sleep(0.5)
                 lost.put_nowait(pair)
                 continue
-            snap_seq = bitbay.zonda_seqno(res.body)
+            parsed, snap_seq = got
             tap.levels(pair, session, parsed.ts_event, res.ts_recv, seq, parsed.levels, "rest")
             pending = [b for b in st.buffer if b[0].seq > snap_seq]
             if pending and pending[0][0].seq != snap_seq + 1:  # the socket is ahead of the snapshot: take another
@@ -155,7 +191,10 @@ class ZondaBookFeed:
             for push, raw_seq, ts in pending:
                 if push.seq != book.seq + 1:
                     break
-                book.apply(push)
+                try:
+                    book.apply(push, self.proto.absolute)
+                except BookBroken:
+                    break
                 tap.levels(pair, session, push.ts_event, ts, raw_seq, book.top(cfg.book_limit), "ws")
             else:
                 st.book, st.buffer = book, []
