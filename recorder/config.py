@@ -59,6 +59,16 @@ SPECS: dict[str, VenueSpec] = {
 }
 
 
+#: `api = "current"`: the successor endpoints (docs/recorder.md "What is known"): Zonda's websocket order book
+#: (seqNo) and BTC-Alpha's alp-ws diffs, each on REST snapshots; their REST trades and candles are not recorded yet.
+CURRENT_SPECS: dict[str, VenueSpec] = {
+    "bitbay": VenueSpec(("book",), (), 1.0, {"ws_url": "wss://api.zondacrypto.exchange/websocket/",
+                                            "rest_url": "https://api.zondacrypto.exchange/rest"}, 30.0),
+    "btcalpha": VenueSpec(("book",), (), 100.0, {"ws_url": "wss://btc-alpha.com/alp-ws",
+                                                 "rest_url": "https://btc-alpha.com/api/web/"}, 60.0),
+}
+
+
 class ConfigError(ValueError):
     """A configuration problem, with the key path in the message."""
 
@@ -101,7 +111,11 @@ class VenueConfig:
     urls: Mapping[str, str]
     rate_limit: float
     heartbeat: float
-    eio: int = 3
+    eio: int | str = "auto"
+    framing: str = "socketio"
+    ws_path: str = "socket.io"
+    subscribe: str = "emit"
+    subscribe_json: str = '["subscribe","{channel}"]'
     book_limit: int = 50
     trades_interval: float = 1.0
     candles_interval: float = 10.0
@@ -109,6 +123,7 @@ class VenueConfig:
     book_interval: float = 1.0
     snapshot_settle: float = 0.25
     credentials: Credentials | None = None
+    api: str = "legacy"
 
 
 @dataclass(frozen=True)
@@ -132,8 +147,8 @@ class Config:
 _TOP_KEYS = {"recorder", "venues"}
 _RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "allow_remote", "metrics_port", "log_format", "log_level", "queue_max",
                   "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
-_VENUE_KEYS = {"enabled", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
-               "rate_limit", "heartbeat", "eio", "book_limit", "trades_interval", "candles_interval",
+_VENUE_KEYS = {"enabled", "api", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
+               "rate_limit", "heartbeat", "eio", "framing", "ws_path", "subscribe", "subscribe_json", "book_limit", "trades_interval", "candles_interval",
                "grouped_interval", "book_interval", "snapshot_settle", "api_key_env", "api_secret_env"}
 
 
@@ -220,6 +235,34 @@ def _credentials(where: str, raw: Mapping[str, Any], secrets: Mapping[str, Any],
     return None
 
 
+#: subscription frames each framing can send (see docs/recorder.md "engine.io venues").
+SUBSCRIBE = {"socketio": ("emit", "none"), "engineio": ("text", "json", "none")}
+
+
+def _socket_framing(where: str, name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """framing / ws_path / subscribe / subscribe_json of an engine.io venue, defaults by framing."""
+    keys = ("framing", "ws_path", "subscribe", "subscribe_json")
+    if name not in ("btcalpha", "bitexbit"):
+        for k in keys:
+            if k in raw:
+                raise ConfigError(f"{where}.{k}: only the engine.io venues (btcalpha, bitexbit) have {k}")
+        return {}
+    framing = raw.get("framing", "socketio")
+    if framing not in SUBSCRIBE:
+        raise ConfigError(f"{where}.framing: socketio (events book_<PAIR>) or engineio (bare messages), got {framing!r}")
+    path = _typed(f"{where}.ws_path", raw.get("ws_path", "socket.io" if framing == "socketio" else "engine.io"),
+                  str, "a path string")
+    sub = raw.get("subscribe", SUBSCRIBE[framing][0])
+    if sub not in SUBSCRIBE[framing]:
+        raise ConfigError(f"{where}.subscribe: with framing {framing} one of {', '.join(SUBSCRIBE[framing])}, "
+                          f"got {sub!r}")
+    tmpl = _typed(f"{where}.subscribe_json", raw.get("subscribe_json", '["subscribe","{channel}"]'), str,
+                  "a JSON template string")
+    if "{channel}" not in tmpl:
+        raise ConfigError(f"{where}.subscribe_json: must contain {{channel}}, got {tmpl!r}")
+    return {"framing": framing, "ws_path": path.strip("/"), "subscribe": sub, "subscribe_json": tmpl}
+
+
 def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, str]) -> VenueConfig | None:
     where = f"venues.{name}"
     if name not in SPECS:
@@ -228,7 +271,12 @@ def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, st
     _check_keys(where, raw, _VENUE_KEYS)
     if not _typed(f"{where}.enabled", raw.get("enabled", True), bool, "true or false"):
         return None
-    spec = SPECS[name]
+    api = raw.get("api", "legacy")
+    if api not in ("legacy", "current"):
+        raise ConfigError(f"{where}.api: legacy (the seed endpoints) or current (their successors), got {api!r}")
+    if api == "current" and name not in CURRENT_SPECS:
+        raise ConfigError(f"{where}.api: current is implemented for {', '.join(CURRENT_SPECS)} only")
+    spec = CURRENT_SPECS[name] if api == "current" else SPECS[name]
     pairs = _str_list(f"{where}.pairs", raw.get("pairs", []))
     if not pairs:
         raise ConfigError(f"{where}.pairs: at least one pair is needed")
@@ -255,14 +303,15 @@ def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, st
     rate = _positive(f"{where}.rate_limit", raw.get("rate_limit", min(spec.max_rate, 10.0)))
     if rate > spec.max_rate:
         raise ConfigError(f"{where}.rate_limit: {rate} req/s exceeds {name}'s documented limit of {spec.max_rate} req/s")
-    eio = raw.get("eio", 3)
-    if eio not in (3, 4) or isinstance(eio, bool):
-        raise ConfigError(f"{where}.eio: engine.io version must be 3 or 4, got {eio!r}")
+    eio = raw.get("eio", "auto")
+    if eio not in (3, 4, "auto") or isinstance(eio, bool):
+        raise ConfigError(f"{where}.eio: engine.io version must be 3, 4 or \"auto\", got {eio!r}")
+    kw_sock = _socket_framing(where, name, raw)
     book_limit = _typed(f"{where}.book_limit", raw.get("book_limit", 50), int, "an integer")
     if name == "bitopro" and book_limit not in (1, 5, 10, 20, 30, 50):
         raise ConfigError(f"{where}.book_limit: bitopro allows 1, 5, 10, 20, 30 or 50, got {book_limit}")
     creds = _credentials(where, raw, secrets, env, name)
-    if name == "bitbay" and "book" in channels and creds is None:
+    if name == "bitbay" and api == "legacy" and "book" in channels and creds is None:
         raise ConfigError(f"{where}: channel book polls the signed Trading API; set api_key_env and api_secret_env "
                           f"or give [bitbay] api_key/api_secret in recorder.secrets_file")
     kw = {k: _positive(f"{where}.{k}", raw[k]) for k in
@@ -273,7 +322,7 @@ def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, st
                                              "a number"))
     kw.setdefault("heartbeat", spec.heartbeat)
     return VenueConfig(name=name, pairs=pairs, channels=channels, resolutions=resolutions, urls=urls,
-                       rate_limit=rate, eio=eio, book_limit=book_limit, credentials=creds, **kw)
+                       rate_limit=rate, eio=eio, book_limit=book_limit, credentials=creds, api=api, **kw_sock, **kw)
 
 
 def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str, str] | None = None) -> Config:

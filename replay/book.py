@@ -606,11 +606,15 @@ def _units(v: Decimal, k: int) -> int:
 # ---------------------------------------------------------------- L2
 
 
+#: L2 sources in order of preference: venue pushes (exact or rounded by the venue), else REST books.
+L2_SOURCES = (("ws", "ws_rounded"), ("rest",))
+
+
 def l2_source(tab: pa.Table) -> pa.Table:
-    """The L2 book rows of an hour: `ws` pushes when there are any, else `rest` books."""
+    """The L2 book rows of an hour: `ws`/`ws_rounded` pushes when there are any, else `rest` books."""
     src = tab.column("source")
-    for s in ("ws", "rest"):
-        m = pc.equal(src, s)
+    for group in L2_SOURCES:
+        m = pc.is_in(src, value_set=pa.array(group))
         if pc.any(m).as_py():
             return tab.filter(m)
     return tab.schema.empty_table()
@@ -723,10 +727,54 @@ def _l2_checks(sn: Snapshots) -> list[str]:
     return out
 
 
+def _decimals(amounts: list[Decimal]) -> int:
+    """Most decimal places among amounts (the precision a rounded book was rounded to, at least)."""
+    return max((-a.normalize().as_tuple().exponent for a in amounts if a), default=0)
+
+
+def _agrees(got: dict, want: dict, rounded: bool) -> str | None:
+    """None when a socket book agrees with a REST book on their common depth (prices exact; amounts exact, or
+    for a rounded book within one unit of its precision), else where it first differs."""
+    unit = Decimal(1).scaleb(-_decimals([a for side in got.values() for _, a, _ in side])) if rounded else Decimal(0)
+    for side in SIDES:
+        for i, ((gp, ga, _), (wp, wa, _)) in enumerate(zip(got[side], want[side])):
+            if gp != wp or abs(ga - wa) > unit:
+                return f"{side} level {i}: socket {ga} @ {gp} vs rest {wa} @ {wp}"
+    return None
+
+
+def _rest_checks(sn: Snapshots, rounded: np.ndarray, rest: Snapshots, window: int) -> tuple[list[str], int]:
+    """Each exact REST book against the socket book it must have seen, where that is known: the last socket book
+    before it and the first after it (both within `window`) agree, so the book was stable across it (the venue
+    pushes on every change, and repeats an unchanged book). There the REST book must agree too (_agrees:
+    rounding by the venue passes, a wrong level does not). Returns (mismatches, REST books checked).
+    A loop over REST books: few per hour, each compared with two socket books."""
+    out, checked = [], 0
+    order = np.argsort(sn.ts_recv, kind="stable")
+    ts = sn.ts_recv[order]
+    for r in range(len(rest)):
+        t = rest.ts_recv[r]
+        k = int(np.searchsorted(ts, t, "right"))
+        if k == 0 or k == len(ts) or t - ts[k - 1] > window or ts[k] - t > window:
+            continue
+        j0, j1 = int(order[k - 1]), int(order[k])
+        before = sn.book(j0).levels()
+        if _agrees(sn.book(j1).levels(), before, bool(rounded[j0] or rounded[j1])) is not None:
+            continue  # the book changed around the REST book: which state it saw is unknown
+        checked += 1
+        diff = _agrees(before, rest.book(r).levels(), bool(rounded[j0]))
+        if diff is not None:
+            out.append(f"rest snapshot {rest.sid[r]}: disagrees with the socket book {sn.sid[j0]}, unchanged until "
+                       f"{sn.sid[j1]} after it ({diff})")
+    return out, checked
+
+
 def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Table | None = None,
                   bbo: bool = False, depth: Depth | None = None, at: int | None = None,
-                  verify: bool = False) -> HourResult:
-    """Replay one hour of L2 snapshots (book_levels rows of one source) up to ts_recv <= at when given."""
+                  verify: bool = False, window: int = 2 * 10**9) -> HourResult:
+    """Replay one hour of L2 snapshots (book_levels rows of one source) up to ts_recv <= at when given; verify
+    checks each snapshot's consistency and, when the socket is replayed, the socket against the REST books."""
+    rest_tab = tab.filter(pc.equal(tab.column("source"), "rest")) if verify else None
     tab = l2_source(tab)
     res = HourResult(hour or 0, "l2", rows=tab.num_rows)
     if tab.num_rows == 0:
@@ -749,6 +797,12 @@ def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Ta
     if verify:
         res.mismatches, res.checked = _l2_checks(sn), len(sn)
         res.changes = len(l2_changes(sn)[0])
+        if rest_tab.num_rows and pc.any(pc.not_equal(tab.column("source"), "rest")).as_py():
+            src = dict(zip(tab.column("snapshot_id").to_pylist(), tab.column("source").to_pylist()))
+            rounded = np.array([src[int(i)] == "ws_rounded" for i in sn.sid], bool)
+            bad, checked = _rest_checks(sn, rounded, Snapshots.from_table(rest_tab), window)
+            res.mismatches += bad
+            res.checked += checked
     n = last + 1
     if bbo:
         p, a, _ = sn.top(np.arange(n), 1)
@@ -799,7 +853,8 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
     else:
         rd = source.hour_levels(root, exchange, pair, hour)
         sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end)
-        res = replay_levels(rd.table, hour, gap_sessions=sess, bbo=bbo, depth=depth, at=at, verify=verify)
+        res = replay_levels(rd.table, hour, gap_sessions=sess, bbo=bbo, depth=depth, at=at, verify=verify,
+                            window=window)
         if depth_sink is not None and res.depth is not None:
             depth_sink(res.depth)
             res.depth = None

@@ -124,7 +124,8 @@ BOOK_LEVELS = Table(
         _price,
         col("amount", DEC, "total amount resting at this price", "base currency"),
         col("count", pa.int32(), "number of orders at this price, when the venue says"),
-        col("source", pa.string(), "ws, rest or rest_grouped", nullable=False),
+        col("source", pa.string(), "ws (exact), ws_rounded (amounts rounded by the venue: BitoPro after its first "
+            "frame), rest or rest_grouped", nullable=False),
     ]),
     time_column="ts_recv",
     order_by=("seq", "side", "level"),

@@ -34,7 +34,18 @@ def test_defaults():
     v = cfg.venues[0]
     assert cfg.root == Path("/x/data") and cfg.fsync_interval == 1.0 and cfg.metrics_port == 0
     assert v.channels == config.SPECS["btcalpha"].channels and v.resolutions == ("1m",)
-    assert v.urls["ws_url"] == "wss://btc-alpha.com" and v.eio == 3
+    assert v.urls["ws_url"] == "wss://btc-alpha.com" and v.eio == "auto"  # survives either protocol
+    assert (v.framing, v.ws_path, v.subscribe) == ("socketio", "socket.io", "emit")
+
+
+def test_raw_engineio_framing_defaults_and_choices():
+    d = doc()
+    d["venues"]["btcalpha"].update(framing="engineio")
+    v = config.parse(d, base=Path("/x"), env={}).venues[0]
+    assert (v.framing, v.ws_path, v.subscribe) == ("engineio", "engine.io", "text")
+    d["venues"]["btcalpha"].update(ws_path="/feed/", subscribe="json", subscribe_json='{"sub":"{channel}"}', eio=3)
+    v = config.parse(d, base=Path("/x"), env={}).venues[0]
+    assert (v.ws_path, v.subscribe, v.subscribe_json, v.eio) == ("feed", "json", '{"sub":"{channel}"}', 3)
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -48,7 +59,12 @@ def test_defaults():
     (lambda d: d["venues"]["btcalpha"].update(channels=["orderbook"]), "btcalpha has no channel 'orderbook'"),
     (lambda d: d["venues"]["btcalpha"].update(resolutions=["2m"]), "btcalpha has no resolution '2m'"),
     (lambda d: d["venues"]["btcalpha"].update(rate_limit=500), "exceeds btcalpha's documented limit"),
-    (lambda d: d["venues"]["btcalpha"].update(eio=5), "eio: engine.io version must be 3 or 4"),
+    (lambda d: d["venues"]["btcalpha"].update(eio=5), 'eio: engine.io version must be 3, 4 or "auto"'),
+    (lambda d: d["venues"]["btcalpha"].update(framing="sockjs"), "framing: socketio (events book_<PAIR>) or engineio"),
+    (lambda d: d["venues"]["btcalpha"].update(subscribe="text"), "subscribe: with framing socketio one of emit, none"),
+    (lambda d: d["venues"]["btcalpha"].update(framing="engineio", subscribe="emit"),
+     "subscribe: with framing engineio one of text, json, none"),
+    (lambda d: d["venues"]["btcalpha"].update(subscribe_json='["x"]'), "subscribe_json: must contain {channel}"),
     (lambda d: d["venues"]["btcalpha"].update(ws_url="ftp://x"), "not an http(s)/ws(s) URL"),
     (lambda d: d["venues"]["btcalpha"].update(trading_url="https://x"), "btcalpha does not use trading_url"),
     (lambda d: d["recorder"].update(fsync_interval=0), "recorder.fsync_interval: must be > 0"),
@@ -139,3 +155,16 @@ def test_an_invalid_metrics_host_is_a_config_error(host):
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
 def test_loopback_metrics_hosts_are_fine(host):
     assert config.parse(rec(metrics_host=host), env={}).metrics_host == host
+
+
+def test_api_current_is_zonda_and_alp_ws():
+    d = doc()
+    d["venues"]["bitbay"] = {"pairs": ["BTC_PLN"], "api": "current"}
+    v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "bitbay"][0]
+    assert v.api == "current" and v.channels == ("book",) and v.urls["ws_url"].startswith("wss://api.zondacrypto")
+    d["venues"]["btcalpha"]["api"] = "current"
+    v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "btcalpha"][0]
+    assert v.channels == ("book",) and v.urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+    d["venues"]["bitopro"] = {"pairs": ["BTC_TWD"], "api": "current"}
+    with pytest.raises(config.ConfigError, match="api: current is implemented for bitbay, btcalpha only"):
+        config.parse(d, base=Path("/x"), env={})

@@ -52,7 +52,7 @@ def _frames(seconds: float, seed: str) -> list[str]:
 def _feed(mod, store=None) -> tuple[L3BookFeed, Tap, Sink]:
     sink = Sink(store or _seqs(), Metrics(), max_rows=10**9)
     dedups = {p: TradeDedup() for p in PAIRS}
-    ctx = SimpleNamespace(venue=mod.__name__.rsplit(".", 1)[1], cfg=SimpleNamespace(pairs=PAIRS), sink=sink,
+    ctx = SimpleNamespace(venue=mod.__name__.rsplit(".", 1)[1], cfg=SimpleNamespace(pairs=PAIRS, framing="socketio"), sink=sink,
                           dedup=dedups.__getitem__)
     feed = L3BookFeed(ctx, mod)
     for j in feed.joins.values():

@@ -157,10 +157,10 @@ def test_bitopro_ws_streams_and_signed_get():
     assert snap["bids"] == rest["bids"] and snap["asks"] == rest["asks"] and "timestamp" not in rest
     assert json.loads(first[1])["limit"] == 5
     later = [json.loads(f) for f in pushed[2:]]
-    assert all(m["timestamp"] % 1000 == 0 for m in later)  # on logical second boundaries
+    assert all(m["timestamp"] % 200 == 0 for m in later)  # on the 200 ms grid
     t = json.loads(tr[0])
     assert t["event"] == "TRADE" and t["timestamp"] > 10**12 and t["data"][0]["timestamp"] < 10**10
-    assert ok == 200 and rejected == (401, {"error": "Invalid Signature"}) and bad_limit == 400
+    assert ok == 200 and rejected == (401, {"error": "Invalid Signature"}) and bad_limit == 422
 
 
 def test_bitbay_trading_api_and_public():
@@ -185,7 +185,10 @@ def test_bitbay_trading_api_and_public():
             out["truth"] = sim.true_book("bitbay", "BTC_PLN")
             pub = sim.urls["bitbay"] + "/API/Public/BTCPLN"
             async with s.get(pub + "/trades.json") as r:
+                out["oldest"] = loads(await r.text())
+            async with s.get(pub + "/trades.json", params={"sort": "desc"}) as r:
                 out["latest"] = loads(await r.text())
+            out["last"] = sim.venues["bitbay"].ctx.markets["BTC_PLN"].trades[-1].tid
             first = sim.venues["bitbay"].ctx.markets["BTC_PLN"].trades[0].tid
             async with s.get(pub + "/trades.json", params={"since": first + 10}) as r:
                 out["page"] = loads(await r.text())
@@ -209,6 +212,58 @@ def test_bitbay_trading_api_and_public():
     page = out["page"]
     assert len(page) == 50 and [int(t["tid"]) for t in page] == list(range(out["first"] + 11, out["first"] + 61))
     assert isinstance(page[0]["tid"], str) and isinstance(page[0]["date"], int) and isinstance(page[0]["price"], Decimal)
-    assert len(out["latest"]) == 50
+    # the real venue (vendor docs, ccxt issue 2320): without since the OLDEST 50; sort=desc for the newest
+    assert [int(t["tid"]) for t in out["oldest"]] == list(range(out["first"], out["first"] + 50))
+    assert [int(t["tid"]) for t in out["latest"]] == list(range(out["last"], out["last"] - 50, -1))
     assert out["public_book"]["bids"][0][0] == Decimal(truth["bids"][0]["price"])
     assert set(out["ticker"]) == {"max", "min", "last", "bid", "ask", "vwap", "average", "volume"}
+
+
+def test_bitopro_behaves_like_the_captured_venue():
+    """Captured from the live BitoPro (issue 13): socket books exact only in the first frame after connecting (later
+    amounts rounded to amountPrecision), identical frames repeated, TRADE pushes carrying the full recent list newest
+    first with 4 keys per item, the server pinging every second, and 422 {"error"} answers."""
+    async def run():
+        cfg = SimConfig(seed=4, pairs=["BTC_USD", "ETH_BTC"], rate=5, start=START, warmup=5, paced=False)
+        async with Simulator(cfg) as sim, aiohttp.ClientSession() as s:
+            base = sim.urls["bitopro"]
+            out = {"ping_s": sim.venues["bitopro"].ping_s}
+            books = await s.ws_connect(ws_url(base, "/ws/v1/pub/order-books/BTC_USD:10"), autoping=True)
+            trades = await s.ws_connect(ws_url(base, "/ws/v1/pub/trades/btc_usd"))
+            out["first"] = await read_frames(books, lambda f: len(f) >= 1)
+            for _ in range(8):
+                sim.advance(1)
+                await asyncio.sleep(0.05)
+            out["pushed"] = await read_frames(books, lambda f: len(f) >= 12)
+            out["trades"] = await read_frames(trades, lambda f: len(f) >= 3)
+            async with s.get(base + "/v3/provisioning/trading-pairs") as r:
+                out["precision"] = {d["pair"]: int(d["amountPrecision"]) for d in (await r.json())["data"]}
+            for name, path, q in (("bad_limit", "/v3/order-book/btc_usd", {"limit": 7}),
+                                  ("bad_pair", "/v3/order-book/doge_xyz", {}),
+                                  ("zero", "/v3/order-book/btc_usd", {"limit": 0})):
+                async with s.get(base + path, params=q) as r:
+                    out[name] = (r.status, await r.json())
+            async with s.get(base + "/ws/v1/pub/order-books/DOGE_XYZ") as r:
+                out["ws_bad_pair"] = (r.status, await r.read())
+            await books.close()
+            await trades.close()
+            return out
+
+    out = asyncio.run(run())
+    assert out["ping_s"] == 1.0
+    prec = out["precision"]["btc_usd"]
+    first = json.loads(out["first"][0])
+    later = [json.loads(f) for f in out["pushed"]]
+    decimals = lambda x: len(x.split(".")[1].rstrip("0")) if "." in x else 0  # noqa: E731
+    assert max(decimals(lv["amount"]) for lv in first["bids"] + first["asks"]) > prec  # exact
+    assert all(decimals(lv["amount"]) <= prec for m in later for lv in m["bids"] + m["asks"])  # rounded
+    assert any(a == b for a, b in zip(out["pushed"], out["pushed"][1:]))  # identical frames repeat
+    lists = [json.loads(f)["data"] for f in out["trades"]]
+    assert all(set(t) == {"timestamp", "price", "amount", "isBuyer"} for d in lists for t in d)
+    assert all([t["timestamp"] for t in d] == sorted((t["timestamp"] for t in d), reverse=True) for d in lists)
+    n = len(lists[1])
+    assert 1 < n <= 20 and any(lists[1][k:] == lists[0][:n - k] for k in range(1, n))  # repeated across pushes
+    assert out["bad_limit"][0] == 422 and set(out["bad_limit"][1]) == {"error"}
+    assert out["bad_pair"][0] == 422 and set(out["bad_pair"][1]) == {"error"}
+    assert out["zero"][0] == 200 and len(out["zero"][1]["bids"]) == 5
+    assert out["ws_bad_pair"] == (200, b"")

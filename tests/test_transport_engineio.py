@@ -561,3 +561,15 @@ def test_recv_batch_hands_event_frames_over_in_order_and_stops_at_other_frames()
     assert len(before) == 300
     assert max(len(x) for kind, x in got if kind == "burst") > 1  # bursts, not one frame at a time
     assert queued == [True]  # queued event frames were taken straight from aiohttp's queue (its internals as expected)
+
+
+def test_parse_packet_raw_engineio_framing():
+    """With raw engine.io framing a message packet is the venue's payload, not a socket.io packet."""
+    _, _, f = parse_packet(b'4{"oid":1}', 3, "engineio")
+    assert f.kind == "message" and f.raw == b'4{"oid":1}'
+    assert parse_packet(b'4{"oid":1}', 3)[2].kind == "malformed"  # socket.io framing: type '{' is unknown
+    assert parse_packet(b"2", 3, "engineio")[0] == "ping"
+
+
+def test_auto_url_asks_for_protocol_3_first():
+    assert "EIO=3" in socketio_url("http://h", "auto")  # then 4 if the server refuses 3

@@ -113,3 +113,21 @@ def test_zonda_orderbook():
         bb.parse_zonda_orderbook(b'{"status":"Fail","errors":["TICKER_NOT_FOUND"]}', "BTC_PLN")
     with pytest.raises(ParseError, match=r"items\[0\].ty: unknown side"):
         bb.parse_zonda_transactions(b'{"status":"Ok","items":[{"id":"x","t":"1710327360016","a":"1","r":"1","ty":"buy"}]}', "BTC_PLN")
+
+
+def test_zonda_ws_push_and_control_messages():
+    from recorder.venues import bitbay as bb
+
+    push = bb.parse_zonda_ws(b'{"action":"push","topic":"trading/orderbook/btc-pln","message":{"changes":['
+                             b'{"marketCode":"BTC-PLN","entryType":"Buy","rate":"27601.35","action":"update",'
+                             b'"state":{"ra":"27601.35","ca":"0.0021","sa":"1","pa":"1","co":2}},'
+                             b'{"marketCode":"BTC-PLN","entryType":"Sell","rate":"27700","action":"remove"}],'
+                             b'"timestamp":"1576847016253"},"timestamp":"1576847016253","seqNo":40018807}')
+    assert (push.pair, push.seq, push.ts_event) == ("BTC_PLN", 40018807, 1576847016253 * 10**6)
+    assert push.changes == [("bid", "27601.35", "0.0021", 2), ("ask", "27700", None, None)]
+    assert bb.parse_zonda_ws(b'{"action":"subscribe-public-confirm","module":"trading","path":"orderbook/btc-pln"}') \
+        == "subscribe-public-confirm"
+    assert bb.zonda_seqno(b'{"status":"Ok","sell":[],"buy":[],"timestamp":"1","seqNo":"27641254"}') == 27641254
+    with pytest.raises(ParseError, match="changes"):
+        bb.parse_zonda_ws(b'{"action":"push","topic":"trading/orderbook/btc-pln","message":{"changes":[{}]},'
+                          b'"timestamp":"1","seqNo":1}')

@@ -5,14 +5,23 @@ are the thin I/O loops; sink.py is the bounded path to the store.
 """
 from __future__ import annotations
 
-from recorder.venues import bitbay, bitexbit, bitopro, btcalpha
+from recorder.venues import bitbay, bitexbit, bitopro, btcalpha, btcalpha_alp
 
 from .base import Feed, VenueContext
 from .bitopro_ws import BitoProStream
 from .l3 import L3BookFeed
 from .polling import BookPoller, CandlesPoller, TradesPoller
+from .l2deltas import L2DeltaFeed, L2Protocol
 
 MODULES = {"btcalpha": btcalpha, "bitexbit": bitexbit, "bitopro": bitopro, "bitbay": bitbay}
+#: `api = "current"` books (config.CURRENT_SPECS): Zonda's seqNo pushes, BTC-Alpha's alp-ws diffs.
+CURRENT = {
+    "bitbay": L2Protocol(bitbay.zonda_subscribe, bitbay.parse_zonda_ws, bitbay.zonda_orderbook_url,
+                         lambda body, pair: (bitbay.parse_zonda_orderbook(body, pair), bitbay.zonda_seqno(body)),
+                         absolute=True, ping=bitbay.ZONDA_PING),
+    "btcalpha": L2Protocol(btcalpha_alp.subscribe, btcalpha_alp.parse_ws, btcalpha_alp.snapshot_url,
+                           btcalpha_alp.parse_snapshot, absolute=btcalpha_alp.ABSOLUTE, ping=btcalpha_alp.PING),
+}
 
 
 def build(ctx: VenueContext, *, snapshot_interval: float = 3600.0) -> list[Feed]:
@@ -20,8 +29,12 @@ def build(ctx: VenueContext, *, snapshot_interval: float = 3600.0) -> list[Feed]
     cfg, mod = ctx.cfg, MODULES[ctx.venue]
     ch = set(cfg.channels)
     feeds: list[Feed] = []
+    if cfg.api == "current":  # config.CURRENT_SPECS: the websocket book only
+        return [L2DeltaFeed(ctx, CURRENT[ctx.venue])] if "book" in ch else []
     if ctx.venue in ("btcalpha", "bitexbit"):
-        if "book" in ch:
+        if "book" in ch and cfg.framing == "engineio":  # bare messages name no pair: a connection per pair
+            feeds += [L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval, pairs=[p]) for p in cfg.pairs]
+        elif "book" in ch:
             feeds.append(L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval))
         if "grouped" in ch:
             feeds.append(BookPoller(ctx, mod, "grouped"))

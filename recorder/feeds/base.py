@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Callable, Protocol
 
 import aiohttp
@@ -79,7 +80,9 @@ async def fetch(http: HttpClient, tap: Tap, session: int, stream: str, pair: str
     tap.metrics.inc("requests", tap.feed, res.attempts)
     req = request or f"{method} {url}"
     if res.status != 200:
-        seq = tap.reject(session, stream, pair, res.ts_recv, res.body, f"HTTP {res.status}", request=req)
+        said = venue_said(res.body)
+        seq = tap.reject(session, stream, pair, res.ts_recv, res.body,
+                         f"HTTP {res.status}: {said}" if said else f"HTTP {res.status}", request=req)
         return res, seq, None
     try:
         parsed = parse(res)
@@ -88,6 +91,20 @@ async def fetch(http: HttpClient, tap: Tap, session: int, stream: str, pair: str
         return res, seq, None
     seq = tap.raw(session, stream, pair, res.ts_recv, res.body, request=req)
     return res, seq, parsed
+
+
+def venue_said(body: bytes) -> str | None:
+    """The message of a JSON error body (`{"error": ...}` as BitoPro's 422s, or `message` / `errors`), one line."""
+    try:
+        d = json.loads(body[:4096]) if body and body[:1] in (b"{", b" ") else None
+    except ValueError:
+        return None
+    if not isinstance(d, dict):
+        return None
+    for key in ("error", "message", "errors", "detail"):
+        if d.get(key):
+            return " ".join(str(d[key]).split())[:200]
+    return None
 
 
 async def every(interval: float, step: Callable[[], "asyncio.Future | object"]) -> None:
@@ -115,15 +132,16 @@ class StreamSession:
     """Around one connection: once connected, its end is a `disconnect` row with the reason and,
     unless the daemon is stopping, a `gap` row per pair (the stream's data is lost until it resumes)."""
 
-    def __init__(self, tap: Tap, session: int, stream: str, pairs, gap_detail: str) -> None:
+    def __init__(self, tap: Tap, session: int, stream: str, pairs, gap_detail: str, pair: str | None = None) -> None:
         self.tap, self.session, self.stream = tap, session, stream
         self.pairs, self.gap_detail = list(pairs), gap_detail
+        self.pair = pair  # a connection of one pair: its connect/disconnect rows are that pair's, not venue-wide
         self.connected = False
 
     def connect(self, detail: str) -> None:
         """The connection is up: a `connect` row, and its end will be recorded."""
         self.connected = True
-        self.tap.event(self.session, self.stream, "connect", detail)
+        self.tap.event(self.session, self.stream, "connect", detail, self.pair)
 
     def __enter__(self) -> "StreamSession":
         return self
@@ -134,7 +152,7 @@ class StreamSession:
                 reason = "stopping"
             else:
                 reason = describe(exc) if exc is not None else "stream ended"
-            self.tap.event(self.session, self.stream, "disconnect", reason)
+            self.tap.event(self.session, self.stream, "disconnect", reason, self.pair)
             held = self.tap.sink.blocked_since  # not read since then (back-pressure): that data is lost too
             if reason != "stopping" or held is not None:
                 detail = self.gap_detail if held is None else (f"{self.gap_detail}; not read since the store "

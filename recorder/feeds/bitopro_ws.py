@@ -1,4 +1,11 @@
-"""BitoPro websocket streams: ORDER_BOOK pushes (full top-N snapshots -> book_levels) and TRADE pushes."""
+"""BitoPro websocket streams: ORDER_BOOK pushes (full top-N snapshots -> book_levels) and TRADE pushes.
+
+Captured from the live venue: only the first ORDER_BOOK frame of a connection is exact, later ones round amounts to
+the pair's amountPrecision, so those levels are stored with source `ws_rounded` (the `rest_book` channel takes exact
+books to check them against). TRADE pushes carry the full recent list, newest first, repeated across pushes: the
+trade memory keeps the new ones, written oldest first. Identical frames repeat and a quiet pair may send nothing
+for minutes: liveness is the server's 1 s pings (the client's idle timeout counts them), not data frames.
+"""
 from __future__ import annotations
 
 
@@ -34,6 +41,7 @@ class BitoProStream:
             async with WebSocketClient(ctx.http_session, self.url(), idle_timeout=ctx.cfg.heartbeat) as ws:
                 conn.connect(ws.url)
                 first = True
+                exact: set[str] = set()  # pairs whose first (exact) book frame this connection has had
                 async for frame in ws:
                     ts = frame.ts_recv
                     try:
@@ -46,9 +54,12 @@ class BitoProStream:
                         tap.lag(ts, parsed.ts_event)
                     if parsed.pair in pairs:
                         if parsed.levels:
-                            tap.levels(parsed.pair, session, parsed.ts_event, ts, seq, parsed.levels, "ws")
-                        if parsed.trades:
-                            tap.trades(parsed.pair, session, ts, ctx.dedup(parsed.pair).fresh(parsed.trades), "socket")
+                            src = "ws_rounded" if parsed.pair in exact else "ws"
+                            exact.add(parsed.pair)
+                            tap.levels(parsed.pair, session, parsed.ts_event, ts, seq, parsed.levels, src)
+                        if parsed.trades:  # newest first: the new ones are written oldest first
+                            fresh = ctx.dedup(parsed.pair).fresh(parsed.trades)
+                            tap.trades(parsed.pair, session, ts, fresh[::-1], "socket")
                     if first:
                         healthy()
                         first = False

@@ -9,6 +9,9 @@ message (an anomaly burst, a crossed book: a stall that discarded frames, reorde
 `resync` row and a fresh snapshot within a second or so. Silence longer than the venue's heartbeat
 reconnects; time the reader spends held back by the sink (back-pressure) is not silence.
 
+With raw engine.io framing (`framing = "engineio"`) messages are bare JSON objects and new orders name no
+pair: each pair gets its own connection (feeds/__init__.build) and its messages are that pair's.
+
 Bursts of event frames take a compiled path (`_burst`): one scan of the whole burst into columns, each
 steady pair's book kept by its FastBook, rows built as columns. A frame the scanner refuses, and every
 pair that is joining, checking or starting an hour, goes the per-message Python path (`_frame`); both
@@ -17,7 +20,9 @@ write the same rows (tests/test_l3_fastpath.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Sequence
 from types import ModuleType
 
 import numpy as np
@@ -26,6 +31,7 @@ from recorder.rows import ParseError
 from recorder.transport import SocketIOClient, StreamSilent, TransportError
 from recorder.transport.engineio import parse_packet
 from recorder.venues import btcalpha_scan
+from recorder.venues.common import loads
 
 from . import columns as C
 from . import l3batch
@@ -70,26 +76,44 @@ def warm() -> None:
     fast.to_book()
 
 
+def subscription(cfg, channel: str) -> str | None:
+    """The frame that subscribes `channel` (config `subscribe`): a socket.io emit, or an engine.io message
+    with the plain channel name or the `subscribe_json` template; None for `none`."""
+    if cfg.subscribe == "none":
+        return None
+    if cfg.subscribe == "emit":
+        return f'42["subscribe",{json.dumps(channel)}]'
+    if cfg.subscribe == "text":
+        return "4" + channel
+    return "4" + cfg.subscribe_json.replace("{channel}", channel)
+
+
 class L3BookFeed:
-    """The book stream of one venue (all its pairs) with snapshots, checks and socket trades."""
+    """The book stream of one venue (all its pairs, or with `pairs` those only) with snapshots, checks and
+    socket trades."""
 
     def __init__(self, ctx: VenueContext, venue_mod: ModuleType, *, snapshot_interval: float = 3600.0,
                  max_buffer: int = 200_000, join_lookahead: float = JOIN_LOOKAHEAD,
-                 join_patience: float = JOIN_PATIENCE) -> None:
+                 join_patience: float = JOIN_PATIENCE,
+                 pairs: Sequence[str] | None = None) -> None:
         self.ctx = ctx
         self.mod = venue_mod
-        self.name = f"{ctx.venue}:book"
+        self._pairs = list(ctx.cfg.pairs if pairs is None else pairs)
+        self.name = f"{ctx.venue}:book" if pairs is None else f"{ctx.venue}:book:{','.join(self._pairs)}"
+        #: raw engine.io framing: the one pair whose channel this connection subscribed (messages name none)
+        self._raw_pair = self._pairs[0] if ctx.cfg.framing == "engineio" else None
+        if self._raw_pair is not None and len(self._pairs) != 1:
+            raise ValueError("raw engine.io framing takes one connection per pair")
         self.snapshot_interval = snapshot_interval
         self.join_lookahead = join_lookahead
         self.join_patience = join_patience
         self.max_buffer = max_buffer
-        self.joins = {p: L3Join() for p in ctx.cfg.pairs}
+        self.joins = {p: L3Join() for p in self._pairs}
         self._last_rx = 0.0
         self._held = False  # the reader is waiting for room in the sink: silence is not the venue's
         self._lost: asyncio.Queue[str] = asyncio.Queue()  # pairs waiting for a resync snapshot (per connection)
         self._queued: set[str] = set()
         self._anomaly_base = 0  # anomalies of books since forgotten (the metric is a counter: it never goes back)
-        self._pairs = list(ctx.cfg.pairs)
         self._names = btcalpha_scan.Names([venue_mod.channel(p) for p in self._pairs])
         self._cancel_id = venue_mod.CANCEL_ID_REQUIRED
         self._burst_avg = 0.0
@@ -194,15 +218,18 @@ class L3BookFeed:
             self._anomaly_base += sum(j.anomalies().values())
             j.reset()
         self._lost, self._queued = asyncio.Queue(), set()
-        emits = [f'42["subscribe","{self.mod.channel(p)}"]' for p in cfg.pairs]
+        pairs = self._pairs
+        emits = [f for f in (subscription(cfg, self.mod.channel(p)) for p in pairs) if f is not None]
         gap_detail = "book stream lost; book unknown until the next snapshot"
         try:
-            with StreamSession(tap, session, stream, cfg.pairs, gap_detail) as conn:
-                async with SocketIOClient(ctx.http_session, cfg.urls["ws_url"], eio=cfg.eio, emits=emits) as sio:
+            with StreamSession(tap, session, stream, pairs, gap_detail, pair=self._raw_pair) as conn:
+                async with SocketIOClient(ctx.http_session, cfg.urls["ws_url"], eio=cfg.eio, framing=cfg.framing,
+                                          path=cfg.ws_path, emits=emits) as sio:
                     self._last_rx = time.monotonic()
-                    conn.connect(f"{sio.url} ({len(cfg.pairs)} pairs)")
+                    found = f"EIO={sio.eio} ({sio.detected})" if sio.detected else f"EIO={sio.eio or '?'}"
+                    conn.connect(f"{sio.url} ({len(pairs)} pairs, {cfg.framing} framing, {found})")
                     async with asyncio.TaskGroup() as tg:
-                        snaps = [tg.create_task(self._snapshot(tap, http, session, p, stream)) for p in cfg.pairs]
+                        snaps = [tg.create_task(self._snapshot(tap, http, session, p, stream)) for p in pairs]
                         tg.create_task(self._watchdog(tap, session, stream))
                         tg.create_task(self._checks(tap, http, session, stream))
                         tg.create_task(self._read(sio, tap, session, stream))
@@ -378,6 +405,9 @@ class L3BookFeed:
         """One frame the per-message Python path takes."""
         mod, joins = self.mod, self.joins
         ts = frame.ts_recv
+        if frame.kind == "message" and self._raw_pair is not None:
+            self._message(tap, session, stream, frame)
+            return
         if frame.kind != "event":
             if frame.kind == "malformed":
                 pair = mod.pair_in_frame(frame.raw)
@@ -386,19 +416,35 @@ class L3BookFeed:
             else:
                 tap.raw(session, stream, None, ts, frame.raw)
             return
+        self._event(tap, session, stream, frame.raw, ts, frame.name, frame.args[0] if frame.args else None)
+
+    def _message(self, tap, session: int, stream: str, frame) -> None:
+        """A bare engine.io message (raw framing): the subscribed pair's order or cancel object."""
+        pair = self._raw_pair
         try:
-            parsed = mod.parse_book_event(frame.name, frame.args[0] if frame.args else None)
+            obj = loads(frame.raw[1:])
+        except ParseError as e:
+            seq = tap.reject(session, stream, pair, frame.ts_recv, frame.raw, str(e))
+            self._lose(tap, session, stream, pair, seq, frame.ts_recv)
+            return
+        self._event(tap, session, stream, frame.raw, frame.ts_recv, self.mod.channel(pair), obj)
+
+    def _event(self, tap, session: int, stream: str, raw: bytes, ts: int, name: str, arg) -> None:
+        """One book message (event name, its object): raw row, book events, socket trades."""
+        mod, joins = self.mod, self.joins
+        try:
+            parsed = mod.parse_book_event(name, arg)
         except ParseError as e:
             try:
-                pair = mod.pair_of_event(frame.name)
+                pair = mod.pair_of_event(name)
             except ParseError:
                 pair = None
-            seq = tap.reject(session, stream, pair, ts, frame.raw, str(e))
-            if pair is not None or frame.name.startswith("book_"):  # a book message: lost
+            seq = tap.reject(session, stream, pair, ts, raw, str(e))
+            if pair is not None or name.startswith("book_"):  # a book message: lost
                 self._lose(tap, session, stream, pair, seq, ts)
             return
         pair = parsed.pair
-        seq = tap.raw(session, stream, pair, ts, frame.raw)
+        seq = tap.raw(session, stream, pair, ts, raw)
         if parsed.ts_event is not None:
             tap.lag(ts, parsed.ts_event)
         join = joins.get(pair)

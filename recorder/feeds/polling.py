@@ -92,8 +92,9 @@ class TradesPoller(_Poller):
         for n in range(self.max_pages):
             if venue == "bitbay":
                 cur = self.cursor[pair]
+                # without since the venue answers its OLDEST page: start from the newest, then page forward
                 url = bitbay.public_url(urls["rest_url"], pair, "trades",
-                                        since=cur, sort="asc" if cur is not None else None)
+                                        since=cur, sort="asc" if cur is not None else "desc")
                 parse = lambda r: bitbay.parse_public_trades(r.body, pair)  # noqa: E731
                 page = 50
             else:

@@ -6,20 +6,26 @@ Trading API per the seed (004): form body `method=..&moment=..`, `API-Key`, `API
 Errors are HTTP 200 with `{"code":N,"message":...}`; the rate-limit answer is HTTP 429 with code 429 [INF: the
 seed lists no code for it]. `orderbook` lists every open offer with `price` = rate*quantity exactly ("amount of
 currency for whole offer"). Legacy public numbers are JSON numbers and `tid` a string; `trades.json?since=<tid>`
-returns trades with tid > since, ascending, 50 per page (without `since`: the latest 50; `sort=desc` reverses).
+returns trades with tid > since, ascending, 50 per page; without `since` the OLDEST 50 (the real venue starts in 2014:
+vendor docs, ccxt issue 2320), and `sort=desc` without `since` the newest 50, newest first.
 Zonda REST bodies are strings with ms timestamps, 60 requests/min per IP ("others" in its docs).
+Zonda websocket `/websocket/` (exchanges.md §4.4): `{"action":"subscribe-public","module":"trading","path":
+"orderbook/<mkt>"}` is confirmed, then every book change is a `push` with `seqNo` (the market's event sequence, the
+same number REST `orderbook` reports) and `changes` carrying each touched level's new absolute amount (`ca`) or
+`remove`; `{"action":"ping"}` is answered `{"action":"pong"}`.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import time
 import uuid
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
-from recorder.sim.engine import BUY, SELL, Market, fmt, fmt_num
-from recorder.sim.plumbing import Hub, Num, VenueContext, json_response, rest_middleware
+from recorder.sim.engine import BUY, SELL, Cancel, Market, fmt, fmt_num
+from recorder.sim.plumbing import Hub, Num, VenueContext, json_response, rest_middleware, serve_ws
 from recorder.venues.signing import bitbay_hash
 
 ZONDA_RESOLUTIONS = (60, 180, 300, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400, 259200, 604800)
@@ -43,10 +49,87 @@ class BitBayVenue:
             web.get("/rest/trading/orderbook/{market}", self.z_orderbook),
             web.get("/rest/trading/transactions/{market}", self.z_transactions),
             web.get("/rest/trading/candle/history/{market}/{resolution}", self.z_candles),
+            web.get("/websocket/", self.z_ws),
+            web.get("/websocket", self.z_ws),
         ])
+        self._orders: dict[str, dict[int, list]] = {}  # pair -> oid -> [side, price, lots]: the book as pushed
 
     def publish(self, market: Market, events: list) -> None:
-        """No socket feed in the seed: books and trades are read over REST."""
+        """No socket feed in the seed; Zonda's websocket pushes each event's level changes (seqNo = event seq)."""
+        pair = market.spec.name
+        orders = self._orders.setdefault(pair, {})
+        code = f"{market.spec.base}-{market.spec.quote}"
+        topic = ("orderbook", pair)
+        send = any(topic in c.topics for c in self.hub.conns)
+        frames = []
+        for e in events:
+            touched = self._mirror(orders, e)
+            if send:
+                frames.append(self._z_push(market, code, orders, touched, e.seq, e.ts))
+        if frames:
+            self.hub.broadcast(frames, topic)
+
+    @staticmethod
+    def _mirror(orders: dict[int, list], e) -> set[tuple[str, int]]:
+        """Apply one engine event to the mirror; the (side, price) levels it touched."""
+        touched = set()
+        if isinstance(e, Cancel):
+            orders.pop(e.oid, None)
+            return {(e.side, e.price)}
+        for f in e.fills:
+            o = orders[f.maker_oid]
+            o[2] -= f.lots
+            if o[2] == 0:
+                del orders[f.maker_oid]
+            touched.add((f.maker_side, f.price))
+        if e.remaining:
+            orders[e.oid] = [e.side, e.price, e.remaining]
+            touched.add((e.side, e.price))
+        return touched
+
+    def _z_push(self, m: Market, code: str, orders: dict[int, list], touched, seq: int, ts: int) -> str:
+        pdp, adp = m.spec.price_dp, m.spec.amount_dp
+        changes = []
+        for side, price in sorted(touched):
+            at = [o[2] for o in orders.values() if o[0] == side and o[1] == price]
+            entry = {"marketCode": code, "entryType": "Buy" if side == BUY else "Sell", "rate": fmt(price, pdp)}
+            if at:
+                v = fmt(sum(at), adp)
+                changes.append({**entry, "action": "update",
+                                "state": {"ra": fmt(price, pdp), "ca": v, "sa": v, "pa": v, "co": len(at)}})
+            else:
+                changes.append({**entry, "action": "remove"})
+        ms = str(ts // 1_000_000)
+        return json.dumps({"action": "push", "topic": f"trading/orderbook/{code.lower()}",
+                           "message": {"changes": changes, "timestamp": ms}, "timestamp": ms, "seqNo": seq},
+                          separators=(",", ":"))
+
+    async def z_ws(self, request: web.Request) -> web.StreamResponse:
+        """Zonda public websocket: subscribe-public orderbook/<mkt>, pushes with seqNo, ping/pong."""
+        return await serve_ws(self.hub, request, self._z_reader)
+
+    async def _z_reader(self, conn) -> None:
+        async for msg in conn.ws:
+            if msg.type != WSMsgType.TEXT:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    return
+                continue
+            try:
+                d = json.loads(msg.data)
+            except ValueError:
+                conn.push(['{"action":"json-error"}'])
+                continue
+            action, path = d.get("action"), str(d.get("path", ""))
+            if action == "ping":
+                conn.push(['{"action":"pong"}'])
+            elif action == "subscribe-public" and d.get("module") == "trading" and path.startswith("orderbook/"):
+                m = self._by_code(path.split("/", 1)[1], "-")
+                if m is None:
+                    conn.push([json.dumps({"action": "subscribe-public-error", "module": "trading", "path": path})])
+                    continue
+                conn.topics = conn.topics | {("orderbook", m.spec.name)}
+                conn.push([json.dumps({"action": "subscribe-public-confirm", "module": "trading", "path": path},
+                                      separators=(",", ":"))])
 
     def background(self) -> list:
         return [self.hub.run_reaper()]
@@ -123,8 +206,10 @@ class BitBayVenue:
                 first = m.trades[0].tid if m.trades else 0
                 start = max(0, int(since) + 1 - first)
                 page = list(itertools.islice(m.trades, start, start + 50))
-            else:
+            elif request.query.get("sort") == "desc":
                 page = list(m.trades)[-50:]
+            else:
+                page = list(itertools.islice(m.trades, 0, 50))
             if request.query.get("sort") == "desc":
                 page.reverse()
             return json_response([{"date": t.ts // 1_000_000_000, "price": Num(fmt_num(t.price, pdp)), "type": t.taker_side,

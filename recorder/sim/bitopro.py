@@ -3,8 +3,16 @@
 Per the docs (exchanges.md §3): REST pair ids lower case (upper case accepted too), order book without timestamp,
 trade `timestamp` in seconds (a string, as in the real 2024 recording), candle `timestamp` in ms with zero-volume
 candles omitted. WS envelopes carry ms timestamps and upper-case pairs, TRADE `data[].timestamp` is seconds;
-ORDER_BOOK pushes are full top-N snapshots at most once per logical second when the book changed, plus one right
-after connect. The server pings every 20 s (configurable) and drops clients that do not pong within 5 s.
+ORDER_BOOK pushes are full top-N snapshots at most once per 200 ms grid tick when the book changed, plus one right
+after connect.
+
+Captured from the live venue (issue 13) and reproduced here: only the first ORDER_BOOK frame after connecting is
+exact; later pushes round amounts (and totals) to the pair's `amountPrecision` (0.00212753 -> 0.0021; here
+amount_dp - 2 decimals, half up, never below one unit [INF]); a pushed frame is repeated identically at the next grid tick when the book did not change again;
+a quiet pair gets no frame at all; TRADE pushes carry the full recent list (here the last 20), newest first, items
+with the 4 keys timestamp/price/amount/isBuyer; the server pings every 1 s (the docs say 20 s) and drops clients
+that do not pong within 5 s; a bad limit or pair is HTTP 422 {"error": ...}, limit=0 serves 5 levels, and an
+unknown pair in a websocket path is HTTP 200 with an empty body.
 The signed GET checks HMAC-SHA384 of the payload (the published test vector verifies); the nonce is not checked
 for freshness, because the docs state no window and the published vector's nonce is from 2019.
 """
@@ -34,26 +42,44 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def book_side(m: Market, side: str, limit: int) -> list[dict]:
-    """Top `limit` levels: price, amount, order count and cumulative `total` amount, best first."""
+#: TRADE pushes list this many recent trades.
+TRADE_LIST = 20
+
+
+def amount_precision(m: Market) -> int:
+    """The pair's `amountPrecision`: socket books after the first frame are rounded to it."""
+    return max(m.spec.amount_dp - 2, 0)
+
+
+def _rounded(lots: int, unit: int) -> int:
+    """Lots rounded half up to a multiple of unit, never below one unit."""
+    return max((lots + unit // 2) // unit * unit, unit)
+
+
+def book_side(m: Market, side: str, limit: int, rounded: bool = False) -> list[dict]:
+    """Top `limit` levels: price, amount, order count and cumulative `total` amount, best first (amounts rounded
+    to amountPrecision when `rounded`, as the live socket does after its first frame)."""
     pdp, adp = m.spec.price_dp, m.spec.amount_dp
+    unit = 10 ** (adp - amount_precision(m))
     out, total = [], 0
     for p, v, n in m.book.depth_levels(side, limit):
         total += v
-        out.append({"amount": fmt(v, adp), "count": n, "price": fmt(p, pdp), "total": fmt(total, adp)})
+        a, t = (_rounded(v, unit), _rounded(total, unit)) if rounded else (v, total)
+        out.append({"amount": fmt(a, adp), "count": n, "price": fmt(p, pdp), "total": fmt(t, adp)})
     return out
 
 
 class BitoProVenue:
-    """BitoPro REST + WS on one port; `on_tick` (every logical second) pushes changed order books."""
+    """BitoPro REST + WS on one port; `on_tick` (every 200 ms grid tick) pushes changed order books."""
 
-    tick_ns = 1_000_000_000
+    tick_ns = 200_000_000  # the live venue pushes on a 200 ms grid (its docs: "every second when updated")
 
-    def __init__(self, ctx: VenueContext, ping_s: float = 20.0, pong_timeout_s: float = 5.0) -> None:
+    def __init__(self, ctx: VenueContext, ping_s: float = 1.0, pong_timeout_s: float = 5.0) -> None:
         self.ctx = ctx
         self.hub = Hub(ctx)
         self.ping_s, self.pong_timeout_s = ping_s, pong_timeout_s
         self._dirty: set[str] = set()
+        self._repeat: dict[tuple, str] = {}  # topic -> its last push, repeated at the next grid tick
         self._event_n = 0
         self.app = web.Application(middlewares=[rest_middleware(ctx, self.error, ("/v3/accounts",))])
         self.app.add_routes([
@@ -78,7 +104,7 @@ class BitoProVenue:
     def _market(self, request: web.Request) -> Market:
         m = self.ctx.market(request.match_info["pair"])
         if m is None:
-            raise web.HTTPNotFound(text='{"error":"pair not found"}', content_type="application/json")
+            raise web.HTTPUnprocessableEntity(text='{"error":"pair not found"}', content_type="application/json")
         return m
 
     def _event_id(self) -> str:
@@ -86,11 +112,12 @@ class BitoProVenue:
         return str(uuid.uuid5(EVENT_NS, f"{self.ctx.name}:{self._event_n}"))
 
     # --- websocket --------------------------------------------------------------------------------------
-    def _book_frame(self, m: Market, limit: int, ts_ns: int) -> str:
+    def _book_frame(self, m: Market, limit: int, ts_ns: int, rounded: bool = False) -> str:
         ms = ts_ns // 1_000_000
         return json.dumps({"event": "ORDER_BOOK", "eventID": self._event_id(), "pair": m.spec.name, "limit": limit,
-                           "scale": 0, "bids": book_side(m, BUY, limit), "asks": book_side(m, SELL, limit),
-                           "timestamp": ms, "datetime": iso_ms(ms)}, separators=(",", ":"))
+                           "scale": 0, "bids": book_side(m, BUY, limit, rounded),
+                           "asks": book_side(m, SELL, limit, rounded), "timestamp": ms, "datetime": iso_ms(ms)},
+                          separators=(",", ":"))
 
     def publish(self, market: Market, events: list[Event]) -> None:
         self._dirty.add(market.spec.name)
@@ -98,26 +125,29 @@ class BitoProVenue:
         topic = ("trades", pair)
         if not any(topic in c.topics for c in self.hub.conns):
             return
-        frames = []
-        for e in events:
-            if isinstance(e, NewOrder) and e.fills:
-                ms = e.ts // 1_000_000
-                data = [{"event": "", "datetime": "", "pair": "", "timestamp": e.ts // 1_000_000_000,
-                         "price": fmt(f.price, pdp), "amount": fmt(f.lots, adp), "isBuyer": e.side == BUY}
-                        for f in e.fills]
-                frames.append(json.dumps({"event": "TRADE", "eventID": self._event_id(), "pair": pair, "timestamp": ms,
-                                          "datetime": iso_ms(ms), "data": data}, separators=(",", ":")))
-        self.hub.broadcast(frames, topic)
+        filled = [e for e in events if isinstance(e, NewOrder) and e.fills]
+        if not filled:
+            return
+        ms = filled[-1].ts // 1_000_000
+        data = [{"timestamp": t.ts // 1_000_000_000, "price": fmt(t.price, pdp), "amount": fmt(t.lots, adp),
+                 "isBuyer": t.taker_side == BUY} for t in list(reversed(market.trades))[:TRADE_LIST]]
+        self.hub.broadcast([json.dumps({"event": "TRADE", "eventID": self._event_id(), "pair": pair, "timestamp": ms,
+                                        "datetime": iso_ms(ms), "data": data}, separators=(",", ":"))], topic)
 
     def on_tick(self, market: Market, ts_ns: int) -> None:
-        """A logical second passed: push each subscribed top-N snapshot of a book that changed."""
+        """A grid tick passed: push each subscribed top-N snapshot of a book that changed (or repeat the last)."""
         pair = market.spec.name
-        if pair not in self._dirty:
-            return
-        self._dirty.discard(pair)
         limits = {t[2] for c in self.hub.conns for t in c.topics if t[0] == "order-books" and t[1] == pair}
+        dirty = pair in self._dirty
+        self._dirty.discard(pair)
         for limit in sorted(limits):
-            self.hub.broadcast([self._book_frame(market, limit, ts_ns)], ("order-books", pair, limit))
+            topic = ("order-books", pair, limit)
+            if dirty:
+                frame = self._repeat[topic] = self._book_frame(market, limit, ts_ns, rounded=True)
+            else:  # unchanged: the last push once more, identical; then a quiet pair gets no frame at all
+                frame = self._repeat.pop(topic, None)
+            if frame is not None:
+                self.hub.broadcast([frame], topic)
 
     def _parse_streams(self, stream: str, spec: str) -> frozenset:
         topics = set()
@@ -125,7 +155,7 @@ class BitoProVenue:
             name, _, limit = item.partition(":")
             m = self.ctx.market(name)
             if m is None:
-                raise web.HTTPNotFound(text=f'{{"error":"pair {name} not found"}}', content_type="application/json")
+                raise web.HTTPOk(body=b"")  # the live venue: HTTP 200, empty body, no upgrade
             if stream == "order-books":
                 n = int(limit) if limit.isdigit() else 5
                 if n not in BOOK_LIMITS:
@@ -170,27 +200,31 @@ class BitoProVenue:
                 return
 
     async def _pinger(self, conn: Conn, state: dict) -> None:
-        """Ping every `ping_s`; close the socket when no pong arrives within `pong_timeout_s`."""
+        """Ping every `ping_s`; close the socket when a ping has had no pong for `pong_timeout_s`."""
+        unanswered: float | None = None  # when the oldest ping still waiting for its pong was sent
         while True:
             await asyncio.sleep(self.ping_s)
             if self.ctx.faults.stalled():
                 continue
-            sent = time.monotonic()
-            await conn.ws.ping()
-            await asyncio.sleep(self.pong_timeout_s)
-            if state["pong"] < sent:
+            now = time.monotonic()
+            if unanswered is not None and state["pong"] >= unanswered:
+                unanswered = None
+            if unanswered is not None and now - unanswered > self.pong_timeout_s:
                 await conn.ws.close(code=1008, message=b"pong timeout")
                 return
+            await conn.ws.ping()
+            if unanswered is None:
+                unanswered = now
 
     # --- REST -------------------------------------------------------------------------------------------
     async def order_book(self, request: web.Request) -> web.Response:
         m = self._market(request)
         try:
-            limit = int(request.query.get("limit", 5))
+            limit = int(request.query.get("limit", 5)) or 5  # limit=0 serves the default 5
         except ValueError:
             limit = -1
         if limit not in BOOK_LIMITS:
-            return self.error(400, "limit must be one of 1, 5, 10, 20, 30, 50")
+            return self.error(422, "limit must be one of 1, 5, 10, 20, 30, 50")
         return json_response({"asks": book_side(m, SELL, limit), "bids": book_side(m, BUY, limit)})
 
     async def trades(self, request: web.Request) -> web.Response:
@@ -221,8 +255,8 @@ class BitoProVenue:
             {"pair": s.name.lower(), "base": s.base.lower(), "quote": s.quote.lower(), "basePrecision": "8",
              "quotePrecision": str(s.price_dp), "minLimitBaseAmount": fmt(1, s.amount_dp),
              "maxLimitBaseAmount": "1000000", "minMarketBuyQuoteAmount": "1", "orderOpenLimit": "200",
-             "maintain": False, "orderBookQuoteScaleLevel": "0", "amountPrecision": str(s.amount_dp)}
-            for s in (m.spec for m in self.ctx.markets.values())]})
+             "maintain": False, "orderBookQuoteScaleLevel": "0", "amountPrecision": str(amount_precision(m))}
+            for m, s in ((m, m.spec) for m in self.ctx.markets.values())]})
 
     async def currencies(self, request: web.Request) -> web.Response:
         codes = sorted({c for m in self.ctx.markets.values() for c in (m.spec.base, m.spec.quote)})

@@ -8,20 +8,26 @@ Decisions (see docs/simulator.md):
   follows the seed docs: JSON numbers and float seconds.
 - `orderbook/?pair=` (2017 seed form) answers with keys `bids` = SELL orders and `asks` = BUY orders, the doc's
   swapped naming, limited by `limit_bids` (sells) / `limit_asks` (buys), default 100 each.
+- `alp-ws` (BTC-Alpha's 2023 book, exchanges.md §1.3; btcalpha only): a plain websocket at `/alp-ws`; after
+  `["subscribe","diff.<PAIR>"]` every engine event is `["d", <update id>, "<PAIR>", [[price, delta]...bids],
+  [[price, delta]...asks]]` with signed decimal-string deltas and the update id = the engine event number; the
+  depth snapshot `GET /api/web/finance/exchange?pair=<PAIR>&depth=true` is `{"depth": {"symbol", "bids", "asks",
+  "update_id"}}` (the update id in the snapshot is our assumption: no public source shows one).
 - Rate limits: the docs from 2017-02-02 on (and bitexbit's): 100 calls/s per IP public, 2 calls/s per key private,
   answered with HTTP 429 (the 2017-02-01 seed's "1 call per second" was superseded the next day).
 """
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections import defaultdict
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from recorder.sim.engine import BUY, SELL, Cancel, Event, Market, fmt, fmt_num
 from recorder.sim.engineio_server import EngineIOServer
-from recorder.sim.plumbing import Hub, Num, VenueContext, json_response, rest_middleware
+from recorder.sim.plumbing import Hub, Num, VenueContext, json_response, rest_middleware, serve_ws
 from recorder.venues.signing import btcalpha_sign
 
 SIGNS = {"BTC": "Ƀ", "ETH": "Ξ", "USD": "$", "USDT": "₮", "PLN": "zł"}
@@ -41,6 +47,22 @@ def book_frame(pair: str, market: Market, ev: Event) -> str:
         for f in ev.fills)
     return (f'42["book_{pair}",{{"success":true,"date":{date},"oid":{ev.oid},"type":"{ev.side}",'
             f'"price":{fmt_num(ev.price, pdp)},"amount":{fmt_num(ev.remaining, adp)},"trades":[{trades}]}}]')
+
+
+def alp_diff(pair: str, market: Market, ev: Event) -> str:
+    """The alp-ws `["d", update id, pair, bids, asks]` frame of one engine event: signed level deltas."""
+    pdp, adp = market.spec.price_dp, market.spec.amount_dp
+    delta: dict[tuple[str, int], int] = defaultdict(int)
+    if isinstance(ev, Cancel):
+        delta[(ev.side, ev.price)] -= ev.lots
+    else:
+        for f in ev.fills:
+            delta[(f.maker_side, f.price)] -= f.lots
+        if ev.remaining:
+            delta[(ev.side, ev.price)] += ev.remaining
+    side = {s: [[fmt(p, pdp), ("-" if d < 0 else "") + fmt(abs(d), adp)] for (x, p), d in sorted(delta.items())
+                if x == s and d] for s in (BUY, SELL)}
+    return json.dumps(["d", ev.seq, pair, side[BUY], side[SELL]], separators=(",", ":"))
 
 
 class BtcAlphaVenue:
@@ -66,16 +88,49 @@ class BtcAlphaVenue:
             web.get("/api/charts/{pair}/{type}/chart/", self.charts),
             web.get(f"{v1}/wallets/", self.wallets),
         ])
+        self.alp_hub = Hub(ctx)  # alp-ws clients: never sent the socket.io frames
         if flavour == "btcalpha":
             self.app.router.add_get(f"{v1}/orderbook/", self.orderbook_2017)
+            self.app.router.add_get("/alp-ws", self.alp_ws)
+            self.app.router.add_get("/api/web/finance/exchange", self.alp_depth)
 
     # --- feed -------------------------------------------------------------------------------------------
     def publish(self, market: Market, events: list[Event]) -> None:
         pair = market.spec.name
         self.hub.broadcast([book_frame(pair, market, e) for e in events])
+        if any(("diff", pair) in c.topics for c in self.alp_hub.conns):
+            self.alp_hub.broadcast([alp_diff(pair, market, e) for e in events], ("diff", pair))
 
     def background(self) -> list:
-        return [self.hub.run_reaper(), self.eio.run_heartbeats()]
+        return [self.hub.run_reaper(), self.eio.run_heartbeats(), self.alp_hub.run_reaper()]
+
+    # --- alp-ws -----------------------------------------------------------------------------------------
+    async def alp_ws(self, request: web.Request) -> web.StreamResponse:
+        """Plain websocket: `["subscribe","diff.<PAIR>"]` adds the pair's diffs; nothing is acknowledged."""
+        return await serve_ws(self.alp_hub, request, self._alp_reader)
+
+    async def _alp_reader(self, conn) -> None:
+        async for msg in conn.ws:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                return
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                d = json.loads(msg.data)
+            except ValueError:
+                continue
+            if isinstance(d, list) and len(d) == 2 and d[0] == "subscribe" and str(d[1]).startswith("diff."):
+                m = self.ctx.market(str(d[1])[5:])
+                if m is not None:
+                    conn.topics = conn.topics | {("diff", m.spec.name)}
+
+    async def alp_depth(self, request: web.Request) -> web.Response:
+        """`finance/exchange?pair=<PAIR>&depth=true`: the whole book as [price, amount] levels plus its update id."""
+        m = self._market(request, "pair")
+        pdp, adp = m.spec.price_dp, m.spec.amount_dp
+        lv = {s: [[fmt(p, pdp), fmt(v, adp)] for p, v, _ in m.book.depth_levels(s)] for s in (BUY, SELL)}
+        return json_response({"depth": {"symbol": m.spec.name, "bids": lv[BUY], "asks": lv[SELL],
+                                        "update_id": m.seq}})
 
     # --- helpers ----------------------------------------------------------------------------------------
     def error(self, status: int, message: str) -> web.Response:

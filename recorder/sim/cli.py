@@ -34,7 +34,7 @@ def _fault(spec: str) -> Fault:
 @click.option("--truth", "truth_dir", type=click.Path(file_okay=False), default=None, help="write truth Parquet under DIR")
 @click.option("--style", "styles", multiple=True, help="VENUE=2024|doc for btcalpha/bitexbit REST (default 2024)")
 @click.option("--fault", "faults", multiple=True, help="KIND[:VENUE[:N]] injected at start, e.g. stall:btcalpha:5")
-@click.option("--bitopro-ping", default=20.0, show_default=True, help="BitoPro server ping interval, seconds")
+@click.option("--bitopro-ping", default=1.0, show_default=True, help="BitoPro server ping interval, seconds")
 @click.option("--venues", default=",".join(VENUES), show_default=True, help="comma-separated venues to serve")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None, help="write the URLs as JSON here once serving")
 def simulate(port, seed, pairs, rate, start, warmup, truth_dir, styles, faults, bitopro_ping, venues, ready_file) -> None:

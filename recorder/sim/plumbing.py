@@ -228,3 +228,20 @@ def dumps(obj: object) -> str:
 
 def json_response(obj: object, status: int = 200) -> web.Response:
     return web.Response(text=dumps(obj), status=status, content_type="application/json")
+
+
+async def serve_ws(hub: "Hub", request: web.Request, reader) -> web.WebSocketResponse:
+    """A plain websocket client of `hub`: `reader(conn)` handles what the client sends while the sender writes
+    the frames queued for it; both end (and the connection closes) when the client goes."""
+    from recorder.sim.engineio_server import run_tasks  # engineio_server imports this module
+
+    ws = web.WebSocketResponse(compress=False)
+    await ws.prepare(request)
+    conn = hub.open(ws, request.transport)
+    conn.ready = True
+    try:
+        await run_tasks(reader(conn), conn.run_sender())
+    finally:
+        hub.close(conn)
+        await ws.close()
+    return ws

@@ -58,7 +58,7 @@ class SimConfig:
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict)  # venue -> (key, secret) overrides
     eio_ping_interval_ms: int = 25_000
     eio_ping_timeout_ms: int = 20_000
-    bitopro_ping_s: float = 20.0
+    bitopro_ping_s: float = 1.0  # the live venue pings every second (its docs: 20 s)
     bitopro_pong_timeout_s: float = 5.0
     faults: list[Fault] = field(default_factory=list)  # injected at startup
     venues: tuple[str, ...] = VENUES  # which venues to serve

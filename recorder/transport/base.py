@@ -115,6 +115,8 @@ def close_description(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessag
 def connect_error(exc: BaseException) -> str:
     """Header-free description of a connect failure."""
     if isinstance(exc, aiohttp.WSServerHandshakeError):
+        if exc.status == 200:  # BitoPro's answer to an unknown pair in the stream path
+            return f"{type(exc).__name__}: HTTP 200 without switching protocols (no such stream; check the pairs)"
         return f"{type(exc).__name__} status={exc.status}"
     if isinstance(exc, TimeoutError):
         return "timed out"

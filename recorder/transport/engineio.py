@@ -1,4 +1,12 @@
-"""socket.io over engine.io (protocol 3 and 4), websocket transport only, root namespace only.
+"""socket.io over engine.io (protocol 3 and 4), or raw engine.io messages; websocket transport only.
+
+Framing: ``socketio`` (root namespace; events ``42["name",...]``) or ``engineio`` (bare engine.io
+message packets ``4<payload>``, yielded as ``Frame(kind="message")``; no namespace step).
+Protocol: ``eio`` 3, 4 or ``"auto"``. Auto asks for 3 (engine.io 3 servers speak nothing else, 4+ servers
+with allowEIO3 accept it) and, when the server refuses 3, connects again asking for 4. With protocol 4
+the heartbeat adapts: the client answers the server's pings, and if none has come pingInterval +
+pingTimeout/2 after the open packet it pings itself (a protocol 3 server, e.g. a wrong ``eio = 4``,
+waits for that). Note that engine.io 4+ sends ``maxPayload`` even in protocol 3: it says nothing.
 
 Wire format (shared/exchanges.md §5):
 
@@ -14,7 +22,10 @@ event              ``42["name",arg...]``                        same
 
 Behaviour:
   * any ``2`` (ping) is answered with ``3`` (+ the same payload); with ``client_pings`` (default:
-    EIO=3) a task owned by the client sends ``2`` every pingInterval.
+    EIO=3) a task owned by the client sends ``2`` every pingInterval (adaptive otherwise, see above).
+  * a refused or broken-off websocket handshake is repeated on a bare connection to read the server's
+    reason into the error (engine.io 4+ answers protocol 3 after the 101 with
+    ``HTTP/1.1 400 Bad Request ... Unsupported protocol version``).
   * v4: ``40`` is sent right after the open packet and ``40`` is awaited (``open_timeout``).
     v3: ``40`` is awaited for ``connect_wait`` s; if none came we send ``40`` ourselves (harmless).
   * after the namespace connect the caller's ``emits`` (raw frames, e.g.
@@ -35,10 +46,11 @@ import asyncio
 import collections
 import collections.abc
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -56,14 +68,14 @@ _TEXT, _BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY  # looked up o
 _EVENT_PREFIXES = ("42[", b"42[")  # a root-namespace event without ack id (aiohttp gives text as str or bytes)
 
 
-def socketio_url(base_url: str, eio: int, *, path: str = "socket.io", query: Mapping[str, str] | None = None) -> str:
+def socketio_url(base_url: str, eio: int | str, *, path: str = "socket.io", query: Mapping[str, str] | None = None) -> str:
     """``<base>/<path>/?EIO=<v>&transport=websocket`` (http(s) mapped to ws(s))."""
     base = base_url.rstrip("/")
     if base.startswith("https://"):
         base = "wss://" + base[len("https://"):]
     elif base.startswith("http://"):
         base = "ws://" + base[len("http://"):]
-    q = {"EIO": str(eio), "transport": "websocket"}
+    q = {"EIO": "3" if eio == "auto" else str(eio), "transport": "websocket"}
     if query:
         q.update(query)
     p = path.strip("/")
@@ -84,17 +96,20 @@ OPEN, CLOSE, PING, PONG, NS_CONNECT, NS_DISCONNECT, NS_ERROR = (
 )
 
 
-def parse_packet(raw: bytes, ts_recv: int) -> tuple[str | None, Any, Frame | None]:
+def parse_packet(raw: bytes, ts_recv: int, framing: str = "socketio") -> tuple[str | None, Any, Frame | None]:
     """Parse one websocket text frame.
 
     Returns ``(control, detail, frame)``: ``control`` is one of the constants above (and
     ``frame`` None) for transport-level packets on the root namespace, else ``control`` is
-    None and ``frame`` is what to hand to the consumer.
+    None and ``frame`` is what to hand to the consumer. With ``framing="engineio"`` a message
+    packet is ``Frame(kind="message")`` whose payload is ``raw[1:]``.
     """
     if not raw:
         return None, None, Frame(kind="malformed", raw=raw, ts_recv=ts_recv, error="empty frame")
     eio_type = raw[0]
     if eio_type == 0x34:  # '4' message
+        if framing == "engineio":
+            return None, None, Frame(kind="message", raw=raw, ts_recv=ts_recv)
         return _parse_socketio(raw, ts_recv)
     if eio_type == 0x32:  # '2' ping
         return PING, raw[1:], None
@@ -180,8 +195,54 @@ def _queued_reader(ws: aiohttp.ClientWebSocketResponse) -> Callable[[], Awaitabl
     return read if type(reader).__name__ == "WebSocketDataQueue" and callable(read) else None
 
 
+class _Refused(TransportError):
+    """The server turned the websocket handshake down (HTTP error, or broke off before the open packet)."""
+
+
 def _short(b: bytes) -> str:
     return b[:_CLOSE_TEXT_LIMIT].decode("utf-8", "replace")
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})([^\r\n]*)\r\n")
+
+
+async def refusal_reason(ws_url: str, headers: Mapping[str, str] | None = None) -> str | None:
+    """Why a server refused (or broke off) a websocket handshake, on one line: the handshake is repeated on a
+    bare connection and the server's last HTTP answer read. engine.io writes its refusal *after* the 101
+    (``HTTP/1.1 400 Bad Request ... Unsupported protocol version``), which aiohttp can only see as a
+    protocol error. None when nothing was learned. Never raises."""
+    u = urlsplit(ws_url)
+    secure = u.scheme in ("wss", "https")
+    port = u.port or (443 if secure else 80)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    request = (f"GET {u.path or '/'}{'?' + u.query if u.query else ''} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+               "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n").encode()
+    data = b""
+    writer = None
+    try:
+        async with asyncio.timeout(2.0):
+            reader, writer = await asyncio.open_connection(u.hostname, port, ssl=secure or None)
+            writer.write(request)
+            while len(data) < 4096:
+                chunk = await reader.read(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except (OSError, TimeoutError, ValueError):
+        pass
+    finally:
+        if writer is not None:
+            writer.close()
+    lines = list(_STATUS_LINE.finditer(data))
+    if not lines or lines[-1].group(1) == b"101":
+        return None
+    last = lines[-1]
+    head_end = data.find(b"\r\n\r\n", last.end() - 2)
+    body = data[head_end + 4:] if head_end >= 0 else b""
+    text = " ".join(f"HTTP {last.group(1).decode()}{last.group(2).decode('latin-1')}: "
+                    f"{body[:_CLOSE_TEXT_LIMIT].decode('utf-8', 'replace')}".split())
+    return text.rstrip(":")
 
 
 class SocketIOClient:
@@ -197,7 +258,8 @@ class SocketIOClient:
         session: aiohttp.ClientSession,
         base_url: str,
         *,
-        eio: int = 3,
+        eio: int | str = 3,
+        framing: str = "socketio",
         emits: Sequence[str] = (),
         heartbeat_grace: float = 5.0,
         open_timeout: float = 10.0,
@@ -209,16 +271,22 @@ class SocketIOClient:
         headers: Mapping[str, str] | None = None,
         max_msg_size: int = 16 * 1024 * 1024,
     ) -> None:
-        if eio not in (3, 4):
-            raise ValueError("eio must be 3 or 4")
+        if eio not in (3, 4, "auto"):
+            raise ValueError("eio must be 3, 4 or 'auto'")
+        if framing not in ("socketio", "engineio"):
+            raise ValueError("framing must be 'socketio' or 'engineio'")
         self._session = session
-        self.eio = eio
-        self.url = socketio_url(base_url, eio, path=path, query=query)
+        self.configured_eio = eio
+        self.eio: int = 3 if eio == "auto" else eio  # the protocol in use (auto: 3, or 4 when 3 is refused)
+        self.framing = framing
+        self._base_url, self._path, self._query = base_url, path, query
+        self.url = socketio_url(base_url, self.eio, path=path, query=query)
         self.emits = list(emits)
         self.heartbeat_grace = heartbeat_grace
         self.open_timeout = open_timeout
         self.connect_wait = connect_wait
         self.close_timeout = close_timeout
+        self._pings_fixed = client_pings is not None
         self.client_pings = (eio == 3) if client_pings is None else client_pings
         self._headers = headers
         self._max_msg_size = max_msg_size
@@ -242,6 +310,8 @@ class SocketIOClient:
         self.pings_sent = 0
         self.pongs_received = 0
         self.pings_answered = 0
+        self.detected = ""  # how the protocol was chosen / the heartbeat adapted (for the connect row)
+        self._opened_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "SocketIOClient":
@@ -255,21 +325,49 @@ class SocketIOClient:
         await self.close()
 
     async def _open(self) -> None:
+        if self.configured_eio != "auto":
+            await self._open_as(self.configured_eio)
+            return
+        try:
+            await self._open_as(3)
+            self.detected = "auto: protocol 3 accepted"
+            return
+        except _Refused as exc:
+            refused = str(exc)
+        await self._abort()
+        self._ws, self._dead, self._close_code = None, None, None
+        await self._open_as(4)
+        self.detected = f"auto: protocol 3 refused ({refused[-160:]})"
+
+    async def _open_as(self, eio: int) -> None:
+        """Connect speaking protocol `eio`; `_Refused` when the server turns the handshake down."""
         loop = asyncio.get_running_loop()
-        self._ws = await self._session.ws_connect(
-            self.url,
-            autoping=True,
-            autoclose=True,
-            heartbeat=None,
-            headers=self._headers,
-            max_msg_size=self._max_msg_size,
-            **ws_connect_kwargs(self.close_timeout),
-        )
+        self.eio = eio
+        self.url = socketio_url(self._base_url, eio, path=self._path, query=self._query)
+        try:
+            self._ws = await self._session.ws_connect(
+                self.url,
+                autoping=True,
+                autoclose=True,
+                heartbeat=None,
+                headers=self._headers,
+                max_msg_size=self._max_msg_size,
+                **ws_connect_kwargs(self.close_timeout),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            status = exc.status
+        else:
+            status = None
+        if status is not None:  # outside the except block: the handshake error must not be chained (headers)
+            reason = await refusal_reason(self.url, self._headers)
+            raise _Refused(f"socket.io connect failed ({self.url}): refused, {reason or f'HTTP {status}'}")
         # open packet
         msg = await self._ws.receive()
         ts = time.time_ns()
         if msg.type != aiohttp.WSMsgType.TEXT:
-            raise self._msg_error(msg, "waiting for the open packet")
+            err = self._msg_error(msg, "waiting for the open packet")
+            reason = await refusal_reason(self.url, self._headers)
+            raise _Refused(f"{err}; the server said {reason}" if reason else str(err), close_code=err.close_code)
         raw = text_bytes(msg.data)
         control, detail, _ = parse_packet(raw, ts)
         if control != OPEN:
@@ -282,24 +380,32 @@ class SocketIOClient:
         self.idle_limit = self.ping_interval + self.ping_timeout + self.heartbeat_grace
         self._clock = loop.time
         self._last_rx = loop.time()
+        self._opened_at = loop.time()
         self._idle_task = asyncio.create_task(self._idle_loop(), name=f"eio-idle {self.url}")
+        if self.framing == "socketio":
+            await self._namespace_connect()
+        if not self._pings_fixed:
+            self.client_pings = eio == 3
         if self.client_pings:
             self._ping_task = asyncio.create_task(self._ping_loop(), name=f"eio-ping {self.url}")
+        elif not self._pings_fixed:  # protocol 4, or so we were told: the server should ping
+            self._ping_task = asyncio.create_task(self._adaptive_ping(), name=f"eio-ping? {self.url}")
+        for raw_emit in self.emits:
+            await self._send(raw_emit)
 
-        # namespace connect
+    async def _namespace_connect(self) -> None:
+        """Join the root namespace: v4 asks at once; v3 first waits for the server's own ``40``."""
         if self.eio == 4:
             await self._send("40")
             while not self._ns_connected:
                 await self._buffer_one()
-        else:
-            try:
-                async with asyncio.timeout(self.connect_wait):
-                    while not self._ns_connected:
-                        await self._buffer_one()
-            except TimeoutError:
-                await self._send("40")  # server did not auto-connect: ask (harmless if ignored)
-        for raw_emit in self.emits:
-            await self._send(raw_emit)
+            return
+        try:
+            async with asyncio.timeout(self.connect_wait):
+                while not self._ns_connected:
+                    await self._buffer_one()
+        except TimeoutError:
+            await self._send("40")  # server did not auto-connect: ask (harmless if ignored)
 
     async def _buffer_one(self) -> None:
         frame = await self._next_frame()
@@ -359,13 +465,25 @@ class SocketIOClient:
         """Send ``42[name, *args]``."""
         await self._send("42" + orjson.dumps([name, *args]).decode())
 
-    async def _ping_loop(self) -> None:
+    async def _ping_loop(self, first: float | None = None) -> None:
         """EIO=3 heartbeat: send ``2`` every pingInterval (owned by this client; cancelled in close())."""
         interval = max(self.ping_interval, MIN_PING_INTERVAL)
+        await asyncio.sleep(interval if first is None else first)
         while True:
-            await asyncio.sleep(interval)
             await self._send("2")
             self.pings_sent += 1
+            await asyncio.sleep(interval)
+
+    async def _adaptive_ping(self) -> None:
+        """Protocol unknown or 4: if the server has not pinged by pingInterval + pingTimeout/2 after the open
+        packet, it waits for the client's pings (protocol 3, whatever was configured): ping from then on."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(self._opened_at + self.ping_interval + self.ping_timeout / 2 - loop.time(), 0.0))
+        if self.pings_answered:
+            return
+        self.eio, self.client_pings = 3, True
+        self.detected = (self.detected + "; " if self.detected else "") + "server never pinged (protocol 3): client pings"
+        await self._ping_loop(first=0.0)
 
     async def _idle_loop(self) -> None:
         """Heartbeat watchdog (owned by this client; cancelled in close()): a connection silent for
@@ -451,6 +569,8 @@ class SocketIOClient:
         other kind ends the burst and is returned (it came after the texts). Raises as ``recv``."""
         if self._pending:
             return self._pending.popleft()
+        if self.framing != "socketio":
+            return await self.recv()
         ws = self._check_alive()
         waiting = _waiting(ws)
         read = _queued_reader(ws)
@@ -496,7 +616,7 @@ class SocketIOClient:
             raise err
         self._last_rx = self._clock()
         raw = text_bytes(msg.data)
-        control, detail, frame = parse_packet(raw, ts)
+        control, detail, frame = parse_packet(raw, ts, self.framing)
         if control is None:
             return frame
         if control == PING:

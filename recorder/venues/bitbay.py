@@ -17,14 +17,17 @@ Decisions:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Mapping
 from urllib.parse import urlencode
 
+import orjson
+
 from recorder.rows import Candle, Parsed, ParseError, Trade
 from recorder.venues import signing
 from recorder.venues.common import (
-    EXACT, candle, canon_pair, dec, each, guard, int_id, is_pos, loads, pair_joined, sides, split_market, taker,
+    EXACT, at, candle, canon_pair, dec, each, guard, int_id, is_pos, loads, pair_joined, sides, split_market, taker,
     trade_pos, ts_ms, ts_seconds,
 )
 
@@ -282,3 +285,69 @@ def parse_zonda_candles(body: bytes | str, resolution: str, pair: str | None = N
         return candle(resolution, it[1], ("o", "h", "l", "c", "v"), lambda _: ts_ms(it[0], "time"))
 
     return Parsed(None if pair is None else canon_pair(pair), None, candles=each(items, one, "items", objects=False))
+
+
+# ------------------------------------------------------------------------------------ Zonda websocket
+ZONDA_WS_URL = "wss://api.zondacrypto.exchange/websocket/"
+ZONDA_REST_BASE = "https://api.zondacrypto.exchange/rest"
+
+
+def zonda_subscribe(pair: str) -> str:
+    """The subscribe frame of a pair's order book channel (`orderbook/btc-pln`)."""
+    return orjson.dumps({"action": "subscribe-public", "module": "trading",
+                         "path": f"orderbook/{pair_joined(pair, '-').lower()}"}).decode()
+
+
+ZONDA_PING = '{"action":"ping"}'
+
+
+@dataclass(slots=True)
+class ZondaPush:
+    """One order-book push: the pair, its seqNo, venue time, and level changes (side, price, amount or None = gone,
+    order count)."""
+
+    pair: str
+    seq: int
+    ts_event: int
+    changes: list[tuple[str, str, str | None, int | None]]
+
+
+@guard("zonda ws")
+def parse_zonda_ws(payload: bytes | str) -> ZondaPush | str:
+    """A websocket message: a ZondaPush for an orderbook push, else its `action` (confirm, pong, errors)."""
+    d = loads(payload)
+    if type(d) is not dict:
+        raise ParseError(f"expected an object, got {type(d).__name__}")
+    action = d.get("action")
+    if action != "push":
+        if type(action) is not str:
+            raise ParseError(f"action: expected a string, got {str(action)[:40]!r}")
+        return action
+    topic = d["topic"]
+    if type(topic) is not str or not topic.startswith("trading/orderbook/"):
+        raise ParseError(f"topic: not an order book push: {str(topic)[:60]!r}")
+    pair = canon_pair(topic.rsplit("/", 1)[1].upper().replace("-", "_"))
+    seq = int_id(d["seqNo"], "seqNo")
+    changes = []
+    for i, c in enumerate(d["message"]["changes"]):
+        try:
+            side = {"Buy": "bid", "Sell": "ask"}.get(c["entryType"])
+            if side is None:
+                raise ParseError(f"entryType: expected Buy or Sell, got {c['entryType']!r}")
+            price = dec(c["rate"], "rate")
+            if c["action"] == "remove":
+                changes.append((side, price, None, None))
+            elif c["action"] == "update":
+                _, amount, co = _zonda_level(c["state"])
+                changes.append((side, price, amount, co))
+            else:
+                raise ParseError(f"action: expected update or remove, got {str(c['action'])[:20]!r}")
+        except (ParseError, KeyError, TypeError) as e:
+            raise at(f"changes[{i}]", e) from None
+    return ZondaPush(pair, seq, ts_ms(d["timestamp"], "timestamp"), changes)
+
+
+def zonda_seqno(body: bytes | str) -> int:
+    """`seqNo` of a REST order book (the push sequence number the book includes)."""
+    d, _ = _zonda(body, "status")
+    return int_id(d["seqNo"], "seqNo")
