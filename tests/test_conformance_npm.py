@@ -23,6 +23,8 @@ from test_e2e_process import free_port, sql, start, stop, toml  # noqa: E402
 from replay.book import book_at  # noqa: E402
 
 PAIRS = ["BTC_USD", "ETH_BTC"]
+#: ~2.5 min: behind their own marker (make conformance, run by .ci/run after make test).
+pytestmark = pytest.mark.conformance
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_e2e_sim import L3, PAIRS, Run, sql, truth  # noqa: E402
 
+from recorder.sim.engine import pair_spec  # noqa: E402
 from recorder.sim.faults import Fault  # noqa: E402
 from replay import book as B  # noqa: E402
 from replay import source  # noqa: E402
@@ -217,26 +218,37 @@ def l2_run_events(run: Run, venue: str, pair: str) -> list[dict]:
     return ev
 
 
+def rounded_levels(levels: dict, pair: str) -> dict:
+    """Levels as BitoPro's socket sends them after its first frame: amounts half up to amountPrecision, at least
+    one unit (the simulator's model of the captured rounding, recorder/sim/bitopro.py)."""
+    from decimal import ROUND_HALF_UP
+
+    unit = Decimal(1).scaleb(-(pair_spec(pair).amount_dp - 2))
+    return {s: [(p, max(a.quantize(unit, ROUND_HALF_UP), unit), c) for p, a, c in v] for s, v in levels.items()}
+
+
 @pytest.mark.parametrize("pair", PAIRS)
 def test_bitopro_every_replayed_push_equals_the_true_book_at_its_tick(clean, pair):
-    """bitopro pushes its top book_limit levels once per (logical) second: the replayed L2 book at each push
-    equals the true book at that tick, and the replayed book at the end is the last push. (The push on
+    """bitopro pushes its top book_limit levels on a 200 ms grid when they changed (and once more, identical):
+    the replayed L2 book at each push equals the true book at that tick, rounded as the venue rounds every frame
+    but a connection's first (source ws_rounded), and the replayed book at the end is the last push. (The push on
     subscribe carries the last event's time truncated to ms, which cannot place it exactly among the events:
     it is replayed but not compared.)"""
     n = next(v for v in clean.cfg.venues if v.name == "bitopro").book_limit
     ev = l2_run_events(clean, "bitopro", pair)
-    pushes = sql(clean.root, f"""SELECT DISTINCT snapshot_id, epoch_ns(ts_event), epoch_ns(ts_recv) FROM read_parquet(
-        '$R/book_levels/exchange=bitopro/pair={pair}/**/*.parquet') WHERE source = 'ws' ORDER BY 1""")
-    ticks = [p for p in pushes if p[1] % 10**9 == 0]
-    assert len(ticks) >= 5 and len(pushes) - len(ticks) <= 2
-    for sid, tick, recv in ticks:
+    pushes = sql(clean.root, f"""SELECT DISTINCT snapshot_id, epoch_ns(ts_event), epoch_ns(ts_recv), source FROM
+        read_parquet('$R/book_levels/exchange=bitopro/pair={pair}/**/*.parquet') WHERE source LIKE 'ws%' ORDER BY 1""")
+    ticks = [p for p in pushes if p[1] % (2 * 10**8) == 0]
+    assert len(ticks) >= 5 and len(pushes) - len(ticks) <= 2 and {p[3] for p in ticks} == {"ws_rounded"}
+    for sid, tick, recv, _ in ticks:
         got = B.book_at(clean.root, "bitopro", pair, recv)
         assert got.seq == sid
         lv = got.levels(n)
-        assert lv["bid"] and lv["ask"] and same_levels(lv, true_levels(fold(ev, tick), n)), (sid, tick)
+        want = rounded_levels(true_levels(fold(ev, tick), n), pair)
+        assert lv["bid"] and lv["ask"] and same_levels(lv, want), (sid, tick)
     final = B.book_at(clean.root, "bitopro", pair, clean.t_stop)
     assert final.seq == ticks[-1][0] == pushes[-1][0]
-    assert same_levels(final.levels(n), true_levels(fold(ev, ticks[-1][1]), n))
+    assert same_levels(final.levels(n), rounded_levels(true_levels(fold(ev, ticks[-1][1]), n), pair))
 
 
 @pytest.mark.parametrize("pair", PAIRS)

@@ -94,7 +94,7 @@ def _collect(seed: int) -> dict[str, list[str]]:
                 out["eio3"] = await read_events(eio3, n["bitexbit"])
                 out["eio4"] = await read_events(eio4, n["btcalpha"])
                 out["bitopro"] = await read_frames(bito, lambda f: len(f) >= 9)
-                out["trades"] = await read_frames(trades, lambda f: len(f) >= 100)
+                out["trades"] = await read_frames(trades, lambda f: len(f) >= 30)  # full recent lists, one per fill batch
                 for ws in (eio3, eio4, bito, trades):
                     await ws.close()
             return out
