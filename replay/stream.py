@@ -1,0 +1,372 @@
+"""Streaming L3 replay: an hour of book_events goes through the kernel one row group at a time, the book
+carried across batches, so peak memory does not grow with the number of events in the hour.
+
+It writes the same `bbo` and `depth` bytes as the whole-hour path of `replay.book` (its test oracle): bbo
+rows are cut into the writer's row groups and depth into parts of SAMPLE_CHUNK samples exactly as there.
+Prices and amounts are converted per batch at the smallest scale seen so far; a batch that needs a finer
+one rescales the book's state, and a price outside the level range so far widens it. Both are exact and
+invisible in outputs (decimals and digests do not depend on the scale). Hours whose files overlap in seq
+(several uncompacted files of one stream) cannot be merged a row group at a time: `plan` returns None
+and the caller uses the whole-hour path.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from replay import book as B
+from replay import kernels as K
+from replay import source
+from schemas import TABLES
+
+_INT64_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class Group:
+    """One row group of a book_events file that holds rows of the hour."""
+
+    path: Path
+    index: int
+    seq_lo: int
+    seq_hi: int
+    #: every row is inside the hour (by ts_recv statistics): no row filter needed.
+    whole: bool
+
+
+def plan(root, exchange: str, pair: str, hour: int) -> list[Group] | None:
+    """The hour's row groups in seq order, or None when statistics are missing or seq ranges overlap."""
+    lo, hi = hour, hour + source.HOUR_NS
+    time_col = TABLES["book_events"].time_column
+    found = []
+    files = source.data_files(source.partition_dir(root, "book_events", exchange, pair, source.date_of(hour)))
+    for fi, f in enumerate(files):
+        meta = pq.read_metadata(f)
+        names = meta.schema.to_arrow_schema()
+        it, iq = names.get_field_index(time_col), names.get_field_index("seq")
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            if rg.num_rows == 0:
+                continue
+            ts, sq = rg.column(it).statistics, rg.column(iq).statistics
+            if ts is None or sq is None or not ts.has_min_max or not sq.has_min_max:
+                return None
+            if ts.max_raw < lo or ts.min_raw >= hi:
+                continue
+            found.append((sq.min_raw, sq.max_raw, fi, g, f, lo <= ts.min_raw and ts.max_raw < hi))
+    found.sort()
+    for a, b in zip(found, found[1:]):
+        # a shared boundary seq is a duplicate; the whole-hour path keeps the copy of the earlier file
+        if b[0] < a[1] or (b[0] == a[1] and b[2] < a[2]):
+            return None
+    return [Group(f, g, slo, shi, whole) for slo, shi, _, g, f, whole in found]
+
+
+def batches(groups: list[Group], hour: int) -> Iterator[tuple[pa.Table, int]]:
+    """(seq-ordered, duplicate-free rows of one row group, duplicates dropped), as source.hour_events reads them."""
+    t = TABLES["book_events"]
+    cols = source.EVENT_COLUMNS
+    dic = ("action", "side")
+    schema = pa.schema([t.schema.field(c) if c not in dic else
+                        t.schema.field(c).with_type(pa.dictionary(pa.int32(), t.schema.field(c).type)) for c in cols])
+    last, pf, path = None, None, None
+    for g in groups:
+        if g.path != path:
+            pf, path = pq.ParquetFile(g.path, read_dictionary=list(dic)), g.path
+        tab = pf.read_row_group(g.index, columns=cols).cast(schema)
+        if not g.whole:
+            ts = tab.column(t.time_column).cast(pa.int64()).to_numpy()
+            tab = tab.filter(pa.array((ts >= hour) & (ts < hour + source.HOUR_NS)))
+        rd = source.order(tab, ("seq",))
+        tab, dups = rd.table, rd.duplicates
+        if last is not None and tab.num_rows:
+            k = int(np.searchsorted(tab.column("seq").to_numpy(), last, "right"))
+            tab, dups = tab.slice(k), dups + k
+        if tab.num_rows:
+            last = int(tab.column("seq")[-1].as_py())
+        yield tab, dups
+
+
+
+def _ints(column, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(int64 values, validity, scale) of a decimal column at scale k, or the batch's own finer scale."""
+    if k < 0:
+        return B.exact_ints(column)
+    arr, w, valid = B._words(column)
+    out = np.empty(len(valid), np.int64)
+    if K.dec_to_int(w, valid, k, out) >= 0:
+        k = max(k, int(K.dec_scale(w, valid)))
+        bad = K.dec_to_int(w, valid, k, out)
+        if bad >= 0:
+            raise B.ReplayError(f"{arr[bad].as_py()} is not an int64 multiple of 1e-{k}")
+    return out, valid, k
+
+
+def _check_times(factor: int, *arrays: np.ndarray) -> None:
+    """ReplayError unless every value times factor fits int64 (a finer scale must stay exact)."""
+    for a in arrays:
+        if a.size and int(np.abs(a).max()) > _INT64_MAX // factor:
+            raise B.ReplayError(f"a value times {factor} does not fit int64 ticks/lots")
+
+
+class _Levels:
+    """The price level slots of a streamed hour: sorted ticks; direct = every tick of a range (index = tick - lo)."""
+
+    def __init__(self):
+        self.ticks = np.zeros(0, np.int64)
+        self.direct = True
+
+    @property
+    def lo(self) -> int:
+        return int(self.ticks[0]) if self.direct and len(self.ticks) else 0
+
+    def fits(self, lo: int, hi: int) -> bool:
+        return not len(self.ticks) and hi < 0 or len(self.ticks) > 0 and lo >= self.ticks[0] and hi <= self.ticks[-1]
+
+    def grown(self, px: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, bool]:
+        """New (ticks, direct) covering the old ticks and prices px in [lo, hi], with room to drift when direct."""
+        if len(self.ticks):
+            lo, hi = min(lo, int(self.ticks[0])), max(hi, int(self.ticks[-1]))
+        if self.direct and hi - lo < B.DIRECT_MAX:
+            pad = min((B.DIRECT_MAX - 1 - (hi - lo)) // 2, 1024 + (hi - lo) // 4)
+            return np.arange(max(0, lo - pad), hi + pad + 1, dtype=np.int64), True
+        return np.union1d(self.ticks, px[px >= 0]), False
+
+    def index(self, px: np.ndarray) -> np.ndarray:
+        """Level index + lo of each price (the kernel's pidx; -1 for no price), prices known to fit."""
+        if self.direct:
+            return px
+        idx = np.searchsorted(self.ticks, px)
+        idx[px < 0] = -1
+        return idx
+
+
+@dataclass
+class StreamResult:
+    """What streaming an hour produced besides its files (fields as in book.HourResult)."""
+
+    rows: int = 0
+    duplicates: int = 0
+    first: dict[str, int] = field(default_factory=dict)
+
+
+class Stream:
+    """The L3 book of one hour, advanced batch by batch; bbo and depth rows leave through sinks in the
+    whole-hour path's cuts."""
+
+    def __init__(self, hour: int, sessions: pa.Table | None, *, bbo_sink: Callable[[pa.Table], None] | None,
+                 depth: B.Depth | None, depth_sink: Callable[[pa.Table], None] | None, bbo_rows: int):
+        self.hour, self.group_rows = hour, bbo_rows
+        self.rp: B.L3Replay | None = None
+        self.levels = _Levels()
+        self.pk = self.ak = -1
+        sts = np.zeros(0, np.int64) if sessions is None else sessions.column("ts").cast(pa.int64()).to_numpy()
+        sseq = np.zeros(0, np.int64) if sessions is None else sessions.column("seq").to_numpy()
+        o = np.argsort(sts, kind="stable")
+        self.sess_ts, self.sess_seq = sts[o], sseq[o]
+        self.bbo_sink, self.depth, self.depth_sink = bbo_sink, depth, depth_sink
+        self.nlev = depth.levels if depth is not None else 0
+        self.res = StreamResult()
+        self.last_seq: int | None = None
+        self.run_max = np.iinfo(np.int64).min
+        self.next_t: int | None = None
+        self.bbo_parts: list[pa.Table] = []
+        self.bbo_rows = 0
+        self.bbo_written = False
+        self.depth_parts: list[pa.Table] = []
+        self.samples = 0
+
+    # ---------------------------------------------------------------- state changes between batches
+
+    def _remap(self, old_ticks: np.ndarray, ticks: np.ndarray, direct: bool) -> None:
+        """Move the book onto new level slots (old_ticks: the old slots' prices at the new scale)."""
+        self.levels.ticks, self.levels.direct = ticks, direct
+        rp = self.rp
+        if rp is None:
+            return
+        idx = np.searchsorted(ticks, old_ticks)
+        lv = np.zeros((2, len(ticks), 2), np.int64)
+        lv[:, idx, :] = rp.lv
+        rp.lv = lv
+        v = rp.ht[:, 1]
+        m = v != -1
+        v[m] = idx[v[m] >> 1] * 2 + (v[m] & 1)
+        for slot in (K.ST_BID, K.ST_ASK, K.ST_PB, K.ST_PA):
+            if rp.st[slot] >= 0:
+                rp.st[slot] = idx[rp.st[slot]]
+
+    def _price_scale(self, k: int) -> None:
+        if self.pk >= 0 and k > self.pk:
+            f = 10 ** (k - self.pk)
+            _check_times(f, self.levels.ticks)
+            old = self.levels.ticks * f
+            if self.levels.direct and len(old) and int(old[-1] - old[0]) < B.DIRECT_MAX:
+                self._remap(old, np.arange(old[0], old[-1] + 1, dtype=np.int64), True)
+            else:
+                self._remap(old, old, False)
+        self.pk = k
+
+    def _amount_scale(self, k: int) -> None:
+        if self.ak >= 0 and k > self.ak and self.rp is not None:
+            f = 10 ** (k - self.ak)
+            rp = self.rp
+            live = rp.ht[:, 1] != -1
+            _check_times(f, rp.ht[live, 2], rp.lv[:, :, 0])
+            rp.ht[live, 2] *= f
+            rp.lv[:, :, 0] *= f
+            for slot in (K.ST_PBA, K.ST_PAA):
+                if rp.st[slot] > 0:
+                    rp.st[slot] *= f
+        self.ak = k
+
+    def _prices(self, px: np.ndarray) -> np.ndarray:
+        lo, hi = (int(v) for v in K.minmax(px))
+        if hi >= 0 and not self.levels.fits(lo, hi):
+            old = self.levels.ticks
+            self._remap(old, *self.levels.grown(px, lo, hi))
+        elif not self.levels.direct:
+            known = np.isin(px[px >= 0], self.levels.ticks)
+            if not known.all():
+                self._remap(self.levels.ticks, *self.levels.grown(px, lo, hi))
+        return self.levels.index(px)
+
+    # ---------------------------------------------------------------- one batch
+
+    def _events(self, tab: pa.Table, next_act: int | None) -> B.Events:
+        """The batch as kernel columns at the hour's current scales and level slots."""
+        act, side = B._codes(tab.column("action"), K.ACTIONS), B._codes(tab.column("side"), B.SIDES)
+        px, pv, pk = _ints(tab.column("price"), self.pk)
+        amt, _, ak = _ints(tab.column("amount"), self.ak)
+        if not pv.all():
+            px[~pv] = -1
+        self._price_scale(pk)
+        self._amount_scale(ak)
+        oidc = tab.column("order_id")
+        oid = pc.fill_null(oidc, 0).to_numpy()
+        if oidc.null_count:
+            act[~oidc.is_valid().to_numpy() & (act != K.R)] = -1
+        seq = tab.column("seq").to_numpy()
+        sel = self.sess_seq < seq[-1]
+        if self.last_seq is not None:
+            sel &= self.sess_seq >= self.last_seq
+        gpos = np.sort(np.searchsorted(seq, self.sess_seq[sel], "right"))
+        if next_act is not None:
+            act = np.append(act, np.int8(next_act))  # the kernel looks one event ahead for a following S
+        pidx = self._prices(px)
+        return B.Events(seq, pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy(),
+                        tab.column("ts_recv").cast(pa.int64()).to_numpy(), act, side, oid, pidx, self.levels.lo,
+                        self.levels.ticks, amt, self.pk, self.ak, self.sess_ts, self.sess_seq, gpos)
+
+    def _sample_positions(self, ev: B.Events, next_ts: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(times, event positions) of this batch's depth samples, as book._samples cuts the whole hour."""
+        n = len(ev)
+        if self.depth.every is None:
+            pos = np.nonzero(B._observed(ev.act)[:n])[0]
+            return ev.ts_recv[pos], pos
+        every, end = self.depth.every, self.hour + source.HOUR_NS
+        run = np.maximum.accumulate(np.maximum(ev.ts_recv, self.run_max))
+        if self.next_t is None:
+            self.next_t = -(-int(ev.ts_recv[0]) // every) * every
+        upto = end if next_ts is None else min(end, max(int(run[-1]), next_ts))
+        times = np.arange(self.next_t, upto, every, dtype=np.int64)
+        if len(times):
+            self.next_t = int(times[-1]) + every
+        self.run_max = int(run[-1])
+        return times, np.searchsorted(run, times, "right") - 1
+
+    def feed(self, tab: pa.Table, next_act: int | None, next_ts: int | None) -> None:
+        """Apply one seq-ordered batch (next_*: the first action and ts_recv of the next batch, None at the end)."""
+        ev = self._events(tab, next_act)
+        n = len(ev)
+        rp = self.rp
+        if rp is None:
+            rp = self.rp = B.L3Replay(ev, self.bbo_sink is not None)
+        else:
+            rp.load(ev, self.bbo_sink is not None)
+        if self.nlev:
+            times, pos = self._sample_positions(ev, next_ts)
+            c = 0
+            while c < len(pos):
+                take = min(len(pos) - c, B.SAMPLE_CHUNK - self.samples)
+                p, t = pos[c:c + take], times[c:c + take]
+                dp, da, dc = rp.run(int(p[-1]) + 1, p, self.nlev)
+                self.depth_parts.append(B._depth_part(ev, rp, t, p, dp, da, dc))
+                self.samples += take
+                c += take
+                if self.samples == B.SAMPLE_CHUNK:
+                    self._flush_depth()
+        rp.run(n)
+        for k, f in zip(K.KINDS, rp.first):
+            if f >= 0 and k not in self.res.first:
+                self.res.first[k] = int(ev.seq[f])
+        if self.bbo_sink is not None:
+            tk = ev.ticks
+            ch, bp, ba, ap, aa = rp.bbo_rows()
+            part = B._bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
+                                np.where(ap >= 0, tk[ap], -1), aa, rp.gap[ch], ev.price_scale, ev.amount_scale)
+            self.bbo_parts.append(part)
+            self.bbo_rows += part.num_rows
+            while self.bbo_rows >= self.group_rows:
+                self._flush_bbo(self.group_rows)
+        self.res.rows += n
+        self.last_seq = int(ev.seq[-1])
+
+    def _flush_depth(self) -> None:
+        if self.depth_parts:
+            self.depth_sink(pa.concat_tables(self.depth_parts).combine_chunks())
+        self.depth_parts, self.samples = [], 0
+
+    def _flush_bbo(self, rows: int) -> None:
+        tab = pa.concat_tables(self.bbo_parts)
+        head, rest = tab.slice(0, rows), tab.slice(rows)
+        self.bbo_sink(head.combine_chunks())
+        self.bbo_written = True
+        self.bbo_parts, self.bbo_rows = ([rest.combine_chunks()] if rest.num_rows else []), rest.num_rows
+
+    def finish(self) -> B.HourResult:
+        """Flush what the sinks still hold and the hour's result (anomalies, first seqs, final book, digest)."""
+        res = B.HourResult(self.hour, "l3", rows=self.res.rows)
+        if self.rp is None:
+            return res
+        if self.samples:
+            self._flush_depth()
+        if self.bbo_sink is not None and (self.bbo_rows or not self.bbo_written):
+            self._flush_bbo(self.bbo_rows)
+        res.anomalies = {k: int(c) for k, c in zip(K.KINDS, self.rp.counts)}
+        res.first = dict(self.res.first)
+        res.book = self.rp.book()
+        res.digest = res.book.digest()
+        return res
+
+
+def replay_hour(root, exchange: str, pair: str, hour: int, groups: list[Group], *,
+                bbo_sink: Callable[[pa.Table], None] | None = None, depth: B.Depth | None = None,
+                depth_sink: Callable[[pa.Table], None] | None = None, bbo_rows: int = 1 << 20) -> B.HourResult:
+    """Stream one planned hour through the kernel; rows leave through the sinks, bbo in parts of bbo_rows
+    (the writer's row group, so the file is cut as when the whole hour is written at once)."""
+    end = hour + source.HOUR_NS
+    sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end) if groups else None
+    st = Stream(hour, sess, bbo_sink=bbo_sink, depth=depth, depth_sink=depth_sink, bbo_rows=bbo_rows)
+    dups = 0
+    pending = None
+    for tab, d in batches(groups, hour):
+        dups += d
+        if not tab.num_rows:
+            continue
+        if pending is not None:
+            st.feed(pending, int(B._codes(tab.column("action").slice(0, 1), K.ACTIONS)[0]),
+                    int(tab.column("ts_recv").cast(pa.int64())[0].as_py()))
+        pending = tab
+    if pending is not None:
+        st.feed(pending, None, None)
+    res = st.finish()
+    res.duplicates = dups
+    return res
