@@ -43,7 +43,8 @@ class Group:
 
 
 def plan(root, exchange: str, pair: str, hour: int) -> list[Group] | None:
-    """The hour's row groups in seq order, or None when statistics are missing or seq ranges overlap."""
+    """The hour's row groups in seq order, or None when one is not declared sorted by seq (the store's files
+    are), lacks statistics, or overlaps another in seq."""
     lo, hi = hour, hour + source.HOUR_NS
     time_col = TABLES["book_events"].time_column
     found = []
@@ -56,6 +57,9 @@ def plan(root, exchange: str, pair: str, hour: int) -> list[Group] | None:
             rg = meta.row_group(g)
             if rg.num_rows == 0:
                 continue
+            order = rg.sorting_columns
+            if not order or order[0].column_index != iq or order[0].descending:
+                return None
             ts, sq = rg.column(it).statistics, rg.column(iq).statistics
             if ts is None or sq is None or not ts.has_min_max or not sq.has_min_max:
                 return None
@@ -70,8 +74,13 @@ def plan(root, exchange: str, pair: str, hour: int) -> list[Group] | None:
     return [Group(f, g, slo, shi, whole) for slo, shi, _, g, f, whole in found]
 
 
+#: Rows decoded at a time from a row group: bounds the Arrow data in memory whatever the writer's row groups.
+BATCH_ROWS = 1 << 18
+
+
 def batches(groups: list[Group], hour: int) -> Iterator[tuple[pa.Table, int]]:
-    """(seq-ordered, duplicate-free rows of one row group, duplicates dropped), as source.hour_events reads them."""
+    """(seq-ordered, duplicate-free rows of at most BATCH_ROWS, duplicates dropped), in the hour's seq order,
+    as source.hour_events reads them (same row filter, dictionary-encoded action and side)."""
     t = TABLES["book_events"]
     cols = source.EVENT_COLUMNS
     dic = ("action", "side")
@@ -81,19 +90,21 @@ def batches(groups: list[Group], hour: int) -> Iterator[tuple[pa.Table, int]]:
     for g in groups:
         if g.path != path:
             pf, path = pq.ParquetFile(g.path, read_dictionary=list(dic)), g.path
-        tab = pf.read_row_group(g.index, columns=cols).cast(schema)
-        if not g.whole:
-            ts = tab.column(t.time_column).cast(pa.int64()).to_numpy()
-            tab = tab.filter(pa.array((ts >= hour) & (ts < hour + source.HOUR_NS)))
-        rd = source.order(tab, ("seq",))
-        tab, dups = rd.table, rd.duplicates
-        if last is not None and tab.num_rows:
-            k = int(np.searchsorted(tab.column("seq").to_numpy(), last, "right"))
-            tab, dups = tab.slice(k), dups + k
-        if tab.num_rows:
-            last = int(tab.column("seq")[-1].as_py())
-        yield tab, dups
-
+        for rb in pf.iter_batches(BATCH_ROWS, row_groups=[g.index], columns=cols, use_threads=False):
+            tab = pa.Table.from_batches([rb]).cast(schema)
+            if not g.whole:
+                ts = tab.column(t.time_column).cast(pa.int64()).to_numpy()
+                tab = tab.filter(pa.array((ts >= hour) & (ts < hour + source.HOUR_NS)))
+            rd = source.order(tab, ("seq",))
+            tab, dups = rd.table, rd.duplicates
+            if last is not None and tab.num_rows:
+                if tab.column("seq")[0].as_py() < last:
+                    raise B.ReplayError(f"{g.path}: row group {g.index} is declared sorted by seq but is not")
+                k = int(np.searchsorted(tab.column("seq").to_numpy(), last, "right"))
+                tab, dups = tab.slice(k), dups + k
+            if tab.num_rows:
+                last = int(tab.column("seq")[-1].as_py())
+            yield tab, dups
 
 
 def _ints(column, k: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -106,8 +106,13 @@ def test_overlapping_files_are_not_streamed(tmp_path):
     tab = events_table(s)
     part = source.partition_dir(tmp_path, "book_events", EX, PAIR, source.date_of(T0))
     part.mkdir(parents=True)
-    pq.write_table(tab.take(np.arange(0, tab.num_rows, 2)), part / "a.parquet")
-    pq.write_table(tab.take(np.arange(1, tab.num_rows, 2)), part / "b.parquet")
+    opts = write_options(TABLES["book_events"])
+    pq.write_table(tab.take(np.arange(0, tab.num_rows, 2)), part / "a.parquet", **opts)
+    assert stream.plan(tmp_path, EX, PAIR, H0) is not None
+    pq.write_table(tab.take(np.arange(1, tab.num_rows, 2)), part / "b.parquet", **opts)
+    assert stream.plan(tmp_path, EX, PAIR, H0) is None  # interleaved seqs: only the whole-hour sort merges them
+    pq.write_table(tab, part / "b.parquet")  # no sorting metadata: not trusted to be in seq order
+    (part / "a.parquet").unlink()
     assert stream.plan(tmp_path, EX, PAIR, H0) is None
     res = outputs.hour_job(str(tmp_path), EX, PAIR, H0, "l3", True, None, False, True)
     assert res.rows == tab.num_rows
