@@ -69,7 +69,7 @@ def warm(root: str) -> None:
     outputs.hour_job(str(small), EX, PAIR, H0, "l3", True, None, False, True)
 
 
-def child(root: str, mode: str) -> None:
+def child(root: str, mode: str, repeat: int) -> None:
     """One measurement in this (fresh, pinned) process; prints JSON."""
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     pa.set_cpu_count(1)
@@ -81,9 +81,12 @@ def child(root: str, mode: str) -> None:
     if mode in ("stream", "whole"):
         if mode == "whole":
             stream.plan = lambda *a: None
-        t = time.perf_counter()
-        res = outputs.hour_job(root, EX, PAIR, H0, "l3", True, None, False, True)
-        out.update(seconds=time.perf_counter() - t, rows=res.rows, peak_mb=peak_mb(), digest=res.digest,
+        best = float("inf")
+        for _ in range(repeat):
+            t = time.perf_counter()
+            res = outputs.hour_job(root, EX, PAIR, H0, "l3", True, None, False, True)
+            best = min(best, time.perf_counter() - t)
+        out.update(seconds=best, rows=res.rows, peak_mb=peak_mb(), digest=res.digest,
                    bbo=hashlib.sha256(outputs.hour_path(root, "bbo", EX, PAIR, H0).read_bytes()).hexdigest())
     else:  # stages: read only; read + convert; read + convert + kernel + bbo rows (no write); everything
         t = time.perf_counter()
@@ -104,9 +107,9 @@ def child(root: str, mode: str) -> None:
     print(json.dumps(out))
 
 
-def run_child(root: Path, mode: str) -> dict:
-    r = subprocess.run([sys.executable, __file__, "--child", str(root), mode], capture_output=True, text=True,
-                       check=True)
+def run_child(root: Path, mode: str, repeat: int) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--child", str(root), mode, "--repeat", str(repeat)],
+                       capture_output=True, text=True, check=True)
     return json.loads(r.stdout)
 
 
@@ -115,27 +118,26 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=2_000_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--multiples", default="1,4,8")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each timed figure (best taken)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each timed figure in its process (best taken)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        return child(*a.child)
+        return child(*a.child, a.repeat)
     s = synth_l3(a.events, seed=a.seed)
     rows, stages = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for m in (int(x) for x in a.multiples.split(",")):
             root = Path(tmp) / f"x{m}"
             n = write_hour(root, s, m)
-            run_child(root, "stream")  # kernel cache and page cache warm
-            st = min((run_child(root, "stream") for _ in range(a.repeat)), key=lambda r: r["seconds"])
-            wh = min((run_child(root, "whole") for _ in range(a.repeat)), key=lambda r: r["seconds"])
+            st = run_child(root, "stream", a.repeat)
+            wh = run_child(root, "whole", a.repeat)
             assert st["digest"] == wh["digest"] and st["bbo"] == wh["bbo"] and st["rows"] == wh["rows"] == n
             rows.append((m, n, st, wh))
             print(f"{m}x {n:,} events: streamed {n / st['seconds']:,.0f} ev/s, peak {st['peak_mb']:.0f} MB; "
                   f"whole hour {n / wh['seconds']:,.0f} ev/s, peak {wh['peak_mb']:.0f} MB", file=sys.stderr)
             if m == 1:
-                stages = min((run_child(root, "stages") for _ in range(a.repeat)), key=lambda r: r["all"])
+                stages = min((run_child(root, "stages", 1) for _ in range(3)), key=lambda r: r["all"])
                 print(f"stages: {stages}", file=sys.stderr)
     report = render(a, rows, stages)
     print(report)
@@ -147,8 +149,8 @@ def render(a, rows, stages) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### {when}: `.venv/bin/python bench/stream.py --events {a.events} --multiples {a.multiples}`", "",
              "`replay bbo` of one hour (outputs.hour_job: read the hour's Parquet, convert decimals exactly, replay, "
-             "write the `bbo` file) in a fresh process pinned to one core, pyarrow on one thread; best of "
-             f"{a.repeat}. Baseline: the whole-hour path (the code before streaming) on the same files in the same "
+             "write the `bbo` file) in a fresh process pinned to one core, pyarrow on one thread, kernels loaded on a "
+             f"small hour first; best of {a.repeat} runs in that process, peak RSS after all of them. Baseline: the whole-hour path (the code before streaming) on the same files in the same "
              f"run; both give the same digest. Load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
              "shared with other work.", "",
              "| events in the hour | streamed ev/s per core | streamed peak RSS | whole-hour ev/s | whole-hour "
