@@ -6,12 +6,15 @@ their values live only in `Secret` objects, whose repr never shows them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from schemas import PAIR_RE
+
+_WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")  # as recorder.store.WRITER_RE (config does not import the store)
 
 VENUES = ("btcalpha", "bitexbit", "bitopro", "bitbay")
 RESOLUTIONS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "3h", "4h", "6h", "12h", "1d", "3d", "1w", "1M")
@@ -106,6 +109,8 @@ class Config:
 
     root: Path
     venues: tuple[VenueConfig, ...]
+    #: this recorder's writer id: its log, lock and file names; several recorders share a root with distinct ids.
+    writer: str = "recorder"
     fsync_interval: float = 1.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
@@ -118,7 +123,7 @@ class Config:
 
 
 _TOP_KEYS = {"recorder", "venues"}
-_RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
+_RECORDER_KEYS = {"root", "writer", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
                   "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
 _VENUE_KEYS = {"enabled", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "book_limit", "trades_interval", "candles_interval",
@@ -284,6 +289,11 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
         if not 0 <= port < 65536:
             raise ConfigError(f"recorder.metrics_port: {port} is not a port (0 picks a free one)")
         kw["metrics_port"] = port
+    if "writer" in rec:
+        w = _typed("recorder.writer", rec["writer"], str, "a string")
+        if not _WRITER_RE.fullmatch(w):
+            raise ConfigError(f"recorder.writer: {w!r} must be 1-64 letters, digits or _ (it names files)")
+        kw["writer"] = w
     if "metrics_host" in rec:
         kw["metrics_host"] = _typed("recorder.metrics_host", rec["metrics_host"], str, "a host")
     if rec.get("log_format", "json") not in ("json", "kv"):

@@ -120,12 +120,12 @@ def dataset_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, i
 class Daemon:
     """One recorder run over a config."""
 
-    def __init__(self, cfg: Config, *, writer: str = "recorder", snapshot_interval: float = 3600.0,
+    def __init__(self, cfg: Config, *, writer: str | None = None, snapshot_interval: float = 3600.0,
                  on_ready: Callable[["Daemon"], None] | None = None,
                  build: Callable[..., list] = feeds_mod.build) -> None:
         self.cfg = cfg
         self.build = build
-        self.writer = writer
+        self.writer = writer or cfg.writer
         self.snapshot_interval = snapshot_interval
         self.on_ready = on_ready
         self.metrics = Metrics()

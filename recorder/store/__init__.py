@@ -244,9 +244,10 @@ class Store:
         self._convert_sealed()
 
     def compact(self) -> None:
-        """Merge every closed hour under the root into at most one file per table/partition/hour, in this process."""
+        """Merge this writer's files of every closed hour under the root into at most one file per
+        table/partition/hour, in this process."""
         with self._convert_lock:
-            merged, _ = _compact.compact_hours(self.root)
+            merged, _ = _compact.compact_hours(self.root, writer=self.writer)
         with self._lock:
             self._stats["compactions"] += merged
 
@@ -324,6 +325,7 @@ class Store:
             req = {"hours": [[str(d.relative_to(self.root)), hod] for d, hod in todo]}
         else:
             req = {"scan": True}
+        req["writer"] = self.writer  # another recorder's files are its own to merge
         out = tempfile.TemporaryFile()
         proc = subprocess.Popen([sys.executable, "-m", "recorder.store.compact", str(self.root)],
                                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
