@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from replay import book as B
-from replay import outputs, source
+from replay import cluster, outputs, source  # cluster imports Dask only when a scheduler is used
 from replay.sql import sql
 
 _FRACTION = re.compile(r"^(.*?[T ]\d{2}:\d{2}:\d{2})\.(\d{1,9})(.*)$")
@@ -137,12 +137,28 @@ def _report(res: B.HourResult) -> str:
             f"anomalies={bad or 'none'} digest={res.digest[:16]}")
 
 
-def _run(root, exchange, pair, start, end, jobs, progress, label, **kw) -> list[B.HourResult]:
+def _run(root, exchange, pair, start, end, jobs, progress, label, scheduler=None, **kw) -> list[B.HourResult]:
+    if scheduler:
+        if jobs > 1:
+            raise click.UsageError("--jobs and --scheduler exclude each other (the scheduler's workers do the jobs)")
+        try:
+            cluster.check(scheduler)
+        except cluster.ClusterError as e:
+            raise click.UsageError(str(e)) from None
     hours = _hours(root, exchange, pair, start, end)
     try:
-        return outputs.run_hours(str(root), exchange, pair, hours, jobs=jobs, progress=_progress(label, progress), **kw)
+        return outputs.run_hours(str(root), exchange, pair, hours, jobs=jobs, progress=_progress(label, progress),
+                                 scheduler=scheduler, **kw)
     except B.ReplayError as e:
         raise click.ClickException(str(e)) from None
+    except cluster.ClusterError as e:
+        raise click.ClickException(str(e)) from None
+
+
+#: --scheduler, for the commands that write: one Dask task per hour (replay.cluster).
+_scheduler = click.option("--scheduler", default=None, metavar="ADDRESS|local:N",
+                          help="run the hours on a Dask scheduler (tcp://host:8786) or a LocalCluster of N worker "
+                               "processes (needs booktape[cluster])")
 
 
 @click.group(cls=_Group)
@@ -179,9 +195,10 @@ def book(root, exchange, pair, start, end, jobs, progress, at, levels, orders):
 
 @main.command()
 @_common
-def bbo(root, exchange, pair, start, end, jobs, progress):
+@_scheduler
+def bbo(root, exchange, pair, start, end, jobs, progress, scheduler):
     """Write the `bbo` table (best bid/offer after every change) for every hour meeting [start, end)."""
-    for r in _run(root, exchange, pair, start, end, jobs, progress, "bbo", bbo=True):
+    for r in _run(root, exchange, pair, start, end, jobs, progress, "bbo", scheduler, bbo=True):
         click.echo(_report(r))
 
 
@@ -189,10 +206,11 @@ def bbo(root, exchange, pair, start, end, jobs, progress):
 @_common
 @click.option("--levels", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--every", default="1s", show_default=True, help="`event` or a duration (100ms, 1s, 1m)")
-def depth(root, exchange, pair, start, end, jobs, progress, levels, every):
+@_scheduler
+def depth(root, exchange, pair, start, end, jobs, progress, levels, every, scheduler):
     """Write the `depth` table (top-N levels per side per interval or event) for every hour meeting [start, end)."""
     d = B.Depth(levels, _every(every))
-    for r in _run(root, exchange, pair, start, end, jobs, progress, "depth", depth=d):
+    for r in _run(root, exchange, pair, start, end, jobs, progress, "depth", scheduler, depth=d):
         click.echo(_report(r))
 
 

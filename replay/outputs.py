@@ -105,13 +105,18 @@ def _opened_on_use(stack: ExitStack, root, table: str, exchange: str, pair: str,
 
 def run_hours(root: str, exchange: str, pair: str, hours: Iterable[int], *, jobs: int = 1, bbo: bool = False,
               depth: B.Depth | None = None, verify: bool = False, write: bool = True, window: int = 2 * 10**9,
-              progress: Callable[[int, int], None] | None = None) -> list[B.HourResult]:
-    """Replay hours independently (in `jobs` worker processes when > 1); results in hour order."""
+              progress: Callable[[int, int], None] | None = None, scheduler: str | None = None) -> list[B.HourResult]:
+    """Replay hours independently (in `jobs` worker processes when > 1, or one Dask task each on `scheduler`,
+    see replay.cluster); results in hour order."""
     hours = list(hours)
     kind = B.kind(root, exchange, pair)
     args = [(str(root), exchange, pair, h, kind, bbo, depth, verify, write, window) for h in hours]
     done: list[B.HourResult] = []
-    if jobs <= 1:
+    if scheduler:
+        from replay import cluster
+
+        done = cluster.run(hour_job, args, scheduler, label=f"{exchange}-{pair}", progress=progress)
+    elif jobs <= 1:
         for a in args:
             done.append(hour_job(*a))
             if progress:
