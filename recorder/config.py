@@ -111,6 +111,11 @@ class Config:
     venues: tuple[VenueConfig, ...]
     #: this recorder's writer id: its log, lock and file names; several recorders share a root with distinct ids.
     writer: str = "recorder"
+    #: s3://bucket/prefix when the dataset lives in a bucket: `root` is then the local spool (log, open hours),
+    #: and finished files are shipped (recorder.store.remote); endpoint and region may come from here.
+    remote: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
     fsync_interval: float = 1.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
@@ -123,7 +128,7 @@ class Config:
 
 
 _TOP_KEYS = {"recorder", "venues"}
-_RECORDER_KEYS = {"root", "writer", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
+_RECORDER_KEYS = {"root", "writer", "spool", "s3_endpoint_url", "s3_region", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
                   "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
 _VENUE_KEYS = {"enabled", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "book_limit", "trades_interval", "candles_interval",
@@ -257,7 +262,21 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
     _check_keys("recorder", rec, _RECORDER_KEYS)
     if "root" not in rec:
         raise ConfigError("recorder.root: the dataset root directory is required")
-    root = base / _typed("recorder.root", rec["root"], str, "a path string")
+    root_text = _typed("recorder.root", rec["root"], str, "a path string")
+    kw: dict[str, Any] = {}
+    if root_text.startswith("s3://"):
+        if "spool" not in rec:
+            raise ConfigError("recorder.spool: a local directory is required with an s3:// root (the durable log "
+                              "and the hours not shipped yet live there)")
+        if not root_text[5:].strip("/"):
+            raise ConfigError("recorder.root: s3://bucket[/prefix] needs a bucket name")
+        kw["remote"] = root_text.rstrip("/")
+        root = base / _typed("recorder.spool", rec["spool"], str, "a path string")
+        for k in ("s3_endpoint_url", "s3_region"):
+            if k in rec:
+                kw[k] = _typed(f"recorder.{k}", rec[k], str, "a string")
+    else:
+        root = base / root_text
     secrets: Mapping[str, Any] = {}
     if "secrets_file" in rec:
         spath = base / _typed("recorder.secrets_file", rec["secrets_file"], str, "a path string")
@@ -274,7 +293,6 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
     venues = tuple(v for v in (_venue(n, r, secrets, env) for n, r in venues_raw.items()) if v is not None)
     if not venues:
         raise ConfigError("venues: no enabled venue")
-    kw: dict[str, Any] = {}
     for k in ("fsync_interval", "backoff_base", "backoff_cap"):
         if k in rec:
             kw[k] = _positive(f"recorder.{k}", rec[k])

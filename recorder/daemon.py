@@ -32,6 +32,7 @@ from recorder.feeds.sink import Sink, Tap
 from recorder.metrics import Metrics, MetricsServer
 from recorder.procs import child_env
 from recorder.store import Store
+from recorder.store import remote
 from recorder.transport import Backoff, RateLimiter
 
 log = logging.getLogger("recorder.daemon")
@@ -227,6 +228,8 @@ class Daemon:
         self.store = await asyncio.to_thread(
             Store(cfg.root, self.writer, fsync_interval=cfg.fsync_interval,
                   max_pending_bytes=cfg.max_pending_bytes).open)
+        shipper = None if cfg.remote is None else remote.Shipper(
+            cfg.root, cfg.remote, self.writer, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region).start()
         self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
         self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
         self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))
@@ -269,6 +272,8 @@ class Daemon:
             if sink.pending:
                 await sink.flush()
             await asyncio.to_thread(self.store.close, COMPACT_WAIT)
+            if shipper is not None:  # the bucket gets every final file, the open hour's too
+                await asyncio.to_thread(shipper.stop)
             log.info("stopped", extra={"fields": {"rows": sink.appended}})
         return 0
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from replay import book as B
-from replay import cluster, outputs, source  # cluster imports Dask only when a scheduler is used
+from replay import cluster, outputs, remote, source  # cluster imports Dask only when a scheduler is used
 from replay.sql import sql
+from schemas import storage
 
 _FRACTION = re.compile(r"^(.*?[T ]\d{2}:\d{2}:\d{2})\.(\d{1,9})(.*)$")
 _DURATION = re.compile(r"^(\d+)(ns|us|ms|s|m|h)$")
@@ -77,11 +78,23 @@ class _Time(click.ParamType):
 TIME = _Time()
 
 
+class _Root(click.ParamType):
+    """A dataset root: a local directory (Path) or an s3://bucket/prefix URL (kept as text)."""
+
+    name = "ROOT"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, Path) or storage.is_remote(value) else Path(value)
+
+
+ROOT = _Root()
+
+
 def _common(f):
     """The options every command takes."""
     opts = [
-        click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
-                     envvar="BOOKTAPE_ROOT", help="dataset root"),
+        click.option("--root", required=True, type=ROOT, envvar="BOOKTAPE_ROOT",
+                     help="dataset root: a directory or s3://bucket/prefix"),
         click.option("--exchange", required=True, help="venue, e.g. btcalpha"),
         click.option("--pair", required=True, help="pair, e.g. BTC_USD"),
         click.option("--start", type=TIME, default=None, help="range start (ISO-8601 or epoch s/ms/ns)"),
@@ -145,10 +158,11 @@ def _run(root, exchange, pair, start, end, jobs, progress, label, scheduler=None
             cluster.check(scheduler)
         except cluster.ClusterError as e:
             raise click.UsageError(str(e)) from None
-    hours = _hours(root, exchange, pair, start, end)
     try:
-        return outputs.run_hours(str(root), exchange, pair, hours, jobs=jobs, progress=_progress(label, progress),
-                                 scheduler=scheduler, **kw)
+        with remote.staged(root, exchange, pair, start, end) as local:  # s3://: a local copy, outputs uploaded
+            hours = _hours(local, exchange, pair, start, end)
+            return outputs.run_hours(str(local), exchange, pair, hours, jobs=jobs,
+                                     progress=_progress(label, progress), scheduler=scheduler, **kw)
     except B.ReplayError as e:
         raise click.ClickException(str(e)) from None
     except cluster.ClusterError as e:
@@ -174,9 +188,11 @@ def main() -> None:
 @click.option("--orders", is_flag=True, help="list resting orders (L3) instead of levels")
 def book(root, exchange, pair, start, end, jobs, progress, at, levels, orders):
     """Print the book at an instant."""
-    _hours(root, exchange, pair, at - at % source.HOUR_NS, at + 1)
+    lo = at - at % source.HOUR_NS
     try:
-        bk = B.book_at(root, exchange, pair, at)
+        with remote.staged(root, exchange, pair, lo - 60 * 10**9, at + 1) as local:
+            _hours(local, exchange, pair, lo, at + 1)
+            bk = B.book_at(local, exchange, pair, at)
     except B.ReplayError as e:
         raise click.ClickException(str(e)) from None
     state = "GAP (not known exact)" if bk.gap else "exact"

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 
 import schemas
+from schemas import storage
 
 #: DuckDB type of each partition column, as the views declare it.
 PARTITION_TYPES = {"exchange": "VARCHAR", "pair": "VARCHAR", "date": "DATE"}
@@ -54,9 +55,9 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _glob(root: Path, table: str) -> str:
+def _glob(root: Path | str, table: str) -> str:
     """The glob of a table's data files: partition directories only, no `_`/`.` names."""
-    return str(root / table / "exchange=*" / "pair=*" / "date=*" / "[!_.]*.parquet")
+    return "/".join([str(root), table, "exchange=*", "pair=*", "date=*", "[!_.]*.parquet"])
 
 
 def view_sql(root: Path, table: schemas.Table) -> str:
@@ -77,8 +78,11 @@ def latest_sql(table: schemas.Table, source: str) -> str:
     return f"SELECT * FROM {_ident(source)} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {newest}) = 1"
 
 
-def _root(root: str | os.PathLike[str]) -> Path:
-    """The dataset root as an absolute path; a missing root is an error, not a dataset of empty tables."""
+def _root(root: str | os.PathLike[str]) -> Path | str:
+    """The dataset root as an absolute path (or its s3:// URL); a missing root is an error, not a dataset of
+    empty tables."""
+    if storage.is_remote(root):
+        return str(root).rstrip("/")
     path = Path(root).resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
@@ -101,6 +105,8 @@ def connect(root: str | os.PathLike[str], *, database: str = ":memory:") -> duck
     root = _root(root)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    if isinstance(root, str):  # s3://: DuckDB reads the bucket through s3fs (httpfs cannot be installed offline)
+        con.register_filesystem(storage.filesystem())
     create_views(con, root)
     return con
 
@@ -113,8 +119,11 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
     needs `replay sql --write-catalog` again.
     """
     root = _root(root)
+    if isinstance(root, str) and not path:
+        raise ValueError("an s3:// root needs a local catalog path (its views then read the bucket through a "
+                         "registered s3fs filesystem, see docs/scale.md)")
     target = Path(path).resolve() if path else root / CATALOG_NAME
-    if any(target.is_relative_to(root / name) for name in schemas.TABLES):
+    if isinstance(root, Path) and any(target.is_relative_to(root / name) for name in schemas.TABLES):
         raise ValueError(f"the catalog must not be inside a table directory: {target}")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -122,6 +131,8 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
     try:
         con = duckdb.connect(tmp)
         try:
+            if isinstance(root, str):
+                con.register_filesystem(storage.filesystem())
             create_views(con, root)
             con.execute("CHECKPOINT")
         finally:
