@@ -132,3 +132,18 @@ def test_kill_9_during_an_upload_leaves_no_partial_object_and_loses_nothing(s3, 
     assert out.returncode == 0, out.stderr
     assert fs.info(key)["size"] == want[0] and storage.sha256_file(key, fs) == want
     assert not big.exists()
+
+
+def test_prune_a_bucket_keeps_the_current_day(s3, tmp_path):
+    fs, _ = s3
+    import datetime as dt
+    today = dt.datetime.now(dt.timezone.utc).date()
+    keys = {}
+    for ago in (0, 40):
+        date = (today - dt.timedelta(days=ago)).isoformat()
+        keys[ago] = storage.key(ROOT, f"trades/exchange=prunetest/pair=BTC_USD/date={date}/h01-w-c0.parquet")
+        fs.pipe_file(keys[ago], b"PAR1")
+    out = subprocess.run([sys.executable, "-c", "from recorder.cli import main; main()", "prune", "--root", ROOT,
+                          "--older-than", "30d", "--table", "trades"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "1 partition(s) dropped" in out.stdout, out.stderr
+    assert fs.exists(keys[0]) and not fs.exists(keys[40])
