@@ -116,6 +116,8 @@ class Config:
     remote: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    #: seq namespace of this host (recorder.store.seq): 0 on a shared local root; 1..1023, one per host, in a bucket.
+    seq_namespace: int = 0
     fsync_interval: float = 1.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
@@ -128,7 +130,7 @@ class Config:
 
 
 _TOP_KEYS = {"recorder", "venues"}
-_RECORDER_KEYS = {"root", "writer", "spool", "s3_endpoint_url", "s3_region", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
+_RECORDER_KEYS = {"root", "writer", "spool", "s3_endpoint_url", "s3_region", "seq_namespace", "fsync_interval", "metrics_host", "metrics_port", "log_format", "log_level", "queue_max",
                   "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
 _VENUE_KEYS = {"enabled", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "book_limit", "trades_interval", "candles_interval",
@@ -275,8 +277,18 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
         for k in ("s3_endpoint_url", "s3_region"):
             if k in rec:
                 kw[k] = _typed(f"recorder.{k}", rec[k], str, "a string")
+        ns = _typed("recorder.seq_namespace", rec.get("seq_namespace", 0), int, "an integer")
+        if not 1 <= ns <= 1023:
+            raise ConfigError("recorder.seq_namespace: required with an s3:// root, 1-1023 and different on each host "
+                              "writing the bucket (seq stays unique across hosts; docs/scale.md)")
+        kw["seq_namespace"] = ns
     else:
         root = base / root_text
+        if rec.get("seq_namespace", 0) != 0:
+            ns = _typed("recorder.seq_namespace", rec["seq_namespace"], int, "an integer")
+            if not 0 <= ns <= 1023:
+                raise ConfigError("recorder.seq_namespace: 0-1023")
+            kw["seq_namespace"] = ns
     secrets: Mapping[str, Any] = {}
     if "secrets_file" in rec:
         spath = base / _typed("recorder.secrets_file", rec["secrets_file"], str, "a path string")

@@ -227,7 +227,7 @@ class Daemon:
         log.info("arrow memory pool", extra={"fields": {"pool": pa.default_memory_pool().backend_name}})
         self.store = await asyncio.to_thread(
             Store(cfg.root, self.writer, fsync_interval=cfg.fsync_interval,
-                  max_pending_bytes=cfg.max_pending_bytes).open)
+                  max_pending_bytes=cfg.max_pending_bytes, seq_namespace=cfg.seq_namespace).open)
         shipper = None if cfg.remote is None else remote.Shipper(
             cfg.root, cfg.remote, self.writer, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region).start()
         self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)

@@ -71,7 +71,7 @@ def test_recorder_ships_to_the_bucket_and_replay_reads_it(s3, tmp_path):
         doc = sim_doc(ts.sim.urls, ROOT, ["BTC_USD"])
         doc["venues"] = {"btcalpha": doc["venues"]["btcalpha"]}
         port = free_port()
-        doc["recorder"].update(spool=str(tmp_path / "spool"), writer="s3rec", metrics_port=port)
+        doc["recorder"].update(spool=str(tmp_path / "spool"), writer="s3rec", metrics_port=port, seq_namespace=7)
         cfg = tmp_path / "rec.toml"
         cfg.write_text(toml(doc))
         proc = start(cfg, tmp_path / "rec.log")
@@ -97,6 +97,8 @@ def test_recorder_ships_to_the_bucket_and_replay_reads_it(s3, tmp_path):
     fs.get(f"{BUCKET}/data/", str(local), recursive=True)
     q = ("SELECT (SELECT count(*) FROM raw), (SELECT count(*) FROM book_events), (SELECT count(*) FROM bbo), "
          "(SELECT count(*) FROM sessions)")
+    lo, hi = run("sql", "--root", ROOT, "--format", "csv", "SELECT min(seq), max(seq) FROM raw").stdout.splitlines()[-1].split(",")
+    assert 7 << 53 <= int(lo) <= int(hi) < 8 << 53  # this host's seq namespace
     remote_counts = run("sql", "--root", ROOT, "--format", "csv", q).stdout
     local_counts = run("sql", "--root", str(local), "--format", "csv", q).stdout
     assert remote_counts == local_counts and "0,0" not in remote_counts.splitlines()[-1]

@@ -523,3 +523,16 @@ def test_conversion_uses_the_frames_kept_in_memory_within_their_cap(tmp_path, mo
         assert s._held == 0
     assert reads  # a segment past the cap was read back
     assert read_all(root).column("seq").to_pylist() == list(range(300))
+
+
+def test_seq_namespaces_never_meet(tmp_path):
+    """Hosts with their own spools and lease files stay apart by namespace; a lease never leaves its own."""
+    from recorder.store.seq import NS_BITS, SeqLease
+
+    a, b = SeqLease(tmp_path / "a", block=4, namespace=1), SeqLease(tmp_path / "b", block=4, namespace=2)
+    xs, ys = [a.next() for _ in range(10)], [b.next() for _ in range(10)]
+    assert xs == sorted(xs) and all(1 << NS_BITS <= x < 2 << NS_BITS for x in xs)
+    assert all(2 << NS_BITS <= y < 3 << NS_BITS for y in ys)
+    assert SeqLease(tmp_path / "a", namespace=1).next() > xs[-1]  # restarts go on from the lease file
+    with pytest.raises(ValueError):
+        SeqLease(tmp_path, namespace=1024)

@@ -69,7 +69,7 @@ class Store:
 
     def __init__(self, root, writer: str, *, fsync_interval: float = 1.0,
                  max_pending_bytes: int = 64 << 20, segment_bytes: int = 32 << 20,
-                 seal_interval: float = 60.0, overload_timeout: float = 30.0):
+                 seal_interval: float = 60.0, overload_timeout: float = 30.0, seq_namespace: int = 0):
         if not isinstance(writer, str) or not WRITER_RE.fullmatch(writer):
             raise StoreError(f"bad writer id {writer!r} (must match {WRITER_RE.pattern})")
         self.root = Path(root)
@@ -80,7 +80,7 @@ class Store:
         self._seal_bytes = max(1, min(segment_bytes, max_pending_bytes // 2))
         self._seal_interval = seal_interval
         self._overload_timeout = overload_timeout
-        self._seq = SeqLease(self.root)
+        self._seq = SeqLease(self.root, namespace=seq_namespace)
         self._lock = threading.Lock()          # segment writes, pending, counters
         self._room = threading.Condition(self._lock)
         self._sync_lock = threading.Lock()     # fsync vs. segment swap
