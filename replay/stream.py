@@ -1,4 +1,4 @@
-"""Streaming L3 replay: an hour of book_events goes through the kernel one row group at a time, the book
+"""Streaming L3 replay: an hour of book_events goes through the kernel in batches of BATCH_ROWS, the book
 carried across batches, so peak memory does not grow with the number of events in the hour.
 
 It writes the same `bbo` and `depth` bytes as the whole-hour path of `replay.book` (its test oracle): bbo
@@ -6,12 +6,12 @@ rows are cut into the writer's row groups and depth into parts of SAMPLE_CHUNK s
 Prices and amounts are converted per batch at the smallest scale seen so far; a batch that needs a finer
 one rescales the book's state, and a price outside the level range so far widens it. Both are exact and
 invisible in outputs (decimals and digests do not depend on the scale). Hours whose files overlap in seq
-(several uncompacted files of one stream) cannot be merged a row group at a time: `plan` returns None
-and the caller uses the whole-hour path.
+(several uncompacted files of one stream) cannot be merged a batch at a time: `plan` returns None and the
+caller uses the whole-hour path.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -184,15 +184,6 @@ class _Levels:
         return idx
 
 
-@dataclass
-class StreamResult:
-    """What streaming an hour produced besides its files (fields as in book.HourResult)."""
-
-    rows: int = 0
-    duplicates: int = 0
-    first: dict[str, int] = field(default_factory=dict)
-
-
 class Stream:
     """The L3 book of one hour, advanced batch by batch; bbo and depth rows leave through sinks in the
     whole-hour path's cuts."""
@@ -209,7 +200,8 @@ class Stream:
         self.sess_ts, self.sess_seq = sts[o], sseq[o]
         self.bbo_sink, self.depth, self.depth_sink = bbo_sink, depth, depth_sink
         self.nlev = depth.levels if depth is not None else 0
-        self.res = StreamResult()
+        self.rows = 0
+        self.first: dict[str, int] = {}  # seq of each anomaly kind's first occurrence
         self.last_seq: int | None = None
         self.run_max = np.iinfo(np.int64).min
         self.next_t: int | None = None
@@ -337,8 +329,8 @@ class Stream:
                     self._flush_depth()
         rp.run(n)
         for k, f in zip(K.KINDS, rp.first):
-            if f >= 0 and k not in self.res.first:
-                self.res.first[k] = int(ev.seq[f])
+            if f >= 0 and k not in self.first:
+                self.first[k] = int(ev.seq[f])
         if self.bbo_sink is not None:
             tk = ev.ticks
             ch, bp, ba, ap, aa = rp.bbo_rows()
@@ -348,7 +340,7 @@ class Stream:
             self.bbo_rows += part.num_rows
             while self.bbo_rows >= self.group_rows:
                 self._flush_bbo(self.group_rows)
-        self.res.rows += n
+        self.rows += n
         self.last_seq = int(ev.seq[-1])
 
     def _flush_depth(self) -> None:
@@ -367,7 +359,7 @@ class Stream:
 
     def finish(self) -> B.HourResult:
         """Flush what the sinks still hold and the hour's result (anomalies, first seqs, final book, digest)."""
-        res = B.HourResult(self.hour, "l3", rows=self.res.rows)
+        res = B.HourResult(self.hour, "l3", rows=self.rows)
         if self.rp is None:
             return res
         if self.samples:
@@ -375,7 +367,7 @@ class Stream:
         if self.bbo_sink is not None and (self.bbo_rows or not self.bbo_written):
             self._flush_bbo(self.bbo_rows)
         res.anomalies = {k: int(c) for k, c in zip(K.KINDS, self.rp.counts)}
-        res.first = dict(self.res.first)
+        res.first = dict(self.first)
         res.book = self.rp.book()
         res.digest = res.book.digest()
         return res
