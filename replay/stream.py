@@ -345,14 +345,15 @@ class Stream:
 
     def _flush_depth(self) -> None:
         if self.depth_parts:
-            self.depth_sink(pa.concat_tables(self.depth_parts).combine_chunks())
+            self.depth_sink(pa.concat_tables(self.depth_parts))
         self.depth_parts, self.samples = [], 0
 
     def _flush_bbo(self, rows: int) -> None:
         tab = pa.concat_tables(self.bbo_parts)
         head, rest = tab.slice(0, rows), tab.slice(rows)
-        self.bbo_sink(head.combine_chunks())
+        self.bbo_sink(head)  # chunked as it came: the Parquet writer's bytes are those of one contiguous table
         self.bbo_written = True
+        # the rest (less than a batch's rows) copied, so the written parts' buffers are freed
         self.bbo_parts, self.bbo_rows = ([rest.combine_chunks()] if rest.num_rows else []), rest.num_rows
         del tab, head, rest
         pa.default_memory_pool().release_unused()  # once per row group: keeps the allocator's pages flat
