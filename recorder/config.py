@@ -116,6 +116,8 @@ class Config:
     remote: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    #: bucket credentials from the secrets file's [s3] table (else botocore's usual chain: AWS_* env, profiles).
+    s3_credentials: Credentials | None = None
     #: seq namespace of this host (recorder.store.seq): 0 on a shared local root; 1..1023, one per host, in a bucket.
     seq_namespace: int = 0
     fsync_interval: float = 1.0
@@ -197,6 +199,17 @@ def _credentials(where: str, raw: Mapping[str, Any], secrets: Mapping[str, Any],
         return Credentials(Secret(entry["api_key"], f"secrets file [{venue}]"),
                            Secret(entry["api_secret"], f"secrets file [{venue}]"))
     return None
+
+
+def _s3_credentials(entry: Any) -> Credentials:
+    """The secrets file's [s3] access_key_id and secret_access_key (values never in an error)."""
+    keys = ("access_key_id", "secret_access_key")
+    if not isinstance(entry, Mapping) or set(entry) != set(keys):
+        raise ConfigError("secrets file [s3]: needs exactly access_key_id and secret_access_key")
+    for k in keys:
+        if not isinstance(entry[k], str) or not entry[k]:
+            raise ConfigError(f"secrets file [s3].{k}: must be a non-empty string")
+    return Credentials(*(Secret(entry[k], "secrets file [s3]") for k in keys))
 
 
 def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, str]) -> VenueConfig | None:
@@ -299,8 +312,10 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
         except tomllib.TOMLDecodeError as e:  # the message quotes no values, only positions
             raise ConfigError(f"recorder.secrets_file: {spath} is not valid TOML ({e})") from None
         for k in secrets:
-            if k not in SPECS:
+            if k not in SPECS and k != "s3":
                 raise ConfigError(f"secrets file: unknown venue [{k}]")
+        if "s3" in secrets:
+            kw["s3_credentials"] = _s3_credentials(secrets["s3"])
     venues_raw = _typed("venues", doc.get("venues", {}), dict, "a table")
     venues = tuple(v for v in (_venue(n, r, secrets, env) for n, r in venues_raw.items()) if v is not None)
     if not venues:

@@ -93,6 +93,8 @@ def secrets_of(cfg: Config) -> list[str]:
     for v in cfg.venues:
         if v.credentials is not None:
             out += [v.credentials.key.reveal(), v.credentials.secret.reveal()]
+    if cfg.s3_credentials is not None:
+        out += [cfg.s3_credentials.key.reveal(), cfg.s3_credentials.secret.reveal()]
     return out
 
 
@@ -228,8 +230,10 @@ class Daemon:
         self.store = await asyncio.to_thread(
             Store(cfg.root, self.writer, fsync_interval=cfg.fsync_interval,
                   max_pending_bytes=cfg.max_pending_bytes, seq_namespace=cfg.seq_namespace).open)
+        creds = cfg.s3_credentials
         shipper = None if cfg.remote is None else remote.Shipper(
-            cfg.root, cfg.remote, self.writer, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region).start()
+            cfg.root, cfg.remote, self.writer, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region,
+            key=creds and creds.key.reveal(), secret=creds and creds.secret.reveal()).start()
         self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
         self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
         self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))

@@ -21,14 +21,17 @@ def key(root: str, *parts: str) -> str:
     return "/".join([base, *(p.strip("/") for p in parts if p)])
 
 
-def filesystem(endpoint_url: str | None = None, region: str | None = None):
-    """An s3fs filesystem that lists afresh every time (new objects appear to readers at once)."""
+def filesystem(endpoint_url: str | None = None, region: str | None = None, key: str | None = None,
+               secret: str | None = None):
+    """An s3fs filesystem that lists afresh every time (new objects appear to readers at once); key and secret
+    default to botocore's chain (AWS_* environment, profiles, instance roles)."""
     try:
         import s3fs
     except ImportError:
         raise RuntimeError("an s3:// dataset root needs s3fs: pip install 'booktape[s3]'") from None
     client = {k: v for k, v in (("endpoint_url", endpoint_url), ("region_name", region)) if v}
-    return s3fs.S3FileSystem(client_kwargs=client or None, use_listings_cache=False, skip_instance_cache=True)
+    return s3fs.S3FileSystem(key=key, secret=secret, client_kwargs=client or None, use_listings_cache=False,
+                             skip_instance_cache=True)
 
 
 def sha256_file(path: str | os.PathLike, fs=None) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from simfixtures import threaded_sim  # noqa: E402
-from test_e2e_process import free_port, start, stop, toml  # noqa: E402
+from test_e2e_process import free_port, stop, toml  # noqa: E402
 from test_multi_recorder import wait_fed  # noqa: E402
 
 from recorder.demo import sim_doc  # noqa: E402
@@ -23,6 +23,7 @@ from schemas import storage  # noqa: E402
 BUCKET = "booktape-test"
 ROOT = f"s3://{BUCKET}/data"
 REPLAY = [sys.executable, "-c", "from replay.cli import main; main()"]
+KEY_ID, SECRET = "AKIA-from-secrets-file-7f3a", "s3-secret-from-file-d41d8cd98f00b204"
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +72,17 @@ def test_recorder_ships_to_the_bucket_and_replay_reads_it(s3, tmp_path):
         doc = sim_doc(ts.sim.urls, ROOT, ["BTC_USD"])
         doc["venues"] = {"btcalpha": doc["venues"]["btcalpha"]}
         port = free_port()
-        doc["recorder"].update(spool=str(tmp_path / "spool"), writer="s3rec", metrics_port=port, seq_namespace=7)
+        doc["recorder"].update(spool=str(tmp_path / "spool"), writer="s3rec", metrics_port=port, seq_namespace=7,
+                               secrets_file="secrets.toml")
         cfg = tmp_path / "rec.toml"
         cfg.write_text(toml(doc))
-        proc = start(cfg, tmp_path / "rec.log")
+        # the recorder's bucket credentials come from its secrets file, not from the AWS_* environment
+        (tmp_path / "secrets.toml").write_text(f'[s3]\naccess_key_id = "{KEY_ID}"\nsecret_access_key = "{SECRET}"\n')
+        rec_env = {k: v for k, v in os.environ.items()
+                   if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "ARROW_DEFAULT_MEMORY_POOL")}
+        proc = subprocess.Popen([sys.executable, "-c", "from recorder.cli import main; main()", "run", "--config",
+                                 str(cfg)], stdout=(tmp_path / "rec.log").open("ab"), stderr=subprocess.STDOUT,
+                                env=rec_env)
         wait_fed(port, proc, ["btcalpha:book"])
         time.sleep(6)
         assert stop(proc)[0] == 0, (tmp_path / "rec.log").read_text()[-3000:]
@@ -85,7 +93,8 @@ def test_recorder_ships_to_the_bucket_and_replay_reads_it(s3, tmp_path):
     assert not [p for p in spool.rglob("*.parquet") if "_log" not in p.parts]  # everything final was shipped
     assert (spool / "_log").is_dir()  # the durable log stays local
     log = (tmp_path / "rec.log").read_text()
-    assert env["AWS_SECRET_ACCESS_KEY"] not in log and env["AWS_ACCESS_KEY_ID"] not in log
+    assert SECRET not in log and KEY_ID not in log
+    assert not [p for p in spool.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     # replay reads the bucket; bbo's output lands in it
     out = run("bbo", "--root", ROOT, "--exchange", "btcalpha", "--pair", "BTC_USD")
     assert "rows=" in out.stdout
@@ -149,3 +158,22 @@ def test_prune_a_bucket_keeps_the_current_day(s3, tmp_path):
                           "--older-than", "30d", "--table", "trades"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "1 partition(s) dropped" in out.stdout, out.stderr
     assert fs.exists(keys[0]) and not fs.exists(keys[40])
+
+
+def test_bucket_config_needs_a_spool_a_namespace_and_keeps_credentials_secret(tmp_path):
+    from recorder import config
+
+    doc = {"recorder": {"root": ROOT, "spool": "spool", "seq_namespace": 2, "secrets_file": "s.toml"},
+           "venues": {"btcalpha": {"pairs": ["BTC_USD"]}}}
+    (tmp_path / "s.toml").write_text(f'[s3]\naccess_key_id = "{KEY_ID}"\nsecret_access_key = "{SECRET}"\n')
+    cfg = config.parse(doc, base=tmp_path, env={})
+    assert cfg.remote == ROOT and cfg.root == tmp_path / "spool" and cfg.seq_namespace == 2
+    assert cfg.s3_credentials.secret.reveal() == SECRET and SECRET not in repr(cfg) and KEY_ID not in repr(cfg)
+    for bad, msg in (({"spool": None}, "recorder.spool"), ({"seq_namespace": 0}, "seq_namespace")):
+        rec = {k: v for k, v in {**doc["recorder"], **bad}.items() if v is not None}
+        with pytest.raises(config.ConfigError, match=msg):
+            config.parse({**doc, "recorder": rec}, base=tmp_path, env={})
+    (tmp_path / "s.toml").write_text(f'[s3]\naccess_key_id = "{KEY_ID}"\n')
+    with pytest.raises(config.ConfigError, match=r"\[s3\]: needs exactly") as e:
+        config.parse(doc, base=tmp_path, env={})
+    assert KEY_ID not in str(e.value)

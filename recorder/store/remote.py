@@ -43,10 +43,10 @@ def pending(spool: Path, writer: str, everything: bool = False) -> list[Path]:
     return out
 
 
-def ship(spool: Path, remote: str, writer: str, *, everything: bool = False, fs=None,
-         endpoint_url: str | None = None, region: str | None = None) -> list[str]:
-    """Ship what is ready (see pending) under the compaction lock, so no merge runs on a file being shipped."""
-    fs = fs or storage.filesystem(endpoint_url, region)
+def ship(spool: Path, remote: str, writer: str, *, everything: bool = False, fs=None, **s3) -> list[str]:
+    """Ship what is ready (see pending) under the compaction lock, so no merge runs on a file being shipped;
+    s3: storage.filesystem's endpoint_url, region, key, secret."""
+    fs = fs or storage.filesystem(**s3)
     keys = []
     for path in pending(spool, writer, everything):
         with compact.compaction_lock(spool):
