@@ -13,7 +13,7 @@ WARM   := $(BIN)/python -c 'from recorder.feeds import l3; l3.warm()'
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,cluster,s3]'
 	$(BIN)/pip install -q --no-deps 'ccxt==4.4.50'
 	touch $(STAMP)
 

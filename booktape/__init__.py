@@ -327,18 +327,22 @@ class Dataset:
                                   progress=progress, **kw)
 
     def write_bbo(self, exchange: str, pair: str, start: Time | None = None, end: Time | None = None,
-                  jobs: int = 1, progress: Callable[[int, int], None] | None = None) -> Written:
-        """Write the `bbo` table for every hour meeting [start, end), one file per hour; the files written."""
+                  jobs: int = 1, progress: Callable[[int, int], None] | None = None,
+                  scheduler: str | None = None) -> Written:
+        """Write the `bbo` table for every hour meeting [start, end), one file per hour; the files written.
+        scheduler: a Dask scheduler address or local:N runs one task per hour there (booktape[cluster])."""
         res = self.replay(exchange, pair, _time(start, "start"), _time(end, "end"), jobs=jobs, progress=progress,
-                          bbo=True)
+                          bbo=True, scheduler=scheduler)
         return self._written("bbo", exchange, pair, res)
 
     def write_depth(self, exchange: str, pair: str, levels: int = 10, every: str | int | None = "1s",
                     start: Time | None = None, end: Time | None = None, jobs: int = 1,
-                    progress: Callable[[int, int], None] | None = None) -> Written:
-        """Write the `depth` table for every hour meeting [start, end), one file per hour; the files written."""
+                    progress: Callable[[int, int], None] | None = None, scheduler: str | None = None) -> Written:
+        """Write the `depth` table for every hour meeting [start, end), one file per hour; the files written
+        (scheduler: as write_bbo)."""
         lo, hi = _time(start, "start"), _time(end, "end")
-        res = self.replay(exchange, pair, lo, hi, jobs=jobs, progress=progress, depth=self._depth(levels, every, lo, hi))
+        res = self.replay(exchange, pair, lo, hi, jobs=jobs, progress=progress, depth=self._depth(levels, every, lo, hi),
+                          scheduler=scheduler)
         return self._written("depth", exchange, pair, res)
 
     def verify(self, exchange: str, pair: str, start: Time | None = None, end: Time | None = None,

@@ -54,6 +54,28 @@ def status(root: str) -> None:
 
 
 @main.command()
+@click.option("--root", required=True, help="Dataset root: a directory or s3://bucket/prefix.")
+@click.option("--older-than", "older_than", required=True, help="Age like 30d or 36h: whole days older are dropped.")
+@click.option("--table", "tables", multiple=True, help="Only this table (repeatable; default: every table).")
+@click.option("--dry-run", is_flag=True, help="List what would go, change nothing.")
+def prune(root: str, older_than: str, tables: tuple[str, ...], dry_run: bool) -> None:
+    """Drop date partitions older than an age; never the current day; safe while readers and recorders run."""
+    from recorder.store import prune as P
+    from schemas import storage
+
+    if not storage.is_remote(root) and not os.path.isdir(root):
+        raise click.ClickException(f"dataset root not found: {root}")
+    try:
+        parts = P.prune(root, P.parse_age(older_than), list(tables) or None, dry_run=dry_run)
+    except P.PruneError as e:
+        raise click.BadParameter(str(e)) from None
+    for p in parts:
+        click.echo(f"{'would drop' if dry_run else 'dropped'} {p.rel}")
+    click.echo(f"{len(parts)} partition(s) {'to drop' if dry_run else 'dropped'} "
+               f"(dates before {P.cutoff(P.parse_age(older_than))})")
+
+
+@main.command()
 @click.option("--seconds", default=30.0, show_default=True, help="How long to record.")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: a temp dir).")
 @click.option("--pairs", default="BTC_USD,ETH_BTC", show_default=True)

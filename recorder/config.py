@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 from schemas import is_pair
 
+_WRITER_RE = re.compile(r"[A-Za-z0-9_]{1,64}")  # as recorder.store.WRITER_RE (config does not import the store)
+
 VENUES = ("btcalpha", "bitexbit", "bitopro", "bitbay")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -132,6 +134,17 @@ class Config:
 
     root: Path
     venues: tuple[VenueConfig, ...]
+    #: this recorder's writer id: its log, lock and file names; several recorders share a root with distinct ids.
+    writer: str = "recorder"
+    #: s3://bucket/prefix when the dataset lives in a bucket: `root` is then the local spool (log, open hours),
+    #: and finished files are shipped (recorder.store.remote); endpoint and region may come from here.
+    remote: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    #: bucket credentials from the secrets file's [s3] table (else botocore's usual chain: AWS_* env, profiles).
+    s3_credentials: Credentials | None = None
+    #: seq namespace of this host (recorder.store.seq): 0 on a shared local root; 1..1023, one per host, in a bucket.
+    seq_namespace: int = 0
     fsync_interval: float = 1.0
     metrics_host: str = "127.0.0.1"
     allow_remote: bool = False  # metrics_host may be an address other machines reach (no authentication)
@@ -145,7 +158,7 @@ class Config:
 
 
 _TOP_KEYS = {"recorder", "venues"}
-_RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "allow_remote", "metrics_port", "log_format", "log_level", "queue_max",
+_RECORDER_KEYS = {"root", "writer", "spool", "s3_endpoint_url", "s3_region", "seq_namespace", "fsync_interval", "metrics_host", "allow_remote", "metrics_port", "log_format", "log_level", "queue_max",
                   "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
 _VENUE_KEYS = {"enabled", "api", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "framing", "ws_path", "subscribe", "subscribe_json", "book_limit", "trades_interval", "candles_interval",
@@ -263,6 +276,17 @@ def _socket_framing(where: str, name: str, raw: Mapping[str, Any]) -> dict[str, 
     return {"framing": framing, "ws_path": path.strip("/"), "subscribe": sub, "subscribe_json": tmpl}
 
 
+def _s3_credentials(entry: Any) -> Credentials:
+    """The secrets file's [s3] access_key_id and secret_access_key (values never in an error)."""
+    keys = ("access_key_id", "secret_access_key")
+    if not isinstance(entry, Mapping) or set(entry) != set(keys):
+        raise ConfigError("secrets file [s3]: needs exactly access_key_id and secret_access_key")
+    for k in keys:
+        if not isinstance(entry[k], str) or not entry[k]:
+            raise ConfigError(f"secrets file [s3].{k}: must be a non-empty string")
+    return Credentials(*(Secret(entry[k], "secrets file [s3]") for k in keys))
+
+
 def _venue(name: str, raw: Any, secrets: Mapping[str, Any], env: Mapping[str, str]) -> VenueConfig | None:
     where = f"venues.{name}"
     if name not in SPECS:
@@ -334,7 +358,31 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
     _check_keys("recorder", rec, _RECORDER_KEYS)
     if "root" not in rec:
         raise ConfigError("recorder.root: the dataset root directory is required")
-    root = base / _typed("recorder.root", rec["root"], str, "a path string")
+    root_text = _typed("recorder.root", rec["root"], str, "a path string")
+    kw: dict[str, Any] = {}
+    if root_text.startswith("s3://"):
+        if "spool" not in rec:
+            raise ConfigError("recorder.spool: a local directory is required with an s3:// root (the durable log "
+                              "and the hours not shipped yet live there)")
+        if not root_text[5:].strip("/"):
+            raise ConfigError("recorder.root: s3://bucket[/prefix] needs a bucket name")
+        kw["remote"] = root_text.rstrip("/")
+        root = base / _typed("recorder.spool", rec["spool"], str, "a path string")
+        for k in ("s3_endpoint_url", "s3_region"):
+            if k in rec:
+                kw[k] = _typed(f"recorder.{k}", rec[k], str, "a string")
+        ns = _typed("recorder.seq_namespace", rec.get("seq_namespace", 0), int, "an integer")
+        if not 1 <= ns <= 1023:
+            raise ConfigError("recorder.seq_namespace: required with an s3:// root, 1-1023 and different on each host "
+                              "writing the bucket (seq stays unique across hosts; docs/scale.md)")
+        kw["seq_namespace"] = ns
+    else:
+        root = base / root_text
+        if rec.get("seq_namespace", 0) != 0:
+            ns = _typed("recorder.seq_namespace", rec["seq_namespace"], int, "an integer")
+            if not 0 <= ns <= 1023:
+                raise ConfigError("recorder.seq_namespace: 0-1023")
+            kw["seq_namespace"] = ns
     secrets: Mapping[str, Any] = {}
     if "secrets_file" in rec:
         spath = base / _typed("recorder.secrets_file", rec["secrets_file"], str, "a path string")
@@ -345,13 +393,14 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
         except tomllib.TOMLDecodeError as e:  # the message quotes no values, only positions
             raise ConfigError(f"recorder.secrets_file: {spath} is not valid TOML ({e})") from None
         for k in secrets:
-            if k not in SPECS:
+            if k not in SPECS and k != "s3":
                 raise ConfigError(f"secrets file: unknown venue [{k}]")
+        if "s3" in secrets:
+            kw["s3_credentials"] = _s3_credentials(secrets["s3"])
     venues_raw = _typed("venues", doc.get("venues", {}), dict, "a table")
     venues = tuple(v for v in (_venue(n, r, secrets, env) for n, r in venues_raw.items()) if v is not None)
     if not venues:
         raise ConfigError("venues: no enabled venue")
-    kw: dict[str, Any] = {}
     for k in ("fsync_interval", "backoff_base", "backoff_cap"):
         if k in rec:
             kw[k] = _positive(f"recorder.{k}", rec[k])
@@ -366,6 +415,11 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
         if not 0 <= port < 65536:
             raise ConfigError(f"recorder.metrics_port: {port} is not a port (0 picks a free one)")
         kw["metrics_port"] = port
+    if "writer" in rec:
+        w = _typed("recorder.writer", rec["writer"], str, "a string")
+        if not _WRITER_RE.fullmatch(w):
+            raise ConfigError(f"recorder.writer: {w!r} must be 1-64 letters, digits or _ (it names files)")
+        kw["writer"] = w
     if "metrics_host" in rec:
         kw["metrics_host"] = _metrics_host(_typed("recorder.metrics_host", rec["metrics_host"], str, "an address"),
                                            _typed("recorder.allow_remote", rec.get("allow_remote", False), bool,

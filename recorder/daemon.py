@@ -36,6 +36,7 @@ from recorder.redact import Redactor
 from recorder.procs import child_env
 from recorder.store import Store
 from recorder.store.health import STALL_AFTER, store_health
+from recorder.store import remote
 from recorder.transport import Backoff, RateLimiter
 from schemas import TABLES, files
 
@@ -92,6 +93,8 @@ def secrets_of(cfg: Config) -> list[str]:
     for v in cfg.venues:
         if v.credentials is not None:
             out += [v.credentials.key.reveal(), v.credentials.secret.reveal()]
+    if cfg.s3_credentials is not None:
+        out += [cfg.s3_credentials.key.reveal(), cfg.s3_credentials.secret.reveal()]
     return out
 
 
@@ -121,12 +124,12 @@ def dataset_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, i
 class Daemon:
     """One recorder run over a config."""
 
-    def __init__(self, cfg: Config, *, writer: str = "recorder", snapshot_interval: float = 3600.0,
+    def __init__(self, cfg: Config, *, writer: str | None = None, snapshot_interval: float = 3600.0,
                  on_ready: Callable[["Daemon"], None] | None = None,
                  build: Callable[..., list] = feeds_mod.build) -> None:
         self.cfg = cfg
         self.build = build
-        self.writer = writer
+        self.writer = writer or cfg.writer
         self.snapshot_interval = snapshot_interval
         self.on_ready = on_ready
         self.metrics = Metrics()
@@ -144,7 +147,7 @@ class Daemon:
     def new_store(self) -> Store:
         """The store this run writes to (not opened)."""
         return Store(self.cfg.root, self.writer, fsync_interval=self.cfg.fsync_interval,
-                     max_pending_bytes=self.cfg.max_pending_bytes)
+                     max_pending_bytes=self.cfg.max_pending_bytes, seq_namespace=self.cfg.seq_namespace)
 
     def stop(self) -> None:
         """Ask the run to end (signal handlers call this)."""
@@ -242,6 +245,10 @@ class Daemon:
             self.stop()
         log.info("arrow memory pool", extra={"fields": {"pool": pa.default_memory_pool().backend_name}})
         self.store = await asyncio.to_thread(self.new_store().open)
+        creds = cfg.s3_credentials
+        shipper = None if cfg.remote is None else remote.Shipper(
+            cfg.root, cfg.remote, self.writer, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region,
+            key=creds and creds.key.reveal(), secret=creds and creds.secret.reveal()).start()
         self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
         self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
         self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))
@@ -299,6 +306,8 @@ class Daemon:
                 await asyncio.wait_for(closing, left)
             except TimeoutError:
                 log.error("store close did not finish in time: its log is recovered at the next start")
+            if shipper is not None:  # the bucket gets every final file, the open hour's too
+                await asyncio.to_thread(shipper.stop)
             log.info("stopped", extra={"fields": {"rows": sink.appended, "stop_seconds":
                                                   round(time.monotonic() - self._stop_at, 3)}})
         return 0

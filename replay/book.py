@@ -381,18 +381,25 @@ class L3Replay:
     """The order-level book over one hour's Events, advanced in place by the kernel."""
 
     def __init__(self, ev: Events, bbo: bool = False):
-        self.ev = ev
-        n = len(ev)
         self.ht = np.full((1 << 12, 4), -1, np.int64)
         self.shift = np.uint64(64 - 12)
         self.lv = np.zeros((2, len(ev.ticks), 2), np.int64)  # per side and level: amount, order count
-        self.st = np.zeros(K.STATE_SIZE, np.int64)
-        self.st[[K.ST_BID, K.ST_ASK, K.ST_SNAP]] = -1
+        self.st = K.initial_state()
         self.counts = np.zeros(len(K.KINDS), np.int64)
         self.first = np.full(len(K.KINDS), -1, np.int64)
+        self.load(ev, bbo)
+
+    def load(self, ev: Events, bbo: bool = False) -> None:
+        """Point the book at the next batch of events (replay.stream): the book, counts and state carry
+        over; event indices (status, bbo rows, gap marks) start again from 0, and `first` keeps each kind's
+        index into the batch where it was first set."""
+        self.ev, n = ev, len(ev)
         self.status = np.zeros(n, np.uint8)
         self.bbo = np.empty((5, n // 2 + 16 if bbo else 0), np.int64)
         self.pos = 0
+        gap = self.st[K.ST_GAP] > self.st[K.ST_SNAP]
+        self.st[K.ST_GAP], self.st[K.ST_SNAP] = (-1, -2) if gap else (-2, -1)
+        self.st[K.ST_NBBO] = self.st[K.ST_GPTR] = 0
 
     def run(self, stop: int, samples: np.ndarray | None = None, nlev: int = 0) -> tuple[np.ndarray, ...]:
         """Apply events up to index stop, recording the top nlev levels after each sorted sample position."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -10,10 +11,11 @@ import pyarrow.parquet as pq
 from replay import book as B
 from booktape import Dataset, DatasetError, duration_ns
 from booktape import import_mbo as _import_mbo
-from replay import outputs, times
+from replay import cluster, outputs, remote, times  # cluster imports Dask only when a scheduler is used
 from replay.times import iso
+from replay.source import HOUR_NS
 from replay.sql import sql
-from schemas import files
+from schemas import files, storage
 
 
 
@@ -50,6 +52,18 @@ class _Time(click.ParamType):
 TIME = _Time()
 
 
+class _Root(click.ParamType):
+    """A dataset root: a local directory (Path) or an s3://bucket/prefix URL (kept as text)."""
+
+    name = "ROOT"
+
+    def convert(self, value, param, ctx):
+        return value if isinstance(value, Path) or storage.is_remote(value) else Path(value)
+
+
+ROOT = _Root()
+
+
 def _options(*names: str):
     """The shared options a command takes (names from _OPTIONS), in that order."""
     def deco(f):
@@ -60,8 +74,8 @@ def _options(*names: str):
 
 
 _OPTIONS = {
-    "root": click.option("--root", required=True, type=click.Path(file_okay=False, path_type=Path),
-                         envvar="BOOKTAPE_ROOT", help="dataset root (or $BOOKTAPE_ROOT)"),
+    "root": click.option("--root", required=True, type=ROOT, envvar="BOOKTAPE_ROOT",
+                         help="dataset root: a directory or s3://bucket/prefix (or $BOOKTAPE_ROOT)"),
     "exchange": click.option("--exchange", required=True, help="venue, e.g. btcalpha"),
     "pair": click.option("--pair", required=True, help="pair, e.g. BTC_USD"),
     "start": click.option("--start", type=TIME, default=None, help="range start (ISO-8601 or epoch s/ms/us/ns)"),
@@ -117,6 +131,35 @@ def _report_written(table: str, root: Path, written) -> None:
     click.echo(f"wrote {written.rows} {table} rows in {len(written)} file(s) under {where}")
 
 
+#: --scheduler, for the commands that write: one Dask task per hour (replay.cluster).
+_scheduler = click.option("--scheduler", default=None, metavar="ADDRESS|local:N",
+                          help="run the hours on a Dask scheduler (tcp://host:8786) or a LocalCluster of N worker "
+                               "processes (needs booktape[cluster])")
+
+
+def _check_scheduler(scheduler: str | None, jobs: int) -> None:
+    """--scheduler with --jobs, or a scheduler that cannot be used, is a one-line usage error."""
+    if not scheduler:
+        return
+    if jobs > 1:
+        raise click.UsageError("--jobs and --scheduler exclude each other (the scheduler's workers do the jobs)")
+    try:
+        cluster.check(scheduler)
+    except cluster.ClusterError as e:
+        raise click.UsageError(str(e)) from None
+
+
+@contextmanager
+def _staged(root, exchange: str, pair: str, lo: int | None, hi: int | None):
+    """The Dataset to replay: the root itself, or for s3:// a local copy of what the range reads (outputs
+    written there are uploaded, verified, when the command succeeds)."""
+    try:
+        with remote.staged(root, exchange, pair, lo, hi) as local:
+            yield _dataset(local)
+    except cluster.ClusterError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="booktape")
 def main() -> None:
@@ -130,7 +173,8 @@ def main() -> None:
 @click.option("--orders", is_flag=True, help="list resting orders (L3) instead of levels")
 def book(root, exchange, pair, at, levels, orders):
     """Print the book at an instant."""
-    bk = _call(_dataset(root).book, exchange, pair, at, levels=levels, orders=orders)
+    with _staged(root, exchange, pair, at - at % HOUR_NS - 60 * 10**9, at + 1) as ds:
+        bk = _call(ds.book, exchange, pair, at, levels=levels, orders=orders)
     state = "GAP (not known exact)" if bk.gap else "exact"
     click.echo(f"{exchange} {pair} at {iso(at)}: seq {bk.seq} ({iso(bk.ts_ns)}), {state}, digest {bk.digest}")
     rows = bk.arrow.to_pylist()
@@ -146,21 +190,28 @@ def book(root, exchange, pair, at, levels, orders):
 
 @main.command()
 @_options(*_RANGE)
-def bbo(root, exchange, pair, start, end, jobs, progress):
+@_scheduler
+def bbo(root, exchange, pair, start, end, jobs, progress, scheduler):
     """Write the `bbo` table (best bid/offer after every change) for every hour meeting [start, end)."""
-    w = _call(_dataset(root).write_bbo, exchange, pair, start, end, jobs=jobs, progress=_progress("bbo", progress))
-    _report_written("bbo", root, w)
+    _check_scheduler(scheduler, jobs)
+    with _staged(root, exchange, pair, start, end) as ds:
+        w = _call(ds.write_bbo, exchange, pair, start, end, jobs=jobs, progress=_progress("bbo", progress),
+                  scheduler=scheduler)
+        _report_written("bbo", ds.root, w)
 
 
 @main.command()
 @_options(*_RANGE)
 @click.option("--levels", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--every", default="1s", show_default=True, help="`event` or a duration (100ms, 1s, 1m)")
-def depth(root, exchange, pair, start, end, jobs, progress, levels, every):
+@_scheduler
+def depth(root, exchange, pair, start, end, jobs, progress, levels, every, scheduler):
     """Write the `depth` table (top-N levels per side per interval or event) for every hour meeting [start, end)."""
-    w = _call(_dataset(root).write_depth, exchange, pair, levels, _every(every), start, end, jobs=jobs,
-              progress=_progress("depth", progress))
-    _report_written("depth", root, w)
+    _check_scheduler(scheduler, jobs)
+    with _staged(root, exchange, pair, start, end) as ds:
+        w = _call(ds.write_depth, exchange, pair, levels, _every(every), start, end, jobs=jobs,
+                  progress=_progress("depth", progress), scheduler=scheduler)
+        _report_written("depth", ds.root, w)
 
 
 #: `replay verify` exit status when no snapshot could be checked (see its help).
@@ -181,8 +232,10 @@ def verify(root, exchange, pair, start, end, jobs, progress, window, allow_empty
     w = _every(window)
     if w is None:
         raise click.BadParameter("--window takes a duration like 500ms or 2s")
-    for r in _call(_dataset(root).verify, exchange, pair, start, end, window=w, jobs=jobs,
-                   progress=_progress("verify", progress)):
+    with _staged(root, exchange, pair, start, end) as ds:
+        results = _call(ds.verify, exchange, pair, start, end, window=w, jobs=jobs,
+                        progress=_progress("verify", progress))
+    for r in results:
         changes = f" level_changes={r.changes}" if r.kind == "l2" else ""
         skipped = f" skipped={r.skipped}" if r.kind == "l3" else ""
         click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{skipped}{changes}")
@@ -220,8 +273,9 @@ def plot(root, exchange, pair, start, end, jobs, progress, out, levels, every):
         P.require()
     except P.MissingMatplotlib as e:
         raise click.ClickException(str(e)) from None
-    path = _call(_dataset(root).plot, exchange, pair, out, start, end, levels=levels, every=_every(every),
-                 jobs=jobs, progress=_progress("plot", progress))
+    with _staged(root, exchange, pair, start, end) as ds:
+        path = _call(ds.plot, exchange, pair, out, start, end, levels=levels, every=_every(every),
+                     jobs=jobs, progress=_progress("plot", progress))
     click.echo(f"wrote {path}")
 
 

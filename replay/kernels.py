@@ -261,7 +261,19 @@ def _sample(j, lv, bb, ba, dp, da, dc):
 
 #: Slots of the kernel's scalar state vector.
 ST_LIVE, ST_BID, ST_ASK, ST_CROSSED, ST_GAP, ST_SNAP, ST_PENDING, ST_GPTR, ST_SPTR, ST_NBBO = range(10)
-STATE_SIZE = 10
+#: The last emitted bbo row (bid level, bid amount, ask level, ask amount, gap bit), carried in the state so a
+#: caller may empty the bbo buffer between calls (streaming replay); the initial values differ from any row.
+ST_PB, ST_PBA, ST_PA, ST_PAA, ST_PG = range(10, 15)
+STATE_SIZE = 15
+_STATE_INIT = {ST_BID: -1, ST_ASK: -1, ST_SNAP: -1, ST_PB: -2, ST_PBA: -1, ST_PA: -2, ST_PAA: -1, ST_PG: 2}
+
+
+def initial_state() -> np.ndarray:
+    """The kernel's state vector before the first event of an hour."""
+    st = np.zeros(STATE_SIZE, np.int64)
+    for k, v in _STATE_INIT.items():
+        st[k] = v
+    return st
 
 
 @njit(cache=True, inline="always")
@@ -279,7 +291,8 @@ def _count(counts, first, kind, i):
 # - status[i]: bit 0 = book not known exact (from the hour's start, an R or a gap position in gpos until
 #   a snapshot completes), bit 1 = observed (not in the middle of R + S rows);
 # - bbo rows (event, bid level, bid amount, ask level, ask amount) when any of them or the gap bit
-#   changes at an observed event; samp: sorted event positions whose top levels go into dp/da/dc.
+#   changes at an observed event (against the last row emitted, kept in st[ST_PB:ST_PG + 1]); samp: sorted event positions whose top
+#   levels go into dp/da/dc.
 @njit(cache=True)
 def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lv, st, counts, first,
            status, bbo, samp, dp, da, dc):
@@ -293,9 +306,7 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lv, st, 
     ng = gpos.shape[0]
     ns = samp.shape[0]
     cap = bbo.shape[1]
-    # the last emitted bbo row (a first row always differs)
-    pb, pba, pa, paa, pg = (bbo[1, nb - 1], bbo[2, nb - 1], bbo[3, nb - 1], bbo[4, nb - 1],
-                            status[bbo[0, nb - 1]] & 1) if nb > 0 else (-2, -1, -2, -1, 2)
+    pb, pba, pa, paa, pg = st[ST_PB], st[ST_PBA], st[ST_PA], st[ST_PAA], st[ST_PG]
     while j < ns and samp[j] < start:
         _sample(j, lv, bb, ba, dp, da, dc)
         j += 1
@@ -394,4 +405,5 @@ def l3_run(act, side, oid, pidx, lo, amt, gpos, start, stop, ht, shift, lv, st, 
     st[ST_LIVE], st[ST_BID], st[ST_ASK], st[ST_CROSSED] = live, bb, ba, crossed
     st[ST_GAP], st[ST_SNAP], st[ST_PENDING] = last_gap, last_snap, pending
     st[ST_GPTR], st[ST_SPTR], st[ST_NBBO] = gp, j, nb
+    st[ST_PB], st[ST_PBA], st[ST_PA], st[ST_PAA], st[ST_PG] = pb, pba, pa, paa, pg
     return i

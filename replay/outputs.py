@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay import book as B
+from replay import stream
 from replay.source import date_of, partition_dir
 from schemas import TABLES
 
@@ -76,25 +77,47 @@ def hour_job(root: str, exchange: str, pair: str, hour: int, book_kind: str, bbo
     if not write:
         return B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind,
                              window=window)
+    groups = stream.plan(root, exchange, pair, hour) if book_kind == "l3" and not verify else None
     with ExitStack() as stack:
         sink = None if depth is None else stack.enter_context(hour_writer(root, "depth", exchange, pair, hour))
-        res = B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind,
-                            depth_sink=sink)
+        if groups is not None:  # bounded memory: row group after row group, bbo written as it comes
+            write_bbo = _opened_on_use(stack, root, "bbo", exchange, pair, hour) if bbo else None
+            res = stream.replay_hour(root, exchange, pair, hour, groups, bbo_sink=write_bbo, depth=depth,
+                                     depth_sink=sink, bbo_rows=ROW_GROUP)
+        else:
+            res = B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify,
+                                book_kind=book_kind, depth_sink=sink)
     if res.bbo is not None:
         write_hour(root, "bbo", exchange, pair, hour, res.bbo)
     return replace(res, bbo=None, depth=None, book=None)
 
 
+def _opened_on_use(stack: ExitStack, root, table: str, exchange: str, pair: str, hour: int) -> Callable:
+    """A part writer whose hour_writer opens (on the stack) at the first part: no part, no file."""
+    opened: list[Callable] = []
+
+    def write(part: pa.Table) -> None:
+        if not opened:
+            opened.append(stack.enter_context(hour_writer(root, table, exchange, pair, hour)))
+        opened[0](part)
+    return write
+
+
 def run_hours(root: str, exchange: str, pair: str, hours: Iterable[int], *, jobs: int = 1, bbo: bool = False,
               depth: B.Depth | None = None, verify: bool = False, write: bool = True, window: int = 2 * 10**9,
-              progress: Callable[[int, int], None] | None = None) -> list[B.HourResult]:
-    """Replay hours independently (in `jobs` worker processes when > 1); results in hour order."""
+              progress: Callable[[int, int], None] | None = None, scheduler: str | None = None) -> list[B.HourResult]:
+    """Replay hours independently (in `jobs` worker processes when > 1, or one Dask task each on `scheduler`,
+    see replay.cluster); results in hour order."""
     hours = list(hours)
     kind = B.kind(root, exchange, pair)
     args = [(str(root), exchange, pair, h, kind, bbo, depth if depth is None else replace(depth, final=h == hours[-1]),
              verify, write, window) for h in hours]
     done: list[B.HourResult] = []
-    if jobs <= 1:
+    if scheduler:
+        from replay import cluster
+
+        done = cluster.run(hour_job, args, scheduler, label=f"{exchange}-{pair}", progress=progress)
+    elif jobs <= 1:
         for a in args:
             done.append(hour_job(*a))
             if progress:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import schemas
-from schemas import files
+from schemas import files, storage
 
 #: DuckDB type of each partition column, as the views declare it.
 PARTITION_TYPES = {"exchange": "VARCHAR", "pair": "VARCHAR", "date": "DATE"}
@@ -74,23 +74,24 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _glob(root: Path, table: str) -> str:
+def _glob(root: Path | str, table: str) -> str:
     """The glob of a table's data files: partition directories only, no `_`/`.` names."""
-    return str(root / table / "exchange=*" / "pair=*" / "date=*" / "[!_.]*.parquet")
+    return "/".join([str(root), table, "exchange=*", "pair=*", "date=*", "[!_.]*.parquet"])
 
 
-def view_sql(root: Path, table: schemas.Table, files: list[Path] | None = None, guard: str = "") -> str:
+def view_sql(root: Path, table: schemas.Table, paths: list[Path] | None = None, guard: str = "") -> str:
     """SELECT every column of `table` (schema columns, then partition columns) over the files under `root`:
-    its glob, or exactly `files` when given (a root holding unreadable files); `guard` is a WHERE clause."""
+    its glob, or exactly `paths` when given (a root holding unreadable files); `guard` is a WHERE clause."""
     typed = dict(zip(table.schema.names, map(duckdb_type, table.schema.types))) | PARTITION_TYPES
     empty = ", ".join(f"NULL::{t} AS {_ident(c)}" for c, t in typed.items())
     hive = "{" + ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in PARTITION_TYPES.items()) + "}"
     where = f" WHERE {guard}" if guard else ""
     columns = ", ".join(map(_ident, typed))
-    if files is not None and not files:
+    if paths is not None and not paths:
         return f"SELECT {columns} FROM (SELECT {empty} WHERE false){where}"
-    paths = _literal(_glob(root, table.name)) if files is None else "[" + ", ".join(_literal(str(f)) for f in files) + "]"
-    scan = (f"read_parquet({paths}, hive_partitioning = true, hive_types = {hive}, "
+    where_from = _literal(_glob(root, table.name)) if paths is None else \
+        "[" + ", ".join(_literal(str(f)) for f in paths) + "]"
+    scan = (f"read_parquet({where_from}, hive_partitioning = true, hive_types = {hive}, "
             "union_by_name = true, allow_empty = true)")
     return f"SELECT {columns} FROM (SELECT {empty} WHERE false UNION ALL BY NAME SELECT * FROM {scan}){where}"
 
@@ -102,8 +103,11 @@ def latest_sql(table: schemas.Table, source: str) -> str:
     return f"SELECT * FROM {_ident(source)} QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {newest}) = 1"
 
 
-def _root(root: str | os.PathLike[str]) -> Path:
-    """The dataset root as an absolute path; a missing root is an error, not a dataset of empty tables."""
+def _root(root: str | os.PathLike[str]) -> Path | str:
+    """The dataset root as an absolute path (or its s3:// URL); a missing root is an error, not a dataset of
+    empty tables."""
+    if storage.is_remote(root):
+        return str(root).rstrip("/")
     path = Path(root).resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
@@ -115,7 +119,7 @@ def create_views(con: duckdb.DuckDBPyConnection, root: Path, guard: str = "") ->
 
     A table whose directories hold an unreadable or foreign file (one line each on stderr) reads exactly
     its good files instead of its glob: DuckDB fails a whole query on one bad file."""
-    found = files.scan(root)
+    found = files.scan(root) if isinstance(root, Path) else files.Scan({t: [] for t in schemas.TABLES}, [])
     broken = {b.path.relative_to(root).parts[0] for b in found.bad if b.kind in ("unreadable", "foreign")}
     for b in found.bad:
         if b.kind in ("unreadable", "foreign"):
@@ -154,6 +158,8 @@ def connect(root: str | os.PathLike[str], *, database: str = ":memory:") -> duck
     root = _root(root)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    if isinstance(root, str):  # s3://: DuckDB reads the bucket through s3fs (httpfs cannot be installed offline)
+        con.register_filesystem(storage.filesystem())
     create_views(con, root)
     return con
 
@@ -167,22 +173,29 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
     a message saying to write the catalog again, instead of returning 0 rows.
     """
     root = _root(root)
+    if isinstance(root, str) and not path:
+        raise ValueError("an s3:// root needs a local catalog path (its views then read the bucket through a "
+                         "registered s3fs filesystem, see docs/scale.md)")
     target = Path(path).resolve() if path else root / CATALOG_NAME
-    if any(target.is_relative_to(root / name) for name in schemas.TABLES):
+    if isinstance(root, Path) and any(target.is_relative_to(root / name) for name in schemas.TABLES):
         raise ValueError(f"the catalog must not be inside a table directory: {target}")
-    anchor = root / ANCHOR
-    if not anchor.exists():
-        anchor.write_text("this dataset's catalog views check that this file is here (replay sql --write-catalog)\n")
-    moved = (f"booktape catalog: the dataset is no longer at {root}; "
-             f"write the catalog again: replay sql --root NEW_ROOT --write-catalog")
-    guard = (f"(SELECT CASE WHEN count(*) = 0 THEN error({_literal(moved)}) ELSE true END "
-             f"FROM glob({_literal(str(anchor))}))")
+    guard = ""
+    if isinstance(root, Path):  # a bucket does not move under its URL
+        anchor = root / ANCHOR
+        if not anchor.exists():
+            anchor.write_text("this dataset's catalog views check that this file is here (replay sql --write-catalog)\n")
+        moved = (f"booktape catalog: the dataset is no longer at {root}; "
+                 f"write the catalog again: replay sql --root NEW_ROOT --write-catalog")
+        guard = (f"(SELECT CASE WHEN count(*) = 0 THEN error({_literal(moved)}) ELSE true END "
+                 f"FROM glob({_literal(str(anchor))}))")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.unlink(tmp)  # DuckDB creates the file itself and refuses an empty one
     try:
         con = duckdb.connect(tmp)
         try:
+            if isinstance(root, str):
+                con.register_filesystem(storage.filesystem())
             create_views(con, root, guard)
             con.execute("CHECKPOINT")
         finally:

@@ -183,7 +183,7 @@ def test_close_does_not_wait_for_a_long_compaction(tmp_path, monkeypatch):
     """close(compact_wait) returns in time: a merge still running is stopped, and the next open redoes it."""
     monkeypatch.setattr(Store, "_start_compactor", lambda self: None)  # no compaction while setting up
     for i in range(3):
-        with Store(tmp_path, f"w{i}") as s:  # three writers: three files of one closed hour
+        with Store(tmp_path, "w9") as s:  # three sessions of one writer: three files of one closed hour
             s.append("trades", "btcalpha", "BTC_USD", trades(range(10 * i, 10 * i + 10)))
     monkeypatch.undo()
     assert len(parquet_files(tmp_path)) == 3
@@ -368,7 +368,8 @@ def test_two_writers_one_root(tmp_path):
     b.close()
     seqs = read_all(tmp_path).column("seq").to_pylist()
     assert len(seqs) == 300 and len(set(seqs)) == 300
-    assert len(parquet_files(tmp_path)) == 1
+    # each writer's hour compacted into its own file: one writer never merges another's
+    assert sorted(p.name.split("-")[1] for p in parquet_files(tmp_path)) == ["a", "b"]
 
 
 def test_seq_lease_unique_across_processes_and_restarts(tmp_path):
@@ -556,3 +557,16 @@ def test_an_append_waiting_for_room_seals_the_open_segment_at_once(tmp_path):
         waited = time.monotonic() - t0
     assert waited < 2.0, f"the append waited {waited:.1f}s for room the open segment held"
     assert sorted(read_all(tmp_path, "raw").column("seq").to_pylist()) == [1, 2]
+
+
+def test_seq_namespaces_never_meet(tmp_path):
+    """Hosts with their own spools and lease files stay apart by namespace; a lease never leaves its own."""
+    from recorder.store.seq import NS_BITS, SeqLease
+
+    a, b = SeqLease(tmp_path / "a", block=4, namespace=1), SeqLease(tmp_path / "b", block=4, namespace=2)
+    xs, ys = [a.next() for _ in range(10)], [b.next() for _ in range(10)]
+    assert xs == sorted(xs) and all(1 << NS_BITS <= x < 2 << NS_BITS for x in xs)
+    assert all(2 << NS_BITS <= y < 3 << NS_BITS for y in ys)
+    assert SeqLease(tmp_path / "a", namespace=1).next() > xs[-1]  # restarts go on from the lease file
+    with pytest.raises(ValueError):
+        SeqLease(tmp_path, namespace=1024)

@@ -108,7 +108,7 @@ class Store:
 
     def __init__(self, root, writer: str, *, fsync_interval: float = 1.0,
                  max_pending_bytes: int = 64 << 20, segment_bytes: int = 32 << 20,
-                 seal_interval: float = 60.0, overload_timeout: float = 30.0):
+                 seal_interval: float = 60.0, overload_timeout: float = 30.0, seq_namespace: int = 0):
         if not isinstance(writer, str) or not WRITER_RE.fullmatch(writer):
             raise StoreError(f"bad writer id {writer!r} (must match {WRITER_RE.pattern})")
         self.root = Path(root)
@@ -120,7 +120,7 @@ class Store:
         self._seal_bytes = max(1, min(segment_bytes, max_pending_bytes // 2))
         self._seal_interval = seal_interval
         self._overload_timeout = overload_timeout
-        self._seq = SeqLease(self.root)
+        self._seq = SeqLease(self.root, namespace=seq_namespace)
         self._lock = threading.Lock()          # segment writes, pending, counters
         self._room = threading.Condition(self._lock)
         self._sync_lock = threading.Lock()     # fsync vs. segment swap
@@ -334,9 +334,10 @@ class Store:
         self._convert_sealed()
 
     def compact(self) -> None:
-        """Merge every closed hour under the root into at most one file per table/partition/hour, in this process."""
+        """Merge this writer's files of every closed hour under the root into at most one file per
+        table/partition/hour, in this process."""
         with self._convert_lock:
-            merged, _ = _compact.compact_hours(self.root)
+            merged, _ = _compact.compact_hours(self.root, writer=self.writer)
         with self._lock:
             self._stats["compactions"] += merged
 
@@ -461,6 +462,7 @@ class Store:
             req = {"hours": [[str(d.relative_to(self.root)), hod] for d, hod in todo]}
         else:
             req = {"scan": True}
+        req["writer"] = self.writer  # another recorder's files are its own to merge
         out = tempfile.TemporaryFile()
         proc = subprocess.Popen([sys.executable, "-m", "recorder.store.compact", str(self.root)],
                                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=child_env(),

@@ -86,12 +86,21 @@ def recover(root: Path) -> None:
         fsync_dir(idir)
 
 
-def final_files(root: Path, directory: Path, hod: int) -> tuple[list[Path], int]:
-    """Files of an hour that no recovery will rewrite, and how many are not final yet."""
+def writer_of(path: Path) -> str | None:
+    """The writer id in `h<HH>-<writer>-<segment>.parquet` or `h<HH>-<writer>-c<digest>.parquet` (None for the
+    writer-less name compaction used before several recorders could share a root)."""
+    parts = path.stem.split("-")
+    return parts[1] if len(parts) == 3 else None
+
+
+def final_files(root: Path, directory: Path, hod: int, writer: str | None = None) -> tuple[list[Path], int]:
+    """Files of an hour (one writer's when given) that no recovery will rewrite, and how many are not final yet."""
     final, waiting = [], 0
     for p in sorted(directory.glob(f"h{hod:02d}-*.parquet")):
         parts = p.stem.split("-")
-        if len(parts) == 3 and segment_path(root / "_log" / parts[1], int(parts[2])).exists():
+        if writer is not None and writer_of(p) != writer:
+            continue
+        if len(parts) == 3 and parts[2].isdigit() and segment_path(root / "_log" / parts[1], int(parts[2])).exists():
             waiting += 1
         else:
             final.append(p)
@@ -114,14 +123,18 @@ def _readable(root: Path, table: Table, inputs: list[Path]) -> list[Path]:
     return good
 
 
-def compact_hour(root: Path, table: Table, directory: Path, hod: int) -> bool:
-    """Merge the final files of one partition-hour into one file; True when something was merged."""
-    inputs = _readable(root, table, final_files(root, directory, hod)[0])
+def compact_hour(root: Path, table: Table, directory: Path, hod: int, writer: str | None = None) -> bool:
+    """Merge the final files of one partition-hour into one file per writer (only `writer`'s when given):
+    a writer never merges another's files, so each one's compaction and recovery stay its own business."""
+    if writer is None:
+        writers = sorted({w for p in directory.glob(f"h{hod:02d}-*.parquet") if (w := writer_of(p))})
+        return any([compact_hour(root, table, directory, hod, w) for w in writers])
+    inputs = _readable(root, table, final_files(root, directory, hod, writer)[0])
     if len(inputs) < 2:
         return False
     names = [p.name for p in inputs]
     digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
-    output = directory / f"h{hod:02d}-{digest}.parquet"
+    output = directory / f"h{hod:02d}-{writer}-c{digest}.parquet"
     makedirs(_intent_dir(root))
     rel = str(directory.relative_to(root))
     intent = _intent_dir(root) / (hashlib.sha1(f"{rel}/{output.name}".encode()).hexdigest()[:20] + ".json")
@@ -306,9 +319,11 @@ def scan(root: Path):
                 yield table, directory, hod, base + hod
 
 
-def compact_hours(root: Path, hours: list[tuple[Path, int]] | None = None) -> tuple[int, list[tuple[Path, int]]]:
+def compact_hours(root: Path, hours: list[tuple[Path, int]] | None = None,
+                  writer: str | None = None) -> tuple[int, list[tuple[Path, int]]]:
     """Recover, then merge each closed (directory, hour of day), or every closed hour under the root when
-    `hours` is None; the lock is taken per hour. Returns (hours merged, hours still holding non-final files)."""
+    `hours` is None, one writer's files (every writer's, each apart, when None); the lock is taken per hour.
+    Returns (hours merged, hours still holding non-final files)."""
     root = Path(root)
     with compaction_lock(root):
         recover(root)
@@ -317,8 +332,8 @@ def compact_hours(root: Path, hours: list[tuple[Path, int]] | None = None) -> tu
     merged, waiting = 0, []
     for directory, hod in hours:
         with compaction_lock(root):
-            merged += compact_hour(root, TABLES[directory.relative_to(root).parts[0]], directory, hod)
-            if final_files(root, directory, hod)[1]:
+            merged += compact_hour(root, TABLES[directory.relative_to(root).parts[0]], directory, hod, writer)
+            if final_files(root, directory, hod, writer)[1]:
                 waiting.append((directory, hod))
     return merged, waiting
 
@@ -326,7 +341,7 @@ def compact_hours(root: Path, hours: list[tuple[Path, int]] | None = None) -> tu
 def main() -> int:
     """`python -m recorder.store.compact ROOT`: the store's compaction child (exits if its writer dies).
 
-    stdin: JSON `{"hours": [[dir relative to ROOT, hour of day], ...]}` or `{"scan": true}`;
+    stdin: JSON `{"hours": [[dir relative to ROOT, hour of day], ...]}` or `{"scan": true}`, and `"writer"`;
     stdout: JSON `{"merged": n, "waiting": [[dir, hod], ...]}`.
     """
     import threading
@@ -342,7 +357,7 @@ def main() -> int:
     root = Path(sys.argv[1])
     req = json.loads(sys.stdin.read())
     hours = None if req.get("scan") else [(root / d, int(h)) for d, h in req["hours"]]
-    merged, waiting = compact_hours(root, hours)
+    merged, waiting = compact_hours(root, hours, req.get("writer"))
     print(json.dumps({"merged": merged, "waiting": [[str(d.relative_to(root)), h] for d, h in waiting]}))
     return 0
 
