@@ -45,7 +45,8 @@ def plan(root, exchange: str, pair: str, hour: int) -> list[Group] | None:
     lo, hi = hour, hour + source.HOUR_NS
     time_col = TABLES["book_events"].time_column
     found = []
-    files = source.data_files(source.partition_dir(root, "book_events", exchange, pair, source.date_of(hour)))
+    files = source.data_files(source.partition_dir(root, "book_events", exchange, pair, source.date_of(hour)),
+                              TABLES["book_events"])
     for fi, f in enumerate(files):
         meta = pq.read_metadata(f)
         names = meta.schema.to_arrow_schema()

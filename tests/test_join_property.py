@@ -19,17 +19,17 @@ from recorder.rows import BookEvent
 CASES = 10_000
 
 
-#: One message: (kind 0-9: < 3 cancels, taker size, maker picks, take per maker, taker remainder rests).
-MESSAGE = st.tuples(st.integers(0, 9), st.integers(1, 8), st.lists(st.integers(0, 63), max_size=3),
-                    st.lists(st.integers(1, 4), min_size=3, max_size=3), st.booleans())
+#: One message: (kind 0-9: < 3 cancels, taker size, maker picks, taker remainder rests).
+MESSAGE = st.tuples(st.integers(0, 9), st.integers(1, 8), st.lists(st.integers(0, 63), max_size=3), st.booleans())
 
 
 def _stream(spec, book: dict[int, Decimal]) -> list[list[BookEvent]]:
-    """Messages as the venue sends them: a new order's fills (makers in any order) then its resting
-    remainder, or a cancel of a resting order with what remained."""
+    """Messages as the venue sends them: a new order's fills then its resting remainder, or a cancel of a
+    resting order with what remained. The taker uses each maker up before the next (price-time priority:
+    only the last fill of a message can leave its maker resting); the makers are any resting orders."""
     book = dict(book)
     msgs, oid, tid = [], 1000, 1
-    for kind, size, picks, takes, rests in spec:
+    for kind, size, picks, rests in spec:
         ids = sorted(book)
         if ids and kind < 3:
             victim = ids[picks[0] % len(ids)] if picks else ids[0]
@@ -38,8 +38,8 @@ def _stream(spec, book: dict[int, Decimal]) -> list[list[BookEvent]]:
         oid += 1
         amt = Decimal(size)
         evs = []
-        for maker, take in zip(dict.fromkeys(ids[p % len(ids)] for p in picks) if ids else (), takes):
-            take = min(book[maker], amt, Decimal(take))
+        for maker in dict.fromkeys(ids[p % len(ids)] for p in picks) if ids else ():
+            take = min(book[maker], amt)
             if take <= 0:
                 break
             evs.append(BookEvent(1, "F", "bid", maker, "100", str(take), tid, oid))

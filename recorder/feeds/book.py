@@ -137,21 +137,28 @@ def _step(state: _State, ev: BookEvent) -> tuple[_State, bool]:
     return ((True, left) if left > 0 else _GONE), left >= 0
 
 
-def _order_events(messages: Sequence[Sequence[BookEvent]]) -> dict[int, list[tuple[int, BookEvent]]]:
-    """Order id -> (message index, event) of every event that touches it, in stream order."""
+def _order_events(messages: Sequence[Sequence[BookEvent]]) -> tuple[dict[int, list[tuple[int, BookEvent]]], set[int]]:
+    """Order id -> (message index, event) of every event that touches it, in stream order; and the ids
+    (id()) of the fills that take their maker's whole remainder: in a new order's message every fill but
+    the last does (price-time priority: a taker moves to the next maker only once one is used up)."""
     out: dict[int, list[tuple[int, BookEvent]]] = {}
+    whole: set[int] = set()
     for i, msg in enumerate(messages):
+        fills = [ev for ev in msg if ev.action == "F"]
+        whole.update(id(ev) for ev in fills[:-1])
         for ev in msg:
             if ev.action in ("A", "F", "P", "C") and ev.order_id is not None:
                 out.setdefault(ev.order_id, []).append((i, ev))
-    return out
+    return out, whole
 
 
-def _start(evs: list[tuple[int, BookEvent]], resting: Mapping[int, Decimal] | None, oid: int) -> _State | None:
+def _start(evs: list[tuple[int, BookEvent]], resting: Mapping[int, Decimal] | None, oid: int,
+           whole: set[int]) -> _State | None:
     """The order's state before the buffer when the evidence gives it, else None.
 
-    Known when the buffer adds it (absent before), when the tracked book is given, or from a cancel's
-    remaining amount plus every reduction before that cancel."""
+    Known when the buffer adds it (absent before), when the tracked book is given, or from the first event
+    that says what remained: a cancel's remaining amount, or a fill that took the whole remainder; plus
+    every reduction before it."""
     if evs[0][1].action == "A":
         return _GONE
     if resting is not None:
@@ -163,6 +170,8 @@ def _start(evs: list[tuple[int, BookEvent]], resting: Mapping[int, Decimal] | No
             return (True, left + reduced) if left > 0 else None
         if ev.action == "A":
             return None
+        if id(ev) in whole:
+            return (True, Decimal(ev.amount) + reduced)
         reduced += Decimal(ev.amount)
     return None
 
@@ -222,9 +231,9 @@ def find_cut(snapshot: dict[int, Decimal], messages: Sequence[Sequence[BookEvent
     n = len(messages)
     votes = np.zeros(n + 2, np.int64)
     finals: list[list[tuple[int, int, _State]]] = []
-    touched = _order_events(messages)
+    touched, whole = _order_events(messages)
     for oid, evs in touched.items():
-        ranges = _allowed(evs, snapshot.get(oid), _start(evs, resting, oid), n)
+        ranges = _allowed(evs, snapshot.get(oid), _start(evs, resting, oid, whole), n)
         for lo, hi, _ in ranges:
             votes[lo] += 1
             votes[hi + 1] -= 1
