@@ -17,9 +17,7 @@ the seq of the first occurrence in HourResult.first; never silently absorbed):
 - invalid: a row missing what its action needs (side, price, positive amount, order id) or an unknown
   action -> counted, ignored.
 The book is "observed" after every event except inside a snapshot (an R or S followed by S): outputs are
-taken only at observed events. Rows that share a msg_seq are one venue event (a BTC-Alpha order with its
-fills, a Databento F_LAST event such as a price-moving modify written as C + A): bbo and per-event depth
-are taken at the event's last row only, never from the book between its rows. It is not known exact (gap = true) from the hour's start, every R and
+taken only at observed events. It is not known exact (gap = true) from the hour's start, every R and
 every gap-kind sessions row (disconnect, gap, resync, reject) until the next snapshot completes.
 """
 from __future__ import annotations
@@ -305,9 +303,6 @@ class Events:
     sess_ts: np.ndarray
     sess_seq: np.ndarray
     gpos: np.ndarray
-    #: row i and row i + 1 belong to one venue event (the same msg_seq): the book between them is not a state
-    #: the venue ever showed, so no output is taken there.
-    cont: np.ndarray | None = None
 
     @classmethod
     def from_table(cls, tab: pa.Table, sessions: pa.Table | None = None) -> "Events":
@@ -321,15 +316,11 @@ class Events:
         oid = pc.fill_null(oidc, 0).to_numpy()
         if oidc.null_count:
             act[~oidc.is_valid().to_numpy() & (act != K.R)] = -1
-        ev = cls.from_arrays(tab.column("seq").to_numpy(),
-                             pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy(),
-                             tab.column("ts_recv").cast(pa.int64()).to_numpy(), act, side, oid, px, amt, pk, ak,
-                             None if sessions is None else (sessions.column("ts").cast(pa.int64()).to_numpy(),
-                                                            sessions.column("seq").to_numpy()))
-        if "msg_seq" in tab.column_names and len(ev):
-            ms = pc.fill_null(tab.column("msg_seq"), -1).to_numpy()
-            ev.cont = np.r_[(ms[:-1] == ms[1:]) & (ms[:-1] >= 0), False]
-        return ev
+        return cls.from_arrays(tab.column("seq").to_numpy(),
+                               pc.fill_null(tab.column("ts_event").cast(pa.int64()), 0).to_numpy(),
+                               tab.column("ts_recv").cast(pa.int64()).to_numpy(), act, side, oid, px, amt, pk, ak,
+                               None if sessions is None else (sessions.column("ts").cast(pa.int64()).to_numpy(),
+                                                              sessions.column("seq").to_numpy()))
 
     @classmethod
     def from_arrays(cls, seq, ts_event, ts_recv, act, side, oid, px, amt, pk: int, ak: int,
@@ -346,35 +337,17 @@ class Events:
         gpos = np.sort(np.searchsorted(seq, sseq, "right"))
         o = np.argsort(sts, kind="stable")
         return cls(seq, ts_event, ts_recv, act, side, oid, pidx, lo, ticks, amt, pk, ak, sts[o], sseq[o],
-                   gpos[gpos < len(seq)], np.zeros(len(seq), bool))
+                   gpos[gpos < len(seq)])
 
     def __len__(self) -> int:
         return len(self.seq)
 
 
-def _observed(act: np.ndarray, cont: np.ndarray | None = None) -> np.ndarray:
-    """Events after which the book is a real state: not an R or S followed by another S, nor inside a venue
-    event (cont)."""
+def _observed(act: np.ndarray) -> np.ndarray:
+    """Events after which the book is a real state: not an R or S followed by another S."""
     nxt = np.zeros(len(act), bool)
     nxt[:-1] = act[1:] == K.S
-    out = ~(((act == K.R) | (act == K.S)) & nxt)
-    return out if cont is None else out & ~cont
-
-
-def _event_ends(ch: np.ndarray, rows: list[np.ndarray], cont: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """bbo changes taken at the last row of their venue event: a change inside an event moves to its end, the
-    last one per event wins, and one equal to the row kept before it is dropped."""
-    if not cont.any() or not len(ch):
-        return ch, rows
-    idx = np.arange(len(cont))
-    end = np.minimum.accumulate(np.where(cont, len(cont), idx)[::-1])[::-1][ch]
-    keep = np.r_[end[1:] != end[:-1], True]
-    end, rows = end[keep], [r[keep] for r in rows]
-    same = np.ones(len(end) - 1, bool)
-    for r in rows:
-        same &= r[1:] == r[:-1]
-    keep = np.r_[True, ~same]
-    return end[keep], [r[keep] for r in rows]
+    return ~(((act == K.R) | (act == K.S)) & nxt)
 
 
 class L3Replay:
@@ -470,7 +443,7 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
     samples, times = np.zeros(0, np.int64), np.zeros(0, np.int64)
     if nlev:
         if depth.every is None:
-            samples = np.nonzero(_observed(ev.act, ev.cont))[0]
+            samples = np.nonzero(_observed(ev.act))[0]
             times = ev.ts_recv[samples]
         else:
             times, samples = _samples(ev.ts_recv, hour, depth)
@@ -502,10 +475,8 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
     if bbo:
         tk = ev.ticks
         ch, bp, ba, ap, aa = rp.bbo_rows()
-        ch, (bp, ba, ap, aa, _) = _event_ends(ch, [bp, ba, ap, aa, rp.gap[ch]], ev.cont)
-        g = rp.gap[ch]
         res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
-                             np.where(ap >= 0, tk[ap], -1), aa, g, ev.price_scale, ev.amount_scale)
+                             np.where(ap >= 0, tk[ap], -1), aa, rp.gap[ch], ev.price_scale, ev.amount_scale)
     if chk is not None:
         res.mismatches, res.checked, res.skipped = chk.report(rp.gap)
     return res

@@ -18,7 +18,7 @@ Formats (`--format`, default `generic`; `.dbn` and `.dbn.zst` files are always D
     take), and `N` carries only flags: none of the three writes a book row. Each `T` becomes a `trades` row
     (aggressor side from its side, source `import`).
   Flags: records up to one carrying F_LAST form one event, whose rows share `msg_seq` (the seq of its first
-  row); replay takes bbo and per-event depth at an event's end only. F_MAYBE_BAD_BOOK writes a `gap` row to `sessions`: replay marks the book not known exact from there
+  row). F_MAYBE_BAD_BOOK writes a `gap` row to `sessions`: replay marks the book not known exact from there
   until the next snapshot.
 - **generic**: columns `ts, action, side, price, size, order_id`:
   - ts: integer epoch nanoseconds, or ISO-8601 text in UTC (`2026-11-21T14:03:07.250Z`, `Z` optional).

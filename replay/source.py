@@ -152,7 +152,7 @@ def order(tab: pa.Table, keys: tuple[str, ...]) -> Read:
 
 
 #: book_events columns replay uses.
-EVENT_COLUMNS = ["ts_event", "ts_recv", "seq", "msg_seq", "action", "side", "order_id", "price", "amount"]
+EVENT_COLUMNS = ["ts_event", "ts_recv", "seq", "action", "side", "order_id", "price", "amount"]
 
 
 def hour_events(root, exchange: str, pair: str, hour: int, columns: list[str] | None = EVENT_COLUMNS) -> Read:

@@ -336,32 +336,6 @@ def test_databento_csv_without_flags_still_imports(tmp_path, fmt):
     assert bk.orders == [("bid", Decimal("100.5"), Decimal("2"), 1)]  # the fill reduced it once, not twice
 
 
-def test_outputs_are_taken_at_event_boundaries_only(tmp_path):
-    """A price-moving modify is C + A, and a trade's C and M are one F_LAST event: the bbo never shows the
-    book between them (a state the venue never had)."""
-    t = T0 + 10**9
-    S, L = dbn.F_SNAPSHOT, dbn.F_LAST
-    recs = [msg(t, "R", flags=S), msg(t + 1, "A", "B", px("100.25"), 5, 1, S),
-            msg(t + 2, "A", "B", px("100.00"), 7, 2, S), msg(t + 3, "A", "A", px("100.50"), 4, 3, S | L),
-            msg(t + 10, "M", "B", px("100.30"), 5, 1),                    # the best bid moves up: C(1) + A(1)
-            msg(t + 20, "T", "A", px("100.30"), 5, 0, 0), msg(t + 20, "F", "B", px("100.30"), 5, 1, 0),
-            msg(t + 20, "C", "B", px("100.30"), 5, 1, 0),                 # its fill takes it ...
-            msg(t + 20, "M", "B", px("100.00"), 6, 2, L)]                 # ... and 2 shrinks, one event
-    root = tmp_path / "root"
-    mbo.import_file(write_dbn(tmp_path / "e.dbn", recs), root, "glbx", "ES_USD")
-    res = B.replay_hour(root, "glbx", "ES_USD", T0, bbo=True, depth=B.Depth(2, None))
-    bids = [(str(p), str(a)) for p, a in zip(res.bbo.column("bid_price").to_pylist(),
-                                             res.bbo.column("bid_amount").to_pylist())]
-    assert [(Decimal(p), Decimal(a)) for p, a in bids] == [(Decimal("100.25"), 5), (Decimal("100.30"), 5),
-                                                           (Decimal("100.00"), 6)]
-    # depth after every event: one sample per event (snapshot, modify, trade), none inside one
-    assert sorted(set(res.depth.column("seq").to_pylist())) == res.bbo.column("seq").to_pylist()
-    ref = DatabentoBook()
-    for r in recs:
-        ref.apply(r)
-    assert res.book.orders == ref.orders_list()
-
-
 def test_trade_records_become_trades_rows(tmp_path):
     recs = scenario()
     root = tmp_path / "root"
