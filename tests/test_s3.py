@@ -71,6 +71,7 @@ def test_recorder_ships_to_the_bucket_and_replay_reads_it(s3, tmp_path):
     with threaded_sim(SimConfig(seed=21, pairs=["BTC_USD"], rate=10.0)) as ts:
         doc = sim_doc(ts.sim.urls, ROOT, ["BTC_USD"])
         doc["venues"] = {"btcalpha": doc["venues"]["btcalpha"]}
+        doc["venues"]["btcalpha"]["grouped_interval"] = 1.0  # snapshots to verify once the book is joined
         port = free_port()
         doc["recorder"].update(spool=str(tmp_path / "spool"), writer="s3rec", metrics_port=port, seq_namespace=7,
                                secrets_file="secrets.toml")
@@ -84,7 +85,7 @@ def test_recorder_ships_to_the_bucket_and_replay_reads_it(s3, tmp_path):
                                  str(cfg)], stdout=(tmp_path / "rec.log").open("ab"), stderr=subprocess.STDOUT,
                                 env=rec_env)
         wait_fed(port, proc, ["btcalpha:book"])
-        time.sleep(6)
+        time.sleep(8)
         assert stop(proc)[0] == 0, (tmp_path / "rec.log").read_text()[-3000:]
     shipped = objects(fs)
     tables = {k.split("/")[2] for k in shipped}
