@@ -302,7 +302,7 @@ class Dataset:
         """Top `levels` per side every `every` ('250ms', '1s', a timedelta, ns; 'event': after every event)
         with ts in [start, end), replayed, not written (the `depth` table's columns)."""
         lo, hi = _time(start, "start"), _time(end, "end")
-        res = self.replay(exchange, pair, lo, hi, jobs=jobs, depth=self._depth(levels, every), write=False)
+        res = self.replay(exchange, pair, lo, hi, jobs=jobs, depth=self._depth(levels, every, lo, hi), write=False)
         tabs = [r.depth for r in res if r.depth is not None]
         tab = pa.concat_tables(tabs) if tabs else schemas.DEPTH.schema.empty_table()
         return Frame(_cut(tab, "ts", lo, hi))
@@ -337,8 +337,9 @@ class Dataset:
                     start: Time | None = None, end: Time | None = None, jobs: int = 1,
                     progress: Callable[[int, int], None] | None = None) -> Written:
         """Write the `depth` table for every hour meeting [start, end), one file per hour; the files written."""
-        res = self.replay(exchange, pair, _time(start, "start"), _time(end, "end"), jobs=jobs, progress=progress,
-                          depth=self._depth(levels, every))
+        lo, hi = _time(start, "start"), _time(end, "end")
+        res = self.replay(exchange, pair, lo, hi, jobs=jobs, progress=progress,
+                          depth=self._depth(levels, every, lo, hi))
         return self._written("depth", exchange, pair, res)
 
     def verify(self, exchange: str, pair: str, start: Time | None = None, end: Time | None = None,
@@ -360,7 +361,7 @@ class Dataset:
         P.require()
         lo, hi = _time(start, "start"), _time(end, "end")
         res = self.replay(exchange, pair, lo, hi, jobs=jobs, progress=progress, bbo=True,
-                          depth=self._depth(levels, every), write=False)
+                          depth=self._depth(levels, every, lo, hi), write=False)
         trades = self.trades(exchange, pair, lo, hi).arrow
         P.plot(res, Path(out), f"{exchange} {pair}", lo, hi, trades=trades)
         return Path(out)
@@ -394,10 +395,10 @@ class Dataset:
         return hours
 
     @staticmethod
-    def _depth(levels: int, every) -> B.Depth:
+    def _depth(levels: int, every, start: int | None, end: int | None) -> B.Depth:
         if not isinstance(levels, int) or not 1 <= levels <= 1000:
             raise DatasetError(f"levels must be an integer from 1 to 1000, got {levels!r}")
-        return B.Depth(levels, duration_ns(every))
+        return B.Depth(levels, duration_ns(every), start, end)
 
     @staticmethod
     def _replay_error(fn, *args, **kw):

@@ -5,6 +5,7 @@ import asyncio
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import click
 
@@ -44,7 +45,7 @@ def status(root: str) -> None:
     """Rows per table and venue, and the sessions events (gaps, rejects, restarts) of a dataset."""
     from recorder.status import render, summarize
 
-    click.echo(render(summarize(root)), nl=False)
+    click.echo(render(summarize(root), Path(root)), nl=False)
 
 
 @main.command()
@@ -68,7 +69,7 @@ def demo(seconds: float, root: str | None, pairs: str, rate: float, seed: int) -
         root = tmp.name
     click.echo(f"recording {seconds:g}s from the simulator ({pairs}, {rate:g} msg/s per venue and pair) into {root}")
     asyncio.run(demo_mod.record(seconds, root, pairs=pairs.split(","), rate=rate, seed=seed))
-    click.echo(render(summarize(root)), nl=False)
+    click.echo(render(summarize(root), Path(root)), nl=False)
     if tmp is not None:
         tmp.cleanup()
 

@@ -33,6 +33,7 @@ from recorder.metrics import Metrics, MetricsServer
 from recorder.procs import child_env
 from recorder.store import Store
 from recorder.transport import Backoff, RateLimiter
+from schemas import TABLES, files
 
 log = logging.getLogger("recorder.daemon")
 #: Venues whose book stream needs the L3 feed's compiled kernels.
@@ -102,12 +103,13 @@ def dataset_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, i
     out: dict[str, int] = {}
     for pair in pairs:
         d = root / "trades" / f"exchange={venue}" / f"pair={pair}"
-        if not d.exists() or not any(d.rglob("*.parquet")):
+        paths = [str(f) for date in sorted(d.glob("date=*")) for f in files.data_files(date, TABLES["trades"])]
+        if not paths:
             continue
         try:
             con = duckdb.connect()
             row = con.execute("SELECT max(TRY_CAST(trade_id AS BIGINT)) FROM read_parquet(?, hive_partitioning=false)",
-                              [str(d / "**" / "*.parquet")]).fetchone()
+                              [paths]).fetchone()
             con.close()
         except duckdb.Error as e:
             log.warning("cannot read trade cursor", extra={"fields": {"venue": venue, "pair": pair, "error": str(e)}})

@@ -5,28 +5,27 @@ from pathlib import Path
 
 import duckdb
 
-from schemas import TABLES
+from schemas import TABLES, files
 
 RECORDED = ("raw", "book_events", "book_levels", "trades", "candles", "sessions")
 EVENT_KINDS = ("start", "stop", "connect", "disconnect", "gap", "snapshot", "resync", "reject", "rate_limited", "error")
 
 
-def _glob(root: Path, table: str) -> str | None:
-    d = root / table
-    return str(d / "**" / "*.parquet") if d.exists() and any(d.rglob("*.parquet")) else None
-
-
 def summarize(root: str | Path) -> dict:
-    """{"rows": {table: {venue: n}}, "events": {venue: {kind: n}}, "raw_rejected": {venue: n}, "span": {...}}."""
+    """{"rows": {table: {venue: n}}, "events": {venue: {kind: n}}, "raw_rejected": {venue: n}, "span": {...},
+    "skipped": [BadFile]}; unreadable and foreign files are skipped (schemas.files), and listed."""
     root = Path(root)
+    found = files.scan(root, RECORDED)
     con = duckdb.connect()
-    out: dict = {"rows": {}, "events": {}, "raw_rejected": {}, "span": {}}
+    out: dict = {"rows": {}, "events": {}, "raw_rejected": {}, "span": {},
+                 "skipped": [b for b in found.bad if b.kind in ("unreadable", "foreign")]}
     try:
         for table in RECORDED:
-            g = _glob(root, table)
-            if g is None:
+            paths = found.good[table]
+            if not paths:
                 continue
-            rel = f"read_parquet('{g}', hive_partitioning=true)"
+            listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+            rel = f"read_parquet([{listed}], hive_partitioning=true, union_by_name=true)"
             out["rows"][table] = dict(con.execute(
                 f"SELECT exchange, count(*) FROM {rel} GROUP BY exchange ORDER BY exchange").fetchall())
             tcol = TABLES[table].time_column
@@ -46,11 +45,12 @@ def summarize(root: str | Path) -> dict:
     return out
 
 
-def render(summary: dict) -> str:
-    """The summary as two plain-text tables."""
+def render(summary: dict, root: Path | None = None) -> str:
+    """The summary as plain-text tables, after one line per skipped file."""
+    skipped = "".join(f"{b.line(root)}\n" for b in summary.get("skipped", ()))
     venues = sorted({v for t in summary["rows"].values() for v in t} | set(summary["events"]))
     if not venues:
-        return "no recorded data\n"
+        return skipped + "no recorded data\n"
     w = max(12, *(len(v) for v in venues))
     lines = ["rows per table and venue", f"{'table':<12}" + "".join(f"{v:>{w + 2}}" for v in venues)]
     for table in RECORDED:
@@ -66,4 +66,4 @@ def render(summary: dict) -> str:
         if v in summary["span"]:
             lo, hi = summary["span"][v]
             lines.append(f"{v}: {lo} .. {hi}")
-    return "\n".join(lines) + "\n"
+    return skipped + "\n".join(lines) + "\n"

@@ -200,22 +200,37 @@ class HourResult:
     depth: pa.Table | None = None
     mismatches: list[str] = field(default_factory=list)
     checked: int = 0
+    #: recorded snapshots not checked because the replayed book was not known exact when they were taken.
+    skipped: int = 0
     #: L2: level changes derived between consecutive snapshots of the hour.
     changes: int = 0
 
 
 @dataclass(frozen=True)
 class Depth:
-    """What to sample: top `levels` per side every `every` ns, or after every event when every is None."""
+    """What to sample: top `levels` per side every `every` ns, or after every event when every is None.
+
+    Interval samples lie on the `every` grid inside [start, end) and inside the data: from an hour's first
+    event, and in the `final` hour of a run up to its last event, never later (no invented future)."""
 
     levels: int = 10
     every: int | None = 1_000_000_000
+    start: int | None = None
+    end: int | None = None
+    final: bool = False
 
 
-def _samples(ts_recv: np.ndarray, hour: int, every: int) -> tuple[np.ndarray, np.ndarray]:
+def _samples(ts_recv: np.ndarray, hour: int, depth: Depth) -> tuple[np.ndarray, np.ndarray]:
     """(sample times, index of the last row with running-max ts_recv <= t) for interval sampling."""
-    t0 = -(-int(ts_recv[0]) // every) * every
-    times = np.arange(t0, hour + source.HOUR_NS, every, dtype=np.int64)
+    every = depth.every
+    first = int(ts_recv[0]) if depth.start is None else max(int(ts_recv[0]), depth.start)
+    stop = hour + source.HOUR_NS
+    if depth.end is not None:
+        stop = min(stop, depth.end)
+    if depth.final:
+        stop = min(stop, int(ts_recv.max()) + 1)
+    t0 = -(-first // every) * every
+    times = np.arange(t0, max(t0, stop), every, dtype=np.int64)
     pos = np.searchsorted(np.maximum.accumulate(ts_recv), times, "right") - 1
     return times, pos
 
@@ -451,7 +466,7 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
             samples = np.nonzero(_observed(ev.act, ev.cont))[0]
             times = ev.ts_recv[samples]
         else:
-            times, samples = _samples(ev.ts_recv, hour, depth.every)
+            times, samples = _samples(ev.ts_recv, hour, depth)
     chk = _Grouped(grouped, ev, window) if grouped is not None and grouped.num_rows else None
     nlev_v = max(nlev, chk.nlev if chk else 0)
     ns = len(samples)
@@ -485,7 +500,7 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
         res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
                              np.where(ap >= 0, tk[ap], -1), aa, g, ev.price_scale, ev.amount_scale)
     if chk is not None:
-        res.mismatches, res.checked = chk.report(rp.gap)
+        res.mismatches, res.checked, res.skipped = chk.report(rp.gap)
     return res
 
 
@@ -516,13 +531,13 @@ class _Grouped:
             when.setdefault(int(sid[i]), int(t[i]))
             if side[i] in levels:
                 levels[side[i]].append((price[i], amount[i]))
-        self.ev, self.ids = ev, sorted(snaps)
+        self.ev, self.ids, self.window = ev, sorted(snaps), window
         self.levels = [snaps[i] for i in self.ids]
         n = len(self.ids)
         self.nlev = max((len(v) for s in self.levels for v in s.values()), default=0)
         self.cap = np.searchsorted(ev.seq, np.array(self.ids, np.int64), "left") - 1
         run = np.maximum.accumulate(ev.ts_recv)
-        t = np.array([when[i] for i in self.ids], np.int64)
+        self.when = t = np.array([when[i] for i in self.ids], np.int64)
         lo = np.minimum(np.maximum(np.searchsorted(run, t - window, "left") - 1, self.cap - self.REACH), self.cap)
         hi = np.maximum(np.minimum(np.searchsorted(run, t + window, "right") - 1, self.cap + self.REACH), self.cap)
         lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
@@ -552,12 +567,19 @@ class _Grouped:
         at = pos == self.cap[o]
         self.cp[o[at]], self.ca[o[at]] = ticks[at], da[at]
 
-    def report(self, gap: np.ndarray) -> tuple[list[str], int]:
-        """(mismatches, snapshots checked): snapshots captured inside a gap are not checked."""
+    def report(self, gap: np.ndarray) -> tuple[list[str], int, int]:
+        """(mismatches, snapshots checked, snapshots skipped). Only a snapshot taken while the replayed book
+        is known exact is checked: not one before the hour's first event or inside a gap, nor one with a
+        gap-kind row (a restart, a disconnect) after its capture position and at most a window after it,
+        since the stream it races may have lost what the snapshot shows."""
+        ev = self.ev
+        cap = np.maximum(self.cap, 0)
+        late = _late_gap(ev.sess_ts, ev.sess_seq, self.when + self.window, ev.seq[cap]) if len(ev) else \
+            np.ones(len(self.ids), bool)
+        unknown = (self.cap < 0) | gap[cap] | late
         out, checked = [], 0
         for j, sid in enumerate(self.ids):
-            c = int(self.cap[j])
-            if c < 0 or gap[c]:
+            if unknown[j]:
                 continue
             checked += 1
             if self.matched[j]:
@@ -572,7 +594,7 @@ class _Grouped:
                     out.append(f"snapshot {sid} {name} level {k}: recorded {w[0]} x {w[1]}, replayed {got} "
                                "(and no match within the window)")
                     break
-        return out, checked
+        return out, checked, int(unknown.sum())
 
 
 def _units(v: Decimal, k: int) -> int:
@@ -737,7 +759,7 @@ def replay_levels(tab: pa.Table, hour: int | None = None, *, gap_sessions: pa.Ta
         if depth.every is None:
             snaps, times = np.arange(n), sn.ts_recv[:n]
         else:
-            times, snaps = _samples(sn.ts_recv, hour, depth.every)
+            times, snaps = _samples(sn.ts_recv, hour, depth)
             keep = (snaps >= 0) & (snaps < n)
             times, snaps = times[keep], snaps[keep]
         gap = _late_gap(sts, sseq, times, sn.sid[snaps])

@@ -13,6 +13,7 @@ from booktape import import_mbo as _import_mbo
 from replay import outputs, times
 from replay.times import iso
 from replay.sql import sql
+from schemas import files
 
 
 
@@ -183,7 +184,11 @@ def verify(root, exchange, pair, start, end, jobs, progress, window, allow_empty
     for r in _call(_dataset(root).verify, exchange, pair, start, end, window=w, jobs=jobs,
                    progress=_progress("verify", progress)):
         changes = f" level_changes={r.changes}" if r.kind == "l2" else ""
-        click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{changes}")
+        skipped = f" skipped={r.skipped}" if r.kind == "l3" else ""
+        click.echo(_report(r) + f" checked={r.checked} mismatches={len(r.mismatches)}{skipped}{changes}")
+        if r.skipped:
+            click.echo(f"  skipped: {r.skipped} snapshot(s) taken while the book was not known exact (before the "
+                       "first join, inside a gap, or around a restart or disconnect)")
         for m in r.mismatches:
             click.echo(f"  mismatch: {m}")
         for k, v in r.anomalies.items():
@@ -218,6 +223,27 @@ def plot(root, exchange, pair, start, end, jobs, progress, out, levels, every):
     path = _call(_dataset(root).plot, exchange, pair, out, start, end, levels=levels, every=_every(every),
                  jobs=jobs, progress=_progress("plot", progress))
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              envvar="BOOKTAPE_ROOT", help="dataset root")
+@click.option("--quarantine", is_flag=True, help="move every file listed to <root>/_quarantine/ (same relative path)")
+def check(root, quarantine):
+    """List unreadable files, files whose schema does not match schemas/, files outside the layout and leftover
+    temporary files; exit 1 if there are any (0 once --quarantine moved them). Nothing is ever deleted."""
+    found = files.scan(root)
+    good = sum(len(v) for v in found.good.values())
+    for b in found.bad:
+        click.echo(f"{b.kind}: {b.path.relative_to(root)}: {b.reason}")
+    click.echo(f"{good} data file(s) readable, {len(found.bad)} problem file(s)")
+    if not found.bad:
+        return
+    if not quarantine:
+        raise click.ClickException(f"{len(found.bad)} problem file(s); `replay check --root {root} --quarantine` "
+                                   f"moves them to {root / files.QUARANTINE}/")
+    for src, dst in files.quarantine(root, found.bad):
+        click.echo(f"moved {src.relative_to(root)} -> {dst.relative_to(root)}")
 
 
 @main.command("import-mbo")

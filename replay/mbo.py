@@ -18,7 +18,8 @@ Formats (`--format`, default `generic`; `.dbn` and `.dbn.zst` files are always D
     take), and `N` carries only flags: none of the three writes a book row. Each `T` becomes a `trades` row
     (aggressor side from its side, source `import`).
   Flags: records up to one carrying F_LAST form one event, whose rows share `msg_seq` (the seq of its first
-  row); replay takes bbo and per-event depth at an event's end only. F_MAYBE_BAD_BOOK writes a `gap` row to `sessions`: replay marks the book not known exact from there
+  row); replay takes bbo and per-event depth at an event's end only. F_MAYBE_BAD_BOOK writes a `gap` row
+  to `sessions`: replay marks the book not known exact from there
   until the next snapshot.
 - **generic**: columns `ts, action, side, price, size, order_id`:
   - ts: integer epoch nanoseconds, or ISO-8601 text in UTC (`2026-11-21T14:03:07.250Z`, `Z` optional).
@@ -118,15 +119,19 @@ def check_target(root: Path, exchange: str, pair: str, replace: bool) -> list[Pa
                        f"2-32 long (like the recorder's venue names, e.g. btcalpha)")
     if not is_pair(pair):
         raise MboError(f"bad --pair {pair!r}: write BASE_QUOTE in upper case, e.g. BTC_USD")
-    old = []
-    for table in ("book_events", "book_levels"):
-        for date in source.dates(root, table, exchange, pair):
-            old += source.data_files(source.partition_dir(root, table, exchange, pair, date))
+    old = [f for table in ("book_events", "book_levels") for f in _files(root, table, exchange, pair)]
     if old and not replace:
         raise MboError(f"{exchange} {pair} already holds book data under {root} ({len(old)} file(s), e.g. "
                        f"{old[0].relative_to(root)}); pass --replace to replace it, or import under another "
                        f"--exchange/--pair")
     return old
+
+
+def _files(root: Path, table: str, exchange: str, pair: str) -> list[Path]:
+    """Every data file of the pair's partitions of a table, readable or not (a torn file is data too)."""
+    return [f for date in source.dates(root, table, exchange, pair)
+            for f in sorted(source.partition_dir(root, table, exchange, pair, date).glob("*.parquet"))
+            if not f.name.startswith(("_", "."))]
 
 
 def hold_root(root: Path, writer: str | None) -> int:
@@ -570,8 +575,8 @@ def import_file(path: Path, root: Path, exchange: str, pair: str, *, fmt: str = 
             if tab.num_rows:
                 paths += _write(root, table, exchange, pair, tab)
         if replace:
-            old += [f for t in ("sessions", "trades") for d in source.dates(root, t, exchange, pair) for f in
-                    source.data_files(source.partition_dir(root, t, exchange, pair, d)) if f.name.startswith("mbo-")]
+            old += [f for t in ("sessions", "trades") for f in _files(root, t, exchange, pair)
+                    if f.name.startswith("mbo-")]
         for f in old:
             if f not in paths:
                 f.unlink()

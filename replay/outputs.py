@@ -91,7 +91,8 @@ def run_hours(root: str, exchange: str, pair: str, hours: Iterable[int], *, jobs
     """Replay hours independently (in `jobs` worker processes when > 1); results in hour order."""
     hours = list(hours)
     kind = B.kind(root, exchange, pair)
-    args = [(str(root), exchange, pair, h, kind, bbo, depth, verify, write, window) for h in hours]
+    args = [(str(root), exchange, pair, h, kind, bbo, depth if depth is None else replace(depth, final=h == hours[-1]),
+             verify, write, window) for h in hours]
     done: list[B.HourResult] = []
     if jobs <= 1:
         for a in args:

@@ -12,11 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import ALL_PAIRS, TABLES
+from schemas.files import data_files
 
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
-#: sessions kinds after which the book is not known exact until the next snapshot.
-GAP_KINDS = ("disconnect", "gap", "resync", "reject")
+#: sessions kinds after which the book is not known exact until the next snapshot (a start: the previous
+#: run may have ended with kill -9, leaving no disconnect row).
+GAP_KINDS = ("disconnect", "gap", "resync", "reject", "start")
 #: sessions streams that carry no book (trades and candles pollers, grouped validation snapshots).
 NOT_BOOK_STREAM = re.compile(r":(trades|candles|grouped)$")
 
@@ -35,14 +37,6 @@ def date_ns(date: str) -> int:
 def partition_dir(root: str | os.PathLike, table: str, exchange: str, pair: str, date: str) -> Path:
     """Directory of one hive partition."""
     return Path(root) / table / f"exchange={exchange}" / f"pair={pair}" / f"date={date}"
-
-
-def data_files(directory: Path) -> list[Path]:
-    """Parquet data files of a partition directory, sorted by name (`_`/`.` names are not data)."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.suffix == ".parquet" and not p.name.startswith(("_", ".")))
 
 
 def dates(root: str | os.PathLike, table: str, exchange: str, pair: str) -> list[str]:
@@ -69,7 +63,7 @@ def hours(root: str | os.PathLike, table: str, exchange: str, pair: str, start: 
         d0 = date_ns(date)
         if d0 + DAY_NS <= lo_h or d0 >= end:
             continue
-        for f in data_files(partition_dir(root, table, exchange, pair, date)):
+        for f in data_files(partition_dir(root, table, exchange, pair, date), t):
             meta = pq.ParquetFile(f).metadata
             idx = meta.schema.to_arrow_schema().get_field_index(t.time_column)
             for g in range(meta.num_row_groups):
@@ -119,7 +113,7 @@ def read(root: str | os.PathLike, table: str, exchange: str, pair: str, lo: int,
                         for c in cols])
     parts = []
     for ns in range(lo - lo % DAY_NS, hi, DAY_NS):
-        for f in data_files(partition_dir(root, table, exchange, pair, date_of(ns))):
+        for f in data_files(partition_dir(root, table, exchange, pair, date_of(ns)), t):
             pf = pq.ParquetFile(f, read_dictionary=[c for c in dictionary if c in cols])
             span = _span(pf.metadata, t.time_column)
             if span is not None and (span[1] < lo or span[0] >= hi):

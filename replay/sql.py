@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import schemas
+from schemas import files
 
 #: DuckDB type of each partition column, as the views declare it.
 PARTITION_TYPES = {"exchange": "VARCHAR", "pair": "VARCHAR", "date": "DATE"}
@@ -27,6 +28,8 @@ PARTITION_TYPES = {"exchange": "VARCHAR", "pair": "VARCHAR", "date": "DATE"}
 #: version. `trades` is deliberately not here: the recorder already de-duplicates it, so its view stays raw.
 LATEST_VIEWS = ("candles",)
 CATALOG_NAME = "catalog.duckdb"
+#: The file in the root whose presence the catalog's views check (the dataset has not moved).
+ANCHOR = ".catalog-root"
 FORMATS = ("table", "csv", "json", "parquet")
 #: -o/--output file extensions and the format each one means.
 EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet",
@@ -76,15 +79,20 @@ def _glob(root: Path, table: str) -> str:
     return str(root / table / "exchange=*" / "pair=*" / "date=*" / "[!_.]*.parquet")
 
 
-def view_sql(root: Path, table: schemas.Table) -> str:
-    """SELECT every column of `table` (schema columns, then partition columns) over the files under `root`."""
+def view_sql(root: Path, table: schemas.Table, files: list[Path] | None = None, guard: str = "") -> str:
+    """SELECT every column of `table` (schema columns, then partition columns) over the files under `root`:
+    its glob, or exactly `files` when given (a root holding unreadable files); `guard` is a WHERE clause."""
     typed = dict(zip(table.schema.names, map(duckdb_type, table.schema.types))) | PARTITION_TYPES
     empty = ", ".join(f"NULL::{t} AS {_ident(c)}" for c, t in typed.items())
     hive = "{" + ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in PARTITION_TYPES.items()) + "}"
-    scan = (f"read_parquet({_literal(_glob(root, table.name))}, hive_partitioning = true, hive_types = {hive}, "
-            "union_by_name = true, allow_empty = true)")
+    where = f" WHERE {guard}" if guard else ""
     columns = ", ".join(map(_ident, typed))
-    return f"SELECT {columns} FROM (SELECT {empty} WHERE false UNION ALL BY NAME SELECT * FROM {scan})"
+    if files is not None and not files:
+        return f"SELECT {columns} FROM (SELECT {empty} WHERE false){where}"
+    paths = _literal(_glob(root, table.name)) if files is None else "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+    scan = (f"read_parquet({paths}, hive_partitioning = true, hive_types = {hive}, "
+            "union_by_name = true, allow_empty = true)")
+    return f"SELECT {columns} FROM (SELECT {empty} WHERE false UNION ALL BY NAME SELECT * FROM {scan}){where}"
 
 
 def latest_sql(table: schemas.Table, source: str) -> str:
@@ -102,10 +110,19 @@ def _root(root: str | os.PathLike[str]) -> Path:
     return path
 
 
-def create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    """Create (or replace) the view of every table over the absolute `root`, with comments from schemas/."""
+def create_views(con: duckdb.DuckDBPyConnection, root: Path, guard: str = "") -> None:
+    """Create (or replace) the view of every table over the absolute `root`, with comments from schemas/.
+
+    A table whose directories hold an unreadable or foreign file (one line each on stderr) reads exactly
+    its good files instead of its glob: DuckDB fails a whole query on one bad file."""
+    found = files.scan(root)
+    broken = {b.path.relative_to(root).parts[0] for b in found.bad if b.kind in ("unreadable", "foreign")}
+    for b in found.bad:
+        if b.kind in ("unreadable", "foreign"):
+            files.report(b, root)
     for table in schemas.TABLES.values():
-        body = view_sql(root, table)
+        listed = found.good[table.name] if table.name in broken else None
+        body = view_sql(root, table, listed, guard)
         if table.name in DERIVED:
             body = f"SELECT *, {', '.join(f'{e} AS {_ident(n)}' for n, e, _ in DERIVED[table.name])} FROM ({body})"
         if table.name in LATEST_VIEWS:
@@ -133,10 +150,13 @@ def _comment(con: duckdb.DuckDBPyConnection, view: str, table: schemas.Table, no
 
 
 def connect(root: str | os.PathLike[str], *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection (session time zone UTC) with a view per table over the dataset `root`."""
+    """A DuckDB connection (session time zone UTC, no progress bar) with a view per table over the dataset `root`.
+
+    DuckDB draws a progress bar on stdout for queries over 2 s, which would land inside CSV/JSON output."""
     root = _root(root)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     create_views(con, root)
     return con
 
@@ -145,20 +165,28 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
     """Write a DuckDB file holding the views (default `<root>/catalog.duckdb`), atomically; return its path.
 
     The views hold the root as an absolute path: DuckDB resolves relative paths against the opener's working
-    directory, not the file's, so absolute is the only form that works from anywhere. Moving the dataset
-    needs `replay sql --write-catalog` again.
+    directory, not the file's, so absolute is the only form that works from anywhere. Each view first checks
+    that the root's anchor file (`.catalog-root`) is still there, so a query on a moved dataset fails with
+    a message saying to write the catalog again, instead of returning 0 rows.
     """
     root = _root(root)
     target = Path(path).resolve() if path else root / CATALOG_NAME
     if any(target.is_relative_to(root / name) for name in schemas.TABLES):
         raise ValueError(f"the catalog must not be inside a table directory: {target}")
+    anchor = root / ANCHOR
+    if not anchor.exists():
+        anchor.write_text("this dataset's catalog views check that this file is here (replay sql --write-catalog)\n")
+    moved = (f"booktape catalog: the dataset is no longer at {root}; "
+             f"write the catalog again: replay sql --root NEW_ROOT --write-catalog")
+    guard = (f"(SELECT CASE WHEN count(*) = 0 THEN error({_literal(moved)}) ELSE true END "
+             f"FROM glob({_literal(str(anchor))}))")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.unlink(tmp)  # DuckDB creates the file itself and refuses an empty one
     try:
         con = duckdb.connect(tmp)
         try:
-            create_views(con, root)
+            create_views(con, root, guard)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -173,9 +201,10 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
 
 
 def _utc_connection() -> duckdb.DuckDBPyConnection:
-    """A scratch connection that renders timestamps in UTC."""
+    """A scratch connection that renders timestamps in UTC (and draws no progress bar on stdout)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -256,8 +285,8 @@ def _write(reader: pa.RecordBatchReader, fmt: str, output: str | None) -> None:
     if fmt in ("csv", "json"):
         decimals = [f.name for f in reader.schema if pa.types.is_decimal(f.type)]
         schema = plain_decimals(reader.schema.empty_table()).schema
-        reader = pa.RecordBatchReader.from_batches(schema, (b for batch in reader for b in
-                                                            plain_decimals(pa.Table.from_batches([batch])).to_batches()))
+        batches = (b for batch in reader for b in plain_decimals(pa.Table.from_batches([batch])).to_batches())
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
         if fmt == "json" and decimals:
             select = f"* REPLACE ({', '.join(f'{_ident(c)}::JSON AS {_ident(c)}' for c in decimals)})"
     writer.register("result", reader)

@@ -89,7 +89,7 @@ def all_parquet_readable(root: Path) -> int:
 STREAMS = ("btcalpha:book", "bitexbit:book", "bitopro:ws_book")
 
 
-def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0, streams=STREAMS) -> None:
     """Block until every socket feed has received messages (start-up time varies with the kernels' cache)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
         except OSError:
             page = ""
         seen = dict(re.findall(r'^booktape_messages_total\{feed="([^"]+)"\} (\S+)$', page, re.M))
-        if all(float(seen.get(f, 0)) > 0 for f in STREAMS):
+        if all(float(seen.get(f, 0)) > 0 for f in streams):
             return
         time.sleep(0.1)
     raise AssertionError(f"the socket feeds were not all receiving within {timeout} s")
@@ -169,6 +169,7 @@ def test_secrets_never_appear_in_logs_errors_metrics_or_dataset(tmp_path):
         cfg = write_config(tmp_path, ts.sim.urls, metrics_port=port)
         log = tmp_path / "recorder.log"
         proc = start(cfg, log)
+        wait_streaming(port, proc)  # start-up time varies with the machine's load
         time.sleep(4.0)
         from recorder.sim.faults import Fault
         ts.call(ts.sim.inject, Fault("http_error", "bitbay", count=3, status=500))

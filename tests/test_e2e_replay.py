@@ -40,8 +40,9 @@ def clean(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dropped(tmp_path_factory):
-    faults = [(t, Fault("drop", v)) for t in (3.0, 7.0) for v in L3]
-    return Run(tmp_path_factory.mktemp("rdrop"), seconds=12.0, rate=8.0, faults=faults,
+    # 6 s apart, the first after the initial join: a join one snapshot cannot fix takes another (~2 s each)
+    faults = [(t, Fault("drop", v)) for t in (4.5, 10.5) for v in L3]
+    return Run(tmp_path_factory.mktemp("rdrop"), seconds=16.0, rate=8.0, faults=faults,
                snapshot_interval=3600.0, sim_kw={"checkpoint_every": 3}).go()
 
 
@@ -141,7 +142,7 @@ def test_l3_exact_again_after_each_dropped_connection_and_the_gap_is_marked(drop
     tab = events_table(dropped, venue, pair)
     rs = resnaps(dropped, venue, pair)
     gaps = [(g, ts) for g, ts in gap_rows(dropped, venue, pair) if g < rs[-1][0]]  # the one at stop: never resnapped
-    assert len(rs) >= 3 and len({min(r for r, _, _ in rs if r > g) for g, _ in gaps}) >= 2, (gaps, rs)
+    assert len({min(r for r, _, _ in rs if r > g) for g, _ in gaps}) >= 2, (gaps, rs)  # each drop resnapped
     m = matched(dropped, venue, pair)
     hrs = source.hours(dropped.root, "book_events", venue, pair, 0, 2**62)
     res = [B.replay_hour(dropped.root, venue, pair, h, bbo=True, depth=B.Depth(1, 10_000_000)) for h in hrs]

@@ -316,3 +316,22 @@ def test_verify_window_absorbs_rest_racing_ahead_of_the_socket(tmp_path):
     assert "checked=1 mismatches=0" in run("verify", *common).output
     r = run("verify", *common, "--window", "1ns", ok=False)
     assert r.exit_code == 1 and "checked=1 mismatches=1" in r.output and "no match within the window" in r.output
+
+
+def test_depth_samples_cover_only_the_data_and_the_requested_instants(tmp_path):
+    """Found: 30 s of data with --every 1s gave 2,044 samples up to the end of the hour (in the future), and
+    --start/--end chose whole hours only. Samples now lie in [max(start, first event), min(end, last event)]."""
+    tab = events_table(synth_l3(3_000, seed=2, hours=1))
+    ts = tab.column("ts_recv").cast(pa.int64()).to_numpy()
+    keep = ts < ts[0] + 30 * 10**9  # 30 s of data
+    tab = tab.filter(pa.array(keep))
+    ts = ts[keep]
+    write_part(tmp_path, "book_events", EX, PAIR, tab)
+    common = ["--root", tmp_path, "--exchange", EX, "--pair", PAIR, "--levels", 1, "--every", "1s"]
+    run("depth", *common)
+    got = pq.read_table(tmp_path / "depth").column("ts").cast(pa.int64()).to_numpy()
+    assert got.min() >= ts[0] and got.max() <= ts.max() and len(np.unique(got)) <= 31
+    lo, hi = int(ts[0]) + 10 * 10**9 + 1, int(ts[0]) + 20 * 10**9 + 1  # instants inside the hour, not on the grid
+    run("depth", *common, "--start", lo, "--end", hi)
+    got = np.unique(pq.read_table(tmp_path / "depth").column("ts").cast(pa.int64()).to_numpy())
+    assert got.min() >= lo and got.max() < hi and len(got) == 10

@@ -156,7 +156,7 @@ def test_catalog_opens_from_another_directory(tmp_path):
     write(root, "trades", [row("trades", seq=1, price=Decimal("936.00"))])
     path = write_catalog(root)
     assert path == root.resolve() / "catalog.duckdb"
-    assert sorted(p.name for p in root.iterdir()) == ["catalog.duckdb", "trades"]  # no temp or WAL left
+    assert sorted(p.name for p in root.iterdir()) == [".catalog-root", "catalog.duckdb", "trades"]  # no temp/WAL
     write(root, "candles", [row("candles", resolution="1m", seq=5)])  # arrives after the catalog
     script = ("import duckdb, json; c = duckdb.connect('%s', read_only=True); "
               "print(json.dumps(sorted(r[0] for r in c.sql('SHOW TABLES').fetchall()))); "
@@ -168,7 +168,24 @@ def test_catalog_opens_from_another_directory(tmp_path):
     assert names == sorted([*schemas.TABLES, *(f"{t}_all" for t in LATEST_VIEWS)])
     assert values == ["936.000000000000000000", 1]
     assert write_catalog(root) == path  # rewriting replaces the file
-    assert sorted(p.name for p in root.iterdir()) == ["candles", "catalog.duckdb", "trades"]
+    assert sorted(p.name for p in root.iterdir()) == [".catalog-root", "candles", "catalog.duckdb", "trades"]
+
+
+def test_a_moved_dataset_fails_loudly_in_its_catalog_instead_of_returning_no_rows(tmp_path):
+    """Found: catalog.duckdb holds absolute paths, and after the folder moved every view returned 0 rows."""
+    root = tmp_path / "data"
+    write(root, "trades", [row("trades", seq=1, price=Decimal("936.00"))])
+    path = write_catalog(root)
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    con = duckdb.connect(str(moved / "catalog.duckdb"), read_only=True)
+    with pytest.raises(duckdb.Error, match="no longer at .*write the catalog again"):
+        con.sql("SELECT count(*) FROM trades").fetchall()
+    con.close()
+    assert path.name == "catalog.duckdb"
+    con = duckdb.connect(str(write_catalog(moved)), read_only=True)  # written again: it works
+    assert con.sql("SELECT count(*) FROM trades").fetchall() == [(1,)]
+    con.close()
 
 
 def test_missing_root_is_an_error(tmp_path):

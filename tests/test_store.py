@@ -242,6 +242,25 @@ def test_compact_merges_out_of_order_files_sorted(tmp_path):
         assert pq.ParquetFile(files[0]).schema_arrow == TABLES["book_levels"].schema
 
 
+def test_compaction_quarantines_a_torn_file_instead_of_failing(tmp_path, capfd):
+    """A torn input (a truncated file, say after a full disk or a bad copy) is moved to _quarantine/ with its
+    relative path and one line on stderr; the hour's other files are merged and nothing is lost."""
+    with Store(tmp_path, "w") as s:
+        for seqs in ([5, 9], [1, 7], [3]):
+            s.append("trades", "btcalpha", "BTC_USD", trades(seqs))
+            s.commit()
+        files = parquet_files(tmp_path)
+        kept = sorted(x for f in files[1:] for x in pq.read_table(f).column("seq").to_pylist())
+        torn = files[0]
+        torn.write_bytes(torn.read_bytes()[:40])
+        s.compact()
+        left = parquet_files(tmp_path)
+        assert len(left) == 1 and pq.read_table(left[0]).column("seq").to_pylist() == kept
+        moved = tmp_path / "_quarantine" / torn.relative_to(tmp_path)
+        assert moved.exists() and moved.stat().st_size == 40
+    assert "quarantined unreadable file" in capfd.readouterr().err
+
+
 def crash(store: Store) -> None:
     """Stop a store as kill -9 would: no close(), background thread gone, lock released."""
     store._stop.set()

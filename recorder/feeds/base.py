@@ -7,7 +7,7 @@ from typing import Callable, Protocol
 import aiohttp
 
 from recorder.config import VenueConfig
-from recorder.transport import HttpClient, HttpResult, RateLimiter
+from recorder.transport import HttpClient, HttpResult, RateLimiter, StreamSilent
 from recorder.rows import ParseError, Parsed
 
 from .dedup import TradeDedup
@@ -136,6 +136,17 @@ class StreamSession:
                 reason = describe(exc) if exc is not None else "stream ended"
             self.tap.event(self.session, self.stream, "disconnect", reason)
             if reason != "stopping":
+                since = _silent_since(exc)
                 for p in self.pairs:
-                    self.tap.event(self.session, self.stream, "gap", self.gap_detail, p)
+                    self.tap.event(self.session, self.stream, "gap", self.gap_detail, p, ts=since)
         return False
+
+
+def _silent_since(exc: BaseException | None) -> int | None:
+    """When the stream went quiet, if it ended for silence (possibly inside a task group's exception group)."""
+    if isinstance(exc, StreamSilent):
+        return exc.since_ns
+    if isinstance(exc, BaseExceptionGroup):
+        found = [t for t in map(_silent_since, exc.exceptions) if t is not None]
+        return min(found) if found else None
+    return None

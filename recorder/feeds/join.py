@@ -112,9 +112,11 @@ class L3Join:
         self.book, self.fast, self._buffer, self._sent_before, self._check = None, None, [], 0, None
         self.epoch += 1
 
-    def request_sent(self) -> None:
-        """The connect/reconnect snapshot request is about to go out: everything buffered so far is in it."""
+    def request_sent(self) -> int:
+        """A connect/reconnect snapshot request is about to go out: everything buffered so far is in it.
+        Returns that count, for on_snapshot when several snapshots are in flight."""
         self._sent_before = len(self._buffer)
+        return self._sent_before
 
     def on_message(self, events: list[BookEvent], ts_recv: int, msg_seq: int) -> list[Out]:
         """A parsed stream message; returns what to write now (nothing while joining or for a duplicate)."""
@@ -144,12 +146,19 @@ class L3Join:
         if events:
             out.append(Out(ts_recv, msg_seq, events))
 
-    def on_snapshot(self, snapshot: list[BookEvent], ts_recv: int) -> list[Out]:
-        """Join the connect/reconnect snapshot (R + S events) to the buffered messages."""
+    def on_snapshot(self, snapshot: list[BookEvent], ts_recv: int, sent_before: int | None = None) -> list[Out]:
+        """Join a connect/reconnect snapshot (R + S events) to the buffered messages; sent_before is what
+        its request_sent() returned (default: the last request's).
+
+        When the evidence does not fix the book (last_join.exact is False) nothing changes: the messages
+        stay buffered, and the same snapshot may be tried again with more of them, or another one."""
         snap_book = book_from_snapshot(snapshot)
         amounts = {oid: o.amount for oid, o in snap_book.orders.items()}
-        j = find_cut(amounts, [m.events for m in self._buffer], self._sent_before)
+        j = find_cut(amounts, [m.events for m in self._buffer],
+                     self._sent_before if sent_before is None else sent_before)
         self.last_join = j
+        if not j.exact:
+            return []
         post = self._buffer[j.cut:]
         stamp = min([ts_recv] + [m.ts_recv for m in post[:1]])
         self.book, self.fast = snap_book, None

@@ -21,7 +21,7 @@ from types import ModuleType
 import numpy as np
 
 from recorder.rows import ParseError
-from recorder.transport import SocketIOClient, TransportError
+from recorder.transport import SocketIOClient, StreamSilent, TransportError
 from recorder.transport.engineio import parse_packet
 from recorder.venues import btcalpha_scan
 
@@ -37,6 +37,9 @@ from .join import HOUR_NS, L3Join, Out
 #: Seconds the stream keeps buffering after a snapshot response before the cut is chosen: a REST
 #: snapshot can run ahead of the socket, and messages it already contains must be seen to be placed.
 JOIN_LOOKAHEAD = 2.0
+#: Seconds a join the evidence does not yet fix is re-tried (every JOIN_RETRY s) as messages arrive (a
+#: cancel's remaining amount places the fills of its order) before it gives up with a gap row.
+JOIN_PATIENCE, JOIN_RETRY = 6.0, 0.5
 #: Most frames read in one burst (bounds how long the loop runs without yielding).
 BURST = 2048
 #: A run of fewer compiled frames than this gives the sink tuples: building Arrow arrays costs more for a few.
@@ -66,12 +69,14 @@ class L3BookFeed:
     """The book stream of one venue (all its pairs) with snapshots, checks and socket trades."""
 
     def __init__(self, ctx: VenueContext, venue_mod: ModuleType, *, snapshot_interval: float = 3600.0,
-                 max_buffer: int = 200_000, join_lookahead: float = JOIN_LOOKAHEAD) -> None:
+                 max_buffer: int = 200_000, join_lookahead: float = JOIN_LOOKAHEAD,
+                 join_patience: float = JOIN_PATIENCE) -> None:
         self.ctx = ctx
         self.mod = venue_mod
         self.name = f"{ctx.venue}:book"
         self.snapshot_interval = snapshot_interval
         self.join_lookahead = join_lookahead
+        self.join_patience = join_patience
         self.max_buffer = max_buffer
         self.joins = {p: L3Join() for p in ctx.cfg.pairs}
         self._last_rx = 0.0
@@ -95,25 +100,42 @@ class L3BookFeed:
         tap.metrics.set("book_orders", tap.feed, sum(j.orders for j in self.joins.values()))
 
     async def _snapshot(self, tap, http, session: int, pair: str, stream: str) -> None:
+        """Take a snapshot and join it. A join the evidence does not fix yet is tried again as messages
+        arrive (for JOIN_PATIENCE s), while one more snapshot is taken: a quiet pair's next snapshot decides
+        at once, a busy pair's later cancels decide this one. Whichever joins first wins."""
         join = self.joins[pair]
-        join.request_sent()
-        epoch = join.epoch
+        sent, epoch = join.request_sent(), join.epoch
         url = self.mod.orderbook_url(self.ctx.cfg.urls["rest_url"], pair, 0)
         res, _, parsed = await fetch(http, tap, session, "rest:orderbook", pair, url,
                                      lambda r: self.mod.parse_orderbook(r.body, pair, r.ts_recv, 0))
         if parsed is None:
             raise TransportError(f"{pair} snapshot unusable (HTTP {res.status})")
         await asyncio.sleep(self.join_lookahead)
-        if join.epoch != epoch:
-            return  # a message was lost meanwhile: this snapshot may predate it; the resync takes another
-        buffered = join.buffered
-        outs = join.on_snapshot(parsed.events, res.ts_recv)
+        waited, again = 0.0, False
+        while True:
+            if join.epoch != epoch or not join.joining:
+                return  # a message was lost meanwhile (this snapshot may predate it), or another one joined
+            buffered = join.buffered
+            outs = join.on_snapshot(parsed.events, res.ts_recv, sent)
+            j = join.last_join
+            if j.exact:
+                break
+            if not again:
+                again = True
+                self._queue_snapshot(pair)
+            if not j.consistent or waited >= self.join_patience:
+                why = (f"cuts {j.lower}..{j.upper} of {buffered} buffered msgs fit and give different books "
+                       f"({j.undecided} orders)" if j.consistent else
+                       f"no cut of {buffered} buffered msgs fits the snapshot (reordered or lost frames)")
+                tap.event(session, stream, "gap", f"snapshot join not exact: {why}; book unknown until the "
+                                                  "next snapshot", pair)
+                return
+            await asyncio.sleep(JOIN_RETRY)
+            waited += JOIN_RETRY
         self._write(tap, pair, session, outs)
-        j = join.last_join
         tap.event(session, stream, "snapshot",
                   f"R+S {sum(1 for e in parsed.events if e.action == 'S')} orders; cut {j.cut} of "
-                  f"{buffered} buffered msgs ({j.cut} already in the snapshot); ambiguous {j.ambiguous}"
-                  + ("" if j.consistent else f"; INCONSISTENT (upper bound {j.upper})"), pair)
+                  f"{buffered} buffered msgs ({j.cut} already in the snapshot; {j.candidates} cuts fit)", pair)
 
     async def _checks(self, tap, http, session: int, stream: str) -> None:
         while True:
@@ -146,7 +168,8 @@ class L3BookFeed:
             self._anomalies(tap)
             silent = time.monotonic() - self._last_rx
             if silent > limit:
-                raise TransportError(f"no message for {silent:.1f}s (heartbeat {limit}s)")
+                raise StreamSilent(f"no message for {silent:.1f}s (heartbeat {limit}s)",
+                                   since_ns=time.time_ns() - int(silent * 1e9))
             if any(j.buffered > self.max_buffer for j in self.joins.values()):
                 raise TransportError(f"more than {self.max_buffer} messages buffered waiting for a snapshot")
 
@@ -191,16 +214,22 @@ class L3BookFeed:
                 tap.event(session, stream, "gap", f"book message lost (raw seq {raw_seq}); book unknown until "
                                                   f"the next snapshot", p, ts=ts_recv)
             join.reset()
-            if p not in self._queued:
-                self._queued.add(p)
-                self._lost.put_nowait(p)
+            self._queue_snapshot(p)
+
+    def _queue_snapshot(self, pair: str) -> None:
+        """Ask the connection's resync task for a fresh snapshot of the pair (once while one is queued)."""
+        if pair not in self._queued:
+            self._queued.add(pair)
+            self._lost.put_nowait(pair)
 
     async def _resyncs(self, tap, http, session: int, stream: str) -> None:
-        """Take a fresh snapshot for each pair that lost a message (owned by the connection's task group)."""
-        while True:
-            pair = await self._lost.get()
-            self._queued.discard(pair)
-            await self._snapshot(tap, http, session, pair, stream)
+        """Take a fresh snapshot for each pair that lost a message or could not be joined exactly (owned
+        by the connection's task group); pairs are snapshotted concurrently, each task owned here."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                pair = await self._lost.get()
+                self._queued.discard(pair)
+                tg.create_task(self._snapshot(tap, http, session, pair, stream))
 
     async def _read(self, sio: SocketIOClient, tap, session: int, stream: str) -> None:
         sink, texts, stamps = self.ctx.sink, [], []

@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas import TABLES, Table
+from schemas import TABLES, Table, files
 
 from .fsutil import fsync_dir, makedirs, publish, temp_name, write_atomic
 from .log import segment_path
@@ -97,9 +98,25 @@ def final_files(root: Path, directory: Path, hod: int) -> tuple[list[Path], int]
     return final, waiting
 
 
+def _readable(root: Path, table: Table, inputs: list[Path]) -> list[Path]:
+    """The inputs a merge can read: an unreadable one (torn, junk) is moved to <root>/_quarantine/ and a
+    foreign one (another schema) is left in place, each with one line on stderr; never merged, never lost."""
+    good = []
+    for p in inputs:
+        bad = files.check(p, table)
+        if bad is None:
+            good.append(p)
+        elif bad.kind == "unreadable":
+            (src, dst), = files.quarantine(root, [bad])
+            print(f"booktape compaction: quarantined {bad.kind} file {src} -> {dst}: {bad.reason}", file=sys.stderr)
+        else:
+            files.report(bad, root)
+    return good
+
+
 def compact_hour(root: Path, table: Table, directory: Path, hod: int) -> bool:
     """Merge the final files of one partition-hour into one file; True when something was merged."""
-    inputs, _ = final_files(root, directory, hod)
+    inputs = _readable(root, table, final_files(root, directory, hod)[0])
     if len(inputs) < 2:
         return False
     names = [p.name for p in inputs]
@@ -312,7 +329,6 @@ def main() -> int:
     stdin: JSON `{"hours": [[dir relative to ROOT, hour of day], ...]}` or `{"scan": true}`;
     stdout: JSON `{"merged": n, "waiting": [[dir, hod], ...]}`.
     """
-    import sys
     import threading
 
     parent = os.getppid()

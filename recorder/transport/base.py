@@ -24,6 +24,15 @@ class TransportError(Exception):
         self.close_code = close_code
 
 
+class StreamSilent(TransportError):
+    """The stream went quiet past its heartbeat: what the venue sent since `since_ns` (wall clock, the
+    last message received) is unknown, so the gap starts there, not when the silence was noticed."""
+
+    def __init__(self, message: str, *, since_ns: int) -> None:
+        super().__init__(message)
+        self.since_ns = since_ns
+
+
 @dataclass(slots=True)
 class Frame:
     """One frame received from a socket, kept verbatim.
