@@ -154,7 +154,9 @@ def _comment(con: duckdb.DuckDBPyConnection, view: str, table: schemas.Table, no
 
 
 def connect(root: str | os.PathLike[str], *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection (session time zone UTC) with a view per table over the dataset `root`."""
+    """A DuckDB connection (session time zone UTC, no progress bar) with a view per table over the dataset `root`.
+
+    DuckDB draws a progress bar on stdout for queries over 2 s, which would land inside CSV/JSON output."""
     root = _root(root)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
@@ -211,9 +213,10 @@ def write_catalog(root: str | os.PathLike[str], path: str | os.PathLike[str] | N
 
 
 def _utc_connection() -> duckdb.DuckDBPyConnection:
-    """A scratch connection that renders timestamps in UTC."""
+    """A scratch connection that renders timestamps in UTC (and draws no progress bar on stdout)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -294,8 +297,8 @@ def _write(reader: pa.RecordBatchReader, fmt: str, output: str | None) -> None:
     if fmt in ("csv", "json"):
         decimals = [f.name for f in reader.schema if pa.types.is_decimal(f.type)]
         schema = plain_decimals(reader.schema.empty_table()).schema
-        reader = pa.RecordBatchReader.from_batches(schema, (b for batch in reader for b in
-                                                            plain_decimals(pa.Table.from_batches([batch])).to_batches()))
+        batches = (b for batch in reader for b in plain_decimals(pa.Table.from_batches([batch])).to_batches())
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
         if fmt == "json" and decimals:
             select = f"* REPLACE ({', '.join(f'{_ident(c)}::JSON AS {_ident(c)}' for c in decimals)})"
     writer.register("result", reader)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
+import sys
 from decimal import Decimal
 
 import duckdb
@@ -108,3 +110,14 @@ def test_timestamp_functions_the_docs_promise(dataset):
     assert got[5] == "584000000" and got[6] == NS
     text = render()
     assert "refuse" not in text and "date_trunc" in text and "time_bucket" in text and "notional" in text
+
+
+def test_no_progress_bar_in_the_output(dataset):
+    """DuckDB draws a progress bar on stdout for queries over 2 s (seen inside `--format json` output on a
+    loaded machine): every connection replay sql uses has it off (checked in a fresh interpreter, as the
+    command runs: pytest's own process reports the setting differently)."""
+    code = ("from replay.sql import connect, _utc_connection; import sys; "
+            "print([c.execute(\"SELECT current_setting('enable_progress_bar')\").fetchall()[0][0] "
+            "for c in (connect(sys.argv[1]), _utc_connection())])")
+    out = subprocess.run([sys.executable, "-c", code, str(dataset)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[False, False]", out.stdout + out.stderr
