@@ -129,13 +129,6 @@ def check_target(root: Path, exchange: str, pair: str, replace: bool) -> list[Pa
     return old
 
 
-def _files(root: Path, table: str, exchange: str, pair: str) -> list[Path]:
-    """Every data file of the pair's partitions of a table, readable or not (a torn file is data too)."""
-    return [f for date in source.dates(root, table, exchange, pair)
-            for f in sorted(source.partition_dir(root, table, exchange, pair, date).glob("*.parquet"))
-            if not f.name.startswith(("_", "."))]
-
-
 def hold_root(root: Path, writer: str | None) -> int:
     """The import's writer lock (an fd); refuses while another writer holds the root unless given its own id."""
     if writer is None:

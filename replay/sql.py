@@ -160,6 +160,7 @@ def connect(root: str | os.PathLike[str], *, database: str = ":memory:") -> duck
     root = _root(root)
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     if isinstance(root, str):  # s3://: DuckDB reads the bucket through s3fs (httpfs cannot be installed offline)
         con.register_filesystem(storage.filesystem())
     create_views(con, root)
