@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test conformance soak bench docs clean
+.PHONY: install demo test conformance faults soak bench docs clean
 
 DEMO_ROOT := demo-data
 # The L3 feed's numba kernels: compiled once into numba's cache (~12 s), loaded in ~1 s afterwards.
@@ -35,6 +35,10 @@ test: $(STAMP)
 
 # recorder run against the real npm socket.io 2.5.0 / 4.x and engine.io 6 servers (the tests install them with npm
 # into $$BOOKTAPE_NPM_CACHE, default ~/.cache/booktape-npm; ~2.5 min); kept out of `make test` for its 10-min budget.
+faults: $(STAMP)
+	$(WARM)
+	$(BIN)/python -m pytest -q -m faults -o addopts='-p no:cacheprovider'
+
 conformance: $(STAMP)
 	$(WARM)
 	$(BIN)/python -m pytest -q -m conformance -o addopts='-p no:cacheprovider'

@@ -17,6 +17,8 @@ from recorder.daemon import Daemon  # noqa: E402
 from recorder.store import FREEZE_ENV  # noqa: E402
 from recorder.sim.server import SimConfig  # noqa: E402
 
+pytestmark = pytest.mark.faults  # recordings under injected faults: make faults (run by .ci/run)
+
 
 @pytest.mark.timeout(120)
 def test_waiting_for_the_sink_is_not_venue_silence(tmp_path, monkeypatch):

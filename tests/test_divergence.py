@@ -21,6 +21,8 @@ from recorder.rows import BookEvent  # noqa: E402
 from recorder.sim.faults import Fault  # noqa: E402
 from recorder.sim.server import SimConfig  # noqa: E402
 
+pytestmark = pytest.mark.faults  # recordings under injected faults: make faults (run by .ci/run)
+
 PAIRS = ["BTC_USD", "ETH_BTC"]
 
 

@@ -29,6 +29,8 @@ from recorder.demo import demo_env, sim_doc  # noqa: E402
 from recorder.sim.faults import Fault  # noqa: E402
 from recorder.sim.server import SimConfig  # noqa: E402
 
+pytestmark = pytest.mark.faults  # recordings under injected faults: make faults (run by .ci/run)
+
 PAIRS = ["BTC_USD", "ETH_BTC"]
 L3 = ("btcalpha", "bitexbit")
 BOOKS = tuple(f"{v}:book" for v in L3)

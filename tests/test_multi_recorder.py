@@ -22,6 +22,8 @@ from recorder.sim.server import SimConfig  # noqa: E402
 from recorder.store.compact import writer_of  # noqa: E402
 from replay import sql as S  # noqa: E402
 
+pytestmark = pytest.mark.faults  # recordings under injected faults: make faults (run by .ci/run)
+
 PAIRS = ["BTC_USD", "ETH_BTC"]
 
 

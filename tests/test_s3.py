@@ -20,6 +20,8 @@ from recorder.demo import sim_doc  # noqa: E402
 from recorder.sim.server import SimConfig  # noqa: E402
 from schemas import storage  # noqa: E402
 
+pytestmark = pytest.mark.faults  # recordings under injected faults: make faults (run by .ci/run)
+
 BUCKET = "booktape-test"
 ROOT = f"s3://{BUCKET}/data"
 REPLAY = [sys.executable, "-c", "from replay.cli import main; main()"]

@@ -20,6 +20,8 @@ from recorder.feeds.sink import Sink  # noqa: E402
 from recorder.metrics import Metrics  # noqa: E402
 from recorder.store import FREEZE_ENV, Store  # noqa: E402
 
+pytestmark = pytest.mark.faults  # recordings under injected faults: make faults (run by .ci/run)
+
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("freeze", ["hook", "convert_lock"])
