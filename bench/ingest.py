@@ -118,8 +118,11 @@ def rss_kb(pid: int) -> tuple[int, int]:
 
 
 def metric(port: int, name: str, feed: str) -> float:
+    """A per-feed sample of /metrics; `feed` is venue:channel (labels venue/feed, or the older feed="venue:channel")."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    m = re.search(rf'^{name}{{feed="{re.escape(feed)}"}} (\S+)$', text, re.M)
+    venue, _, channel = feed.partition(":")
+    m = (re.search(rf'^{name}{{venue="{re.escape(venue)}",feed="{re.escape(channel)}"}} (\S+)$', text, re.M)
+         or re.search(rf'^{name}{{feed="{re.escape(feed)}"}} (\S+)$', text, re.M))
     return float(m.group(1)) if m else 0.0
 
 

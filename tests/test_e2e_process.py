@@ -98,7 +98,8 @@ def wait_streaming(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
             page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
         except OSError:
             page = ""
-        seen = dict(re.findall(r'^booktape_messages_total\{feed="([^"]+)"\} (\S+)$', page, re.M))
+        seen = {f"{v}:{f}": n for v, f, n in
+                re.findall(r'^booktape_messages_total\{venue="([^"]*)",feed="([^"]+)"\} (\S+)$', page, re.M)}
         if all(float(seen.get(f, 0)) > 0 for f in STREAMS):
             return
         time.sleep(0.1)

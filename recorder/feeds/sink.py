@@ -28,6 +28,8 @@ _OVERLOAD_RETRIES = 20  # x the store's overload_timeout (30 s) before a batch i
 SEQ_BLOCK = 4096
 #: sessions kinds that also bump a per-feed counter (rejects are counted in Tap.reject).
 _COUNTED = {"gap": "gaps", "rate_limited": "rate_limited", "error": "errors"}
+#: `disconnect` details of a deliberate stop (logged at info: nothing is wrong).
+STOPPING = ("stopping", "poller stopped")
 
 
 class StoreLike(Protocol):
@@ -208,7 +210,7 @@ class Tap:
             status: str = "ok", reason: str | None = None, request: str | None = None) -> int:
         """Record one received message verbatim; returns its seq."""
         seq = self.sink.next_seq()
-        self.metrics.seen(self.feed, len(payload))
+        self.metrics.seen(self.feed, len(payload), status == "ok" and pair is not None)  # data, not control/error
         self.sink.add("raw", self.exchange, pair or ALL_PAIRS, C.raw_row(ts_recv, seq, session, stream, payload, status,
                                                                          reason, request))
         return seq
@@ -227,8 +229,9 @@ class Tap:
         return seq
 
     def event(self, session: int, stream: str, kind: str, detail: str | None = None, pair: str | None = None,
-              ts: int | None = None) -> None:
-        """A `sessions` row (connect, disconnect, snapshot, gap, resync, reject, rate_limited, error...)."""
+              ts: int | None = None, log: bool = True) -> None:
+        """A `sessions` row (connect, disconnect, snapshot, gap, resync, reject, rate_limited, error...); also
+        logged (unless `log` is False: the daemon logs its own lifecycle), at info when it is no trouble."""
         detail = self.sink.redact(detail) if detail else detail
         ts = time.time_ns() if ts is None else ts
         seq = self.sink.next_seq()
@@ -236,8 +239,11 @@ class Tap:
         counter = _COUNTED.get(kind)
         if counter:
             self.metrics.inc(counter, self.feed)
-        level = logging.INFO if kind in ("connect", "snapshot", "start", "stop") else logging.WARNING
-        if kind != "reject":
+        if kind in ("error", "reject"):
+            self.metrics.fault(self.feed, f"{kind}: {detail}" + (f" ({pair})" if pair else ""))
+        quiet = kind in ("connect", "snapshot", "start", "stop") or (kind == "disconnect" and detail in STOPPING)
+        if log and kind != "reject":
+            level = logging.INFO if quiet else logging.WARNING
             self.log.log(level, kind, extra={"fields": {"feed": self.feed, "stream": stream, "pair": pair,
                                                         "session": session, "detail": detail}})
 

@@ -99,6 +99,8 @@ class Store:
         self._last_compact = 0.0
         self._scanned = False  # a full compaction pass has run since open()
         self._compactor: tuple | None = None  # (child process, its output file, its request)
+        #: what open() found left by a crash (a stop leaves no segment): log segments and rows turned into Parquet
+        self.recovered = {"segments": 0, "rows": 0}
         self._stats = dict(rows_appended=0, batches_appended=0, bytes_logged=0, fsyncs=0, last_fsync_ts=None,
                            segments_converted=0, files_written=0, compactions=0, batches_rejected=0,
                            overloaded=0, last_error=None)
@@ -123,7 +125,10 @@ class Store:
             with _compact.compaction_lock(self.root):
                 _compact.recover(self.root)
             for path in _log.list_segments(self._log_dir):
-                self._convert(path)
+                frames = _log.recover(path)
+                self.recovered["segments"] += 1
+                self.recovered["rows"] += sum(f.batch().num_rows for f in frames)
+                self._convert(path, frames)
             self._seg = self._new_segment()
         except BaseException:
             self._release()
