@@ -5,6 +5,7 @@ import asyncio
 import re
 from collections import Counter
 
+import aiohttp
 import duckdb
 
 from recorder import config
@@ -29,7 +30,8 @@ def record(tmp_path, venues, seconds, build=None, pairs=("BTC_USD", "ETH_BTC"), 
             task = asyncio.create_task(d.run())
             await ready.wait()
             await asyncio.sleep(seconds)
-            text = d.exposition.render()
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{d.port}/metrics") as r:
+                text = await r.text()
             d.stop()
             await task
             return text
