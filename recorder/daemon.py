@@ -478,8 +478,9 @@ def run(cfg: Config, early: list | None = None, **kw) -> int:
 COMPILE = [sys.executable, "-c", "from recorder.feeds import l3; l3.warm()"]
 
 
-#: Seconds a cached load may take before the start says it is compiling.
-COMPILE_NOTICE = 1.5
+#: Seconds after which a kernel load that is still running is a compile (a cached load takes ~1-2 s, a compile
+#: >= 25 s on 2 cores): the start then says so.
+COMPILE_NOTICE = 5.0
 
 
 def kernel_cache_dir() -> str:

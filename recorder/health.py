@@ -4,7 +4,8 @@ A feed is `connecting` until its first useful message (a parsed book, trade or c
 error body), `live` while its last one is younger than its threshold (and, for a poller, every pair was
 caught up within it), `stale` past it, `failing` when errors or rejects came after its last useful message
 (or a pair it records is not listed by the venue), and `stopped` once the daemon stops it. /health is 503
-and names the feeds at fault when any feed is not live after the grace period.
+and names the feeds at fault when any feed is not live: the grace period after start-up only spares feeds
+that have not had their first useful message yet.
 
 Other parts of the daemon plug in as components (`Health.component`): a callable returning a `Check`;
 the store's health (fsync age, backlog) is one, the kernels' readiness another.
@@ -105,7 +106,7 @@ class Health:
                            "stale_after_seconds": fh.stale_after}
             if fh.polls:
                 feeds[name]["poll_lag_seconds"] = {p: round(v, 3) for p, v in self.metrics.poll_lag(name).items()}
-            if state != "live" and (state in ("stale", "stopped") or fh.unlisted or not in_grace):
+            if state != "live" and (not in_grace or age is not None or state in ("stale", "stopped") or fh.unlisted):
                 faults.append(name)
         checks = {n: c() for n, c in self.components.items()}
         comps = {n: {"ok": c.ok, "detail": c.detail, **c.data} for n, c in checks.items()}

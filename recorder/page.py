@@ -72,7 +72,7 @@ def _duration(s: float) -> str:
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .2em} h2{font-size:1.05em;margin:1.4em 0 .4em}
-table{border-collapse:collapse;background:#fff} th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
+table{border-collapse:collapse;background:#fff} th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right;white-space:nowrap}
 th{background:#f0f0f0} td.l,th.l{text-align:left}
 .state{font-weight:600;border-radius:3px;padding:.1em .5em;color:#fff}
 .live{background:#2e7d32}.connecting{background:#1565c0}.stale{background:#ef6c00}

@@ -307,16 +307,31 @@ def test_a_demo_that_recorded_nothing_exits_non_zero(tmp_path):
     assert "nothing recorded" in p.stderr
 
 
+def wait_ready(root: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the recorder on `root` has its kernels loaded and its feeds started (/health "ready")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline
+        try:
+            info = json.loads((root / "_state" / "writer-recorder.json").read_text())
+            with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/health", timeout=2) as r:
+                h = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            h = json.loads(e.read())
+        except (OSError, ValueError):
+            h = {}
+        if h.get("ready") and h.get("feeds"):
+            return
+        time.sleep(0.1)
+
+
 # --- recorder status knows the daemon ----------------------------------------------------------------------------
 def test_status_knows_the_running_daemon_and_counts_unsealed_log_rows(tmp_path):
     root = tmp_path / "data"
     cfg = write(tmp_path, dead_venue(root, health_grace=1.0))
     rec = subprocess.Popen(RECORDER + ["run", "--config", str(cfg)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not (root / "_state" / "writer-recorder.json").exists():
-            assert rec.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_ready(root, rec)
         time.sleep(3.0)  # errors pile up in the log; no segment seals this early
         out = subprocess.run(RECORDER + ["status", "--root", str(root)], capture_output=True, text=True,
                              timeout=60).stdout

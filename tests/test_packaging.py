@@ -27,3 +27,35 @@ def test_wheel_ships_packages_and_schemas(tmp_path):
         check=True, capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
     ).stdout
     assert str(site) in out and out.strip().endswith(" 8")
+
+
+def test_a_plain_pip_install_records_data_compiling_the_kernels_at_first_use(tmp_path):
+    """`pip install .` (not editable) into a fresh venv, then `recorder demo`: it says it compiles the kernels,
+    into the cache NUMBA_CACHE_DIR names, records every venue (a demo that recorded nothing exits non-zero), and
+    a second demo loads them from that cache. The fresh venv borrows this venv's dependencies through a path
+    entry (no download); booktape itself is the wheel pip built and installed there."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    fresh_site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     check=True, capture_output=True, text=True).stdout.strip())
+    (fresh_site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    str(REPO)], check=True, cwd=tmp_path)
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import recorder; print(recorder.__file__)"],
+                           check=True, capture_output=True, text=True, cwd=tmp_path).stdout
+    assert where.startswith(str(fresh_site)), where  # the installed copy, not this checkout
+    cache = tmp_path / "kernel-cache"
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "NUMBA_CACHE_DIR": str(cache)}
+    runs = []
+    for n in (1, 2):
+        p = subprocess.run([str(venv / "bin" / "recorder"), "demo", "--seconds", "5", "--root", str(tmp_path / f"d{n}"),
+                            "--pairs", "BTC_USD"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        runs.append(p.stdout)
+    assert "compiling the L3 kernels" in runs[0] and str(cache) in runs[0]
+    assert "compiling" not in runs[1]  # loaded from the cache the first run filled
+    assert any(cache.rglob("*.nbi"))
+    for venue in ("btcalpha", "bitexbit", "bitopro", "bitbay"):
+        assert venue in runs[0].split("rows per table and venue")[1]
