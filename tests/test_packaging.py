@@ -59,3 +59,22 @@ def test_a_plain_pip_install_records_data_compiling_the_kernels_at_first_use(tmp
     assert any(cache.rglob("*.nbi"))
     for venue in ("btcalpha", "bitexbit", "bitopro", "bitbay"):
         assert venue in runs[0].split("rows per table and venue")[1]
+
+
+def test_the_systemd_unit_is_hardened_to_a_security_score_of_at_most_3():
+    import re
+    import shutil
+
+    import pytest
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here")
+    unit = (REPO / "docs" / "booktape-recorder.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "PrivateDevices=true", "RestrictAddressFamilies=",
+                 "SystemCallFilter=@system-service", "NoNewPrivileges=true", "StateDirectory=booktape",
+                 "Environment=NUMBA_CACHE_DIR="):
+        assert line in unit, line
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                          str(REPO / "docs" / "booktape-recorder.service")], capture_output=True, text=True).stdout
+    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+    assert score <= 3.0, out[-2000:]

@@ -77,3 +77,11 @@ def test_a_backfill_too_long_stops_with_a_gap_row_naming_the_missing_id_range(tm
     for lo, hi in ranges:  # exactly what is missing: bounded by fetched trades (or the cursor), none inside
         assert (lo == 1 or lo in ids) and hi in ids
         assert not [i for i in ids if lo < i < hi]
+
+
+def test_backfill_missing_ranges_are_the_complement_of_the_fetched_chains():
+    from recorder.feeds.polling import Backfill
+
+    assert Backfill(1, [[50, 90]], 0).missing() == [(1, 50)]
+    assert Backfill(1, [[50, 90], [120, 200]], 0).missing() == [(1, 50), (90, 120)]
+    assert Backfill(49, [[50, 90]], 0).missing() == []  # contiguous with the cursor: nothing missing

@@ -154,6 +154,8 @@ class TradesPoller(Poller):
             if not needs_backfill(trades, prev_top, self.page):
                 return True
             bf = self.backfills[pair] = Backfill(prev_top, [[min(ids), max(ids)]], self.page, 1)
+        elif not ids:  # an empty page mid-backfill (the venue had a hiccup): go on at the next turn
+            return False
         else:
             bf.pages += 1
             newer = sum(1 for i in ids if prev_top is not None and i > prev_top)
