@@ -426,9 +426,9 @@ class Daemon:
             if sink is not None and sink.pending:
                 await sink.flush()
             if self.store is not None:
-                await asyncio.to_thread(self.store.close, COMPACT_WAIT)
-                if self._lease_info is not None:
+                if self._lease_info is not None:  # before the lease goes: the next holder writes its own
                     self._lease_info.unlink(missing_ok=True)
+                await asyncio.to_thread(self.store.close, COMPACT_WAIT)
             log.info("stopped", extra={"fields": {"rows": sink.appended if sink else 0}})
         return 0
 
