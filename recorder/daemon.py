@@ -345,6 +345,7 @@ class Daemon:
         check_lease(cfg.root, self.writer)
         sock = bind(cfg.metrics_host, cfg.metrics_port)
         server = StatusServer(self.exposition, self.health, self.page_data, sock)
+        self.port = server.port
         try:
             await self._check_pairs()
         except BaseException:

@@ -153,10 +153,15 @@ def test_a_stop_while_the_kernels_compile_does_not_wait_for_them(tmp_path, monke
         built.append(ctx)
         return []
 
+    async def probe(d):  # while the kernels load: served, but not ready
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{d.port}/health") as r:
+            return r.status, await r.json()
+
     try:
-        d, code, stop_s, _ = run_daemon(cfg_for(tmp_path), 0.5, build, wait_ready=False)
+        d, code, stop_s, (status, health) = run_daemon(cfg_for(tmp_path), 0.5, build, probe, wait_ready=False)
     finally:
         release.set()
+    assert status == 503 and health["ready"] is False and health["components_failing"] == ["kernels"]
     assert code == 0 and stop_s < 5
     assert built == []  # stopped before any feed was started
     kinds = [k for (k,) in q(cfg_for(tmp_path).root, "SELECT kind FROM read_parquet('$R/sessions/**/*.parquet') ORDER BY seq")]
