@@ -154,6 +154,7 @@ class Daemon:
         self.disk: dict = {}
         self._feeds: list = []
         self._unlisted: dict[str, list[str]] = {}
+        self._pair_checks: dict = {}  # venue -> startup.PairCheck with the response to keep in raw
         self._run_session = 0
         self._lease_info: Path | None = None
         self.stop_early = False  # set by a signal that arrives before the event loop handles signals
@@ -298,10 +299,13 @@ class Daemon:
         """Configured pairs against each venue's list: unknown ones fail the start (or, allowed, fail loudly)."""
         async with aiohttp.ClientSession() as http:
             results = await asyncio.gather(*(unlisted_pairs(v, http) for v in self.cfg.venues))
-        for v, (missing, why) in zip(self.cfg.venues, results):
-            if why and pairs_request(v) is not None:
+        for v, check in zip(self.cfg.venues, results):
+            missing = check.missing
+            if check.body is not None:
+                self._pair_checks[v.name] = check
+            if check.why and pairs_request(v) is not None:
                 log.warning("pairs not checked against the venue's list",
-                            extra={"fields": {"venue": v.name, "reason": why}})
+                            extra={"fields": {"venue": v.name, "reason": check.why}})
             if not missing:
                 continue
             if not self.allow_unlisted:
@@ -385,9 +389,16 @@ class Daemon:
                                + (f"; recovered {rec['segments']} log segments, {rec['rows']} rows"
                                   if rec["segments"] else ""))
             for v in cfg.venues:
+                tap = Tap(sink, v.name, "daemon")
+                check = self._pair_checks.get(v.name)
+                if check is not None:  # the start-up pairs request, received before the store could take it
+                    ok = check.status == 200 and not check.why
+                    tap.raw(self._run_session, "rest:pairs", None, check.ts_recv, check.body,
+                            status="ok" if ok else "rejected", reason=None if ok else check.why[:500],
+                            request=f"GET {check.url}")
                 for p in self._unlisted.get(v.name, ()):
-                    Tap(sink, v.name, "daemon").event(self._run_session, "daemon", "error",
-                                                      f"pair {p} is not listed by {v.name} (--allow-unlisted)", p)
+                    tap.event(self._run_session, "daemon", "error", f"pair {p} is not listed by {v.name} "
+                                                                     f"(--allow-unlisted)", p)
             self.notifier.send(STATUS="starting: loading kernels")
             limiter = RateLimiter()
             async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as tg:

@@ -10,6 +10,8 @@ import json
 import os
 import socket
 import sys
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
@@ -103,24 +105,41 @@ def pairs_request(v: VenueConfig) -> tuple[str, object] | None:
     return None
 
 
-async def unlisted_pairs(v: VenueConfig, http: aiohttp.ClientSession, timeout: float = 10.0) -> tuple[list[str], str]:
-    """(configured pairs the venue does not list, "" or why they could not be checked)."""
+@dataclass
+class PairCheck:
+    """The outcome of checking a venue's pairs: those it does not list, why it could not be checked (or ""),
+    and the response received (kept for `raw` once the store is open: every message received is recorded)."""
+
+    missing: list[str]
+    why: str = ""
+    url: str = ""
+    status: int | None = None
+    body: bytes | None = None
+    ts_recv: int = 0
+
+
+async def unlisted_pairs(v: VenueConfig, http: aiohttp.ClientSession, timeout: float = 10.0) -> PairCheck:
+    """Configured pairs the venue does not list (nothing is written: the start may still fail)."""
     req = pairs_request(v)
     if req is None:
-        return [], f"{v.name} publishes no list of pairs"
+        return PairCheck([], f"{v.name} publishes no list of pairs")
     url, parse = req
     try:
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             body = await r.read()
-            if r.status != 200:
-                return [], f"GET {url}: HTTP {r.status}"
+            got = PairCheck([], "", url, r.status, body, time.time_ns())
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        return [], f"GET {url}: {type(e).__name__}: {e}"
+        return PairCheck([], f"GET {url}: {type(e).__name__}: {e}", url)
+    if got.status != 200:
+        got.why = f"GET {url}: HTTP {got.status}"
+        return got
     try:
         listed = set(parse(body))
     except ValueError as e:
-        return [], f"GET {url}: unparseable list of pairs ({e})"
-    return [p for p in v.pairs if p not in listed], ""
+        got.why = f"GET {url}: unparseable list of pairs ({e})"
+        return got
+    got.missing = [p for p in v.pairs if p not in listed]
+    return got
 
 
 def fail(message: str, fmt: str = "kv") -> NoReturn:
