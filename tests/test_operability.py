@@ -433,3 +433,37 @@ def test_sd_notify_ready_watchdog_and_stopping(tmp_path, monkeypatch):
     assert sum("WATCHDOG=1" in m for m in got) >= 3, got  # every 0.2 s: half of WatchdogSec
     assert "STOPPING=1" in got[-1] or any("STOPPING=1" in m for m in got[-3:]), got
     assert got.index(next(m for m in got if "READY=1" in m)) < len(got) - 1
+
+
+def test_feed_states_follow_the_last_useful_message_and_faults():
+    from recorder.health import Check, FeedHealth, Health
+    from recorder.metrics import Metrics
+
+    now = [1000.0]
+    m = Metrics(clock=lambda: now[0])
+    h = Health(m, grace=10.0, clock=lambda: now[0])
+    h.add_feed(FeedHealth("v:book", ("A",), stale_after=5.0))
+    h.add_feed(FeedHealth("v:trades", ("A", "B"), stale_after=5.0, polls=True))
+    state = lambda name: h.report()["feeds"][name]["state"]  # noqa: E731
+    assert state("v:book") == "connecting" and h.report()["ok"]  # within the grace: not a fault yet
+    m.seen("v:book", 10, useful=False)  # a control frame or an error body: still nothing useful
+    assert state("v:book") == "connecting"
+    now[0] += 11
+    assert set(h.report()["faults"]) == {"v:book", "v:trades"}  # past the grace
+    m.seen("v:book", 10)
+    m.seen("v:trades", 10)
+    m.caught_up("v:trades", "A")
+    assert state("v:book") == "live" and state("v:trades") == "stale"  # B was never caught up: lag > 5 s
+    m.caught_up("v:trades", "B")
+    assert state("v:trades") == "live" and h.report()["ok"]
+    now[0] += 6
+    assert state("v:book") == "stale" and "threshold 5s" in h.report()["feeds"]["v:book"]["reason"]
+    m.seen("v:book", 10)
+    now[0] += 1
+    m.fault("v:book", "error: boom")
+    assert state("v:book") == "failing" and h.report()["faults"] == ["v:book", "v:trades"]
+    h.component("store", lambda: Check(False, "fsync 12 s ago", {"fsync_age_seconds": 12}))
+    r = h.report()
+    assert r["components_failing"] == ["store"] and r["components"]["store"]["fsync_age_seconds"] == 12
+    h.stop_all()
+    assert state("v:book") == "stopped"
