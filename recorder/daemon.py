@@ -317,7 +317,8 @@ class Daemon:
                       extra={"fields": {"venue": v.name, "pairs": ",".join(missing)}})
 
     async def _chores(self) -> None:
-        """Page samples every 10 s, disk usage of the root every 60 s, sd_notify watchdog pings."""
+        """Page samples every 10 s, disk usage of the root every 10 s for the first minute then every 60 s (a walk
+        of the root's files), sd_notify watchdog pings."""
         loop = asyncio.get_running_loop()
         next_disk = 0.0
         ping = self.notifier.watchdog_interval
@@ -325,7 +326,7 @@ class Daemon:
         while True:
             if loop.time() >= next_disk:
                 self.disk = await asyncio.to_thread(disk_usage, self.cfg.root)
-                next_disk = loop.time() + 60.0
+                next_disk = loop.time() + (10.0 if time.time() - self.metrics.started < 60 else 60.0)
             self.window.sample()
             if ping:
                 self.notifier.send(WATCHDOG="1")
