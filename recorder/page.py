@@ -73,7 +73,7 @@ CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .2em} h2{font-size:1.05em;margin:1.4em 0 .4em}
 table{border-collapse:collapse;background:#fff} th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right;white-space:nowrap}
-th{background:#f0f0f0} td.l,th.l{text-align:left}
+th{background:#f0f0f0} td.l,th.l{text-align:left} td.why{white-space:normal;min-width:8em;max-width:32em}
 .state{font-weight:600;border-radius:3px;padding:.1em .5em;color:#fff}
 .live{background:#2e7d32}.connecting{background:#1565c0}.stale{background:#ef6c00}
 .failing{background:#c62828}.stopped{background:#616161}
@@ -92,7 +92,7 @@ def render(d: dict) -> str:
     for f in d["feeds"]:
         rows.append(
             f'<tr data-feed="{e(f["name"])}" data-state="{e(f["state"])}"><td class="l">{e(f["venue"])}</td>'
-            f'<td class="l">{e(f["feed"])}</td><td class="l"><span class="state {e(f["state"])}">{e(f["state"])}'
+            f'<td class="l">{e(f["feed"])}</td><td class="l why"><span class="state {e(f["state"])}">{e(f["state"])}'
             f'</span> <span class="muted">{e(f["reason"])}</span></td><td>{_num(f["msg_rate"])}</td>'
             f'<td>{_num(f["age"], " s")}</td><td>{_num(f["lag"], " s")}</td><td>{f["reconnects_1h"]}</td>'
             f'<td>{f["gaps_1h"]}</td><td>{f["rejects_1h"]}</td></tr>')
