@@ -127,11 +127,12 @@ class Config:
     max_pending_bytes: int = 256 << 20
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    health_grace: float = 60.0  # seconds after start during which a feed not live yet is not a /health fault
 
 
 _TOP_KEYS = {"recorder", "venues"}
 _RECORDER_KEYS = {"root", "fsync_interval", "metrics_host", "allow_remote", "metrics_port", "log_format", "log_level", "queue_max",
-                  "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
+                  "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file", "health_grace"}
 _VENUE_KEYS = {"enabled", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "book_limit", "trades_interval", "candles_interval",
                "grouped_interval", "book_interval", "snapshot_settle", "api_key_env", "api_secret_env"}
@@ -303,7 +304,7 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
     if not venues:
         raise ConfigError("venues: no enabled venue")
     kw: dict[str, Any] = {}
-    for k in ("fsync_interval", "backoff_base", "backoff_cap"):
+    for k in ("fsync_interval", "backoff_base", "backoff_cap", "health_grace"):
         if k in rec:
             kw[k] = _positive(f"recorder.{k}", rec[k])
     for k in ("queue_max", "max_pending_bytes"):

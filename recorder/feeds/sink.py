@@ -36,6 +36,8 @@ FULL_PAUSE_MAX = 5.0
 SEQ_BLOCK = 4096
 #: sessions kinds that also bump a per-feed counter (rejects are counted in Tap.reject).
 _COUNTED = {"gap": "gaps", "rate_limited": "rate_limited", "error": "errors"}
+#: `disconnect` details of a deliberate stop (logged at info: nothing is wrong).
+STOPPING = ("stopping", "poller stopped")
 
 
 class StoreLike(Protocol):
@@ -335,7 +337,7 @@ class Tap:
             status: str = "ok", reason: str | None = None, request: str | None = None) -> int:
         """Record one received message verbatim (but for configured credential values); returns its seq."""
         seq = self.sink.next_seq()
-        self.metrics.seen(self.feed, len(payload))
+        self.metrics.seen(self.feed, len(payload), status == "ok" and pair is not None)  # data, not control/error
         redact = self.sink.redact
         if redact:
             payload = redact.bytes(payload)
@@ -358,8 +360,9 @@ class Tap:
         return seq
 
     def event(self, session: int, stream: str, kind: str, detail: str | None = None, pair: str | None = None,
-              ts: int | None = None) -> None:
-        """A `sessions` row (connect, disconnect, snapshot, gap, resync, reject, rate_limited, error...)."""
+              ts: int | None = None, log: bool = True) -> None:
+        """A `sessions` row (connect, disconnect, snapshot, gap, resync, reject, rate_limited, error...); also
+        logged (unless `log` is False: the daemon logs its own lifecycle), at info when it is no trouble."""
         detail = self.sink.redact(detail) if detail else detail
         ts = time.time_ns() if ts is None else ts
         seq = self.sink.next_seq()
@@ -367,8 +370,11 @@ class Tap:
         counter = _COUNTED.get(kind)
         if counter:
             self.metrics.inc(counter, self.feed)
-        level = logging.INFO if kind in ("connect", "snapshot", "start", "stop") else logging.WARNING
-        if kind != "reject":
+        if kind in ("error", "reject"):
+            self.metrics.fault(self.feed, f"{kind}: {detail}" + (f" ({pair})" if pair else ""))
+        quiet = kind in ("connect", "snapshot", "start", "stop") or (kind == "disconnect" and detail in STOPPING)
+        if log and kind != "reject":
+            level = logging.INFO if quiet else logging.WARNING
             self.log.log(level, kind, extra={"fields": {"feed": self.feed, "stream": stream, "pair": pair,
                                                         "session": session, "detail": detail}})
 
