@@ -96,8 +96,12 @@ class Run:
         return out
 
     async def _record(self, ts) -> None:
-        self.daemon = d = Daemon(self.cfg, snapshot_interval=self.snapshot_interval)
+        ready = asyncio.Event()
+        self.daemon = d = Daemon(self.cfg, snapshot_interval=self.snapshot_interval, on_ready=lambda _: ready.set())
         task = asyncio.create_task(d.run())
+        # the fault schedule counts from the feeds' start: before it come the pairs check and the kernels' load
+        await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        assert not task.done(), task
         t0 = time.monotonic()
         faults = sorted(self.faults, key=lambda f: f[0])
         while time.monotonic() - t0 < self.seconds:
