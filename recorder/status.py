@@ -122,6 +122,9 @@ def render_daemons(summary: dict) -> list[str]:
         else:
             bad = h.get("faults", []) + h.get("components_failing", [])
             lines.append("  health: OK" if h.get("ok") else f"  health: NOT OK ({', '.join(bad) or 'starting'})")
+            store = h.get("components", {}).get("store", {})
+            if not store.get("ok", True):
+                lines.append(f"  store: {store.get('detail')}")
             for name, f in h.get("feeds", {}).items():
                 age = f.get("last_message_age_seconds")
                 lag = max((f.get("poll_lag_seconds") or {}).values(), default=None)
