@@ -490,8 +490,8 @@ def lease_info_path(root: Path, writer: str) -> Path:
 def disk_usage(root: Path) -> dict:
     """Bytes used by the files under the root, and free/total on its file system."""
     used = 0
-    for dirpath, _, files in os.walk(root):
-        for f in files:
+    for dirpath, _, names in os.walk(root):
+        for f in names:
             try:
                 used += os.lstat(os.path.join(dirpath, f)).st_size
             except OSError:
