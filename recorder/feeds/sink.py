@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.metrics import Metrics
-from recorder.offload import in_daemon_thread
+from recorder.offload import DaemonWorker, in_daemon_thread
 from recorder.redact import Redactor
 from recorder.rows import BookEvent, Candle, Level, Trade
 from recorder.store import DiskFull, StoreBusy, StoreError
@@ -80,6 +80,7 @@ class Sink:
         self._give_up_at = 0.0
         self._unwritten: list[tuple] = []
         self._running: dict = {}  # the batches of the flush in progress
+        self._worker = DaemonWorker("sink-append")
 
     def next_seq(self, n: int = 1) -> int:
         """First of n fresh seq numbers (from a block reserved from the store: one call per message
@@ -221,7 +222,7 @@ class Sink:
             return
         batches = self._running = self.drain()
         n = sum(_size(c) for chunks in batches.values() for c in chunks)
-        work = in_daemon_thread(self._append_batch, batches, name="sink-append")
+        work = self._worker.submit(self._append_batch, batches)
         left: list[tuple] = []
         try:
             left = await asyncio.wait_for(asyncio.shield(work), timeout)
