@@ -12,7 +12,9 @@ no parsing, no storing) on the same firehose: frames per CPU-second.
 Memory: `--minutes M` runs the paced simulator (btcalpha + bitexbit, 2 pairs each, `--rate` msg/s in total)
 against `recorder run` with every channel, sampling the recorder's RSS every 5 s.
 
-Run: `.venv/bin/python bench/ingest.py [-n 200000] [--runs 3] [--minutes 2] [--rate 2000]`.
+Run: `.venv/bin/python bench/ingest.py [-n 200000] [--runs 3] [--minutes 2] [--rate 2000] [--against REV]`;
+`--against REV` also runs the recorder of git revision REV (exported, kernels compiled) after each run's
+baseline: a same-run A/B of a change.
 """
 from __future__ import annotations
 
@@ -118,8 +120,11 @@ def rss_kb(pid: int) -> tuple[int, int]:
 
 
 def metric(port: int, name: str, feed: str) -> float:
+    """A per-feed sample of /metrics; `feed` is venue:channel (labels venue/feed, or the older feed="venue:channel")."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    m = re.search(rf'^{name}{{feed="{re.escape(feed)}"}} (\S+)$', text, re.M)
+    venue, _, channel = feed.partition(":")
+    m = (re.search(rf'^{name}{{venue="{re.escape(venue)}",feed="{re.escape(channel)}"}} (\S+)$', text, re.M)
+         or re.search(rf'^{name}{{feed="{re.escape(feed)}"}} (\S+)$', text, re.M))
     return float(m.group(1)) if m else 0.0
 
 
@@ -132,12 +137,24 @@ def write_config(path: Path, root: Path, port: int, venues: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def recorder(cfg: Path) -> subprocess.Popen:
+def recorder(cfg: Path, tree: Path | None = None) -> subprocess.Popen:
+    """`recorder run` from this checkout, or from `tree` (an exported revision: --against)."""
+    env = dict(os.environ, PYTHONPATH=str(tree)) if tree else None
     return subprocess.Popen([sys.executable, "-c", "from recorder.cli import main; main()", "run", "--config", str(cfg)],
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=env)
 
 
-def firehose(n: int, pairs: str) -> dict:
+def export(rev: str, dest: Path) -> Path:
+    """The source tree of a git revision, with its kernels compiled (numba caches per source path)."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    subprocess.run([sys.executable, "-c", "from recorder.feeds import l3; l3.warm()"], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(dest)))
+    return dest
+
+
+def firehose(n: int, pairs: str, tree: Path | None = None) -> dict:
     """Recorder on the firehose: wall and per-CPU rates into committed Parquet."""
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         tmp = Path(tmp)
@@ -147,7 +164,7 @@ def firehose(n: int, pairs: str) -> dict:
         write_config(tmp / "r.toml", tmp / "data", port, {"btcalpha": {
             "pairs": pairs.split(","), "channels": ["book"], "ws_url": a, "rest_url": f"{a}/api/v1/",
             "charts_url": f"{a}/api/charts/", "heartbeat": 120.0}})
-        rec = recorder(tmp / "r.toml")
+        rec = recorder(tmp / "r.toml", tree)
         while True:  # steady state first: snapshots joined, start-up compaction child gone
             time.sleep(0.05)
             try:
@@ -228,26 +245,47 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=2.0, help="memory run length (30 for the full goal)")
     ap.add_argument("--rate", type=float, default=2000.0, help="memory run: messages/s in total")
     ap.add_argument("--runs", type=int, default=3, help="firehose runs, each after its own baseline (the machine drifts)")
+    ap.add_argument("--against", metavar="REV", help="also run the recorder of git revision REV after each run's "
+                                                      "baseline (a same-run A/B: REV first, then this checkout)")
     args = ap.parse_args()
-    rates, ratios = [], []
-    for _ in range(args.runs):
-        base = baseline(args.n, args.pairs)
-        print(f"baseline bare engine.io reader: {base['wall']:,.0f} frames/s wall, {base['per_cpu']:,.0f} frames/CPU-s")
-        fh = firehose(args.n, args.pairs)
-        print(f"recorder firehose: {fh['messages']:,} msgs -> raw rows {fh['raw_rows']:,}, "
-              f"book_events {fh['book_events']:,}, exit {fh['exit']}")
-        print(f"  received: {fh['wall_recv']:,.0f} msg/s wall; into committed Parquet: {fh['wall_durable']:,.0f} msg/s wall")
-        print(f"  per core: {fh['per_cpu']:,.0f} msg per recorder CPU-second ({fh['cpu_s']:.1f} CPU-s, all threads);"
-              f" {fh['per_cpu'] / base['per_cpu']:.2f} x the bare reader; peak RSS {fh['peak_rss_mb']:.0f} MB")
-        rates.append(fh["per_cpu"])
-        ratios.append(fh["per_cpu"] / base["per_cpu"])
+    rates, ratios, old_rates = [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-rev-") as tmp_rev:
+        tree = export(args.against, Path(tmp_rev)) if args.against else None
+        for _ in range(args.runs):
+            base = baseline(args.n, args.pairs)
+            print(f"baseline bare engine.io reader: {base['wall']:,.0f} frames/s wall, "
+                  f"{base['per_cpu']:,.0f} frames/CPU-s")
+            if tree is not None:
+                old = firehose(args.n, args.pairs, tree)
+                print(f"  {args.against}: {old['per_cpu']:,.0f} msg per recorder CPU-second ({old['cpu_s']:.1f} CPU-s), "
+                      f"{old['per_cpu'] / base['per_cpu']:.3f} x the bare reader, exit {old['exit']}")
+                old_rates.append(old["per_cpu"])
+            rate, ratio = one_run(args, base)
+            rates.append(rate)
+            ratios.append(ratio)
     print(f"per core over {args.runs} runs: median {statistics.median(rates):,.0f} msg per recorder CPU-second "
           f"(min {min(rates):,.0f}, max {max(rates):,.0f}); median {statistics.median(ratios):.2f} x the bare reader")
+    if old_rates:
+        print(f"{args.against} over the same runs: median {statistics.median(old_rates):,.0f} msg per recorder "
+              f"CPU-second (min {min(old_rates):,.0f}, max {max(old_rates):,.0f}); this checkout / {args.against} = "
+              f"{statistics.median(rates) / statistics.median(old_rates):.3f} (medians), per run "
+              + ", ".join(f"{a / b:.3f}" for a, b in zip(rates, old_rates)))
     if args.minutes > 0:
         s = soak(args.minutes, args.rate)
         print(f"memory: {s['minutes']:g} min at {s['rate']:,.0f} msg/s target ({s['msg_rate']:,.0f} msg/s recorded): "
               f"RSS {s['rss_start_mb']:.0f} MB after warm-up -> {s['rss_end_mb']:.0f} MB at the end "
               f"({s['growth_pct']:+.1f}%), peak {s['peak_mb']:.0f} MB, {s['samples']} samples")
+
+
+def one_run(args, base: dict) -> tuple[float, float]:
+    """The firehose of this checkout after `base`: (msg per CPU-second, ratio to the bare reader)."""
+    fh = firehose(args.n, args.pairs)
+    print(f"recorder firehose: {fh['messages']:,} msgs -> raw rows {fh['raw_rows']:,}, "
+          f"book_events {fh['book_events']:,}, exit {fh['exit']}")
+    print(f"  received: {fh['wall_recv']:,.0f} msg/s wall; into committed Parquet: {fh['wall_durable']:,.0f} msg/s wall")
+    print(f"  per core: {fh['per_cpu']:,.0f} msg per recorder CPU-second ({fh['cpu_s']:.1f} CPU-s, all threads);"
+          f" {fh['per_cpu'] / base['per_cpu']:.2f} x the bare reader; peak RSS {fh['peak_rss_mb']:.0f} MB")
+    return fh["per_cpu"], fh["per_cpu"] / base["per_cpu"]
 
 
 if __name__ == "__main__":

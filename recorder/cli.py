@@ -19,8 +19,11 @@ def main() -> None:
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="TOML config (see recorder.example.toml).")
-def run(config_path: str) -> None:
-    """Record the configured venues until SIGTERM/SIGINT."""
+@click.option("--allow-unlisted", is_flag=True,
+              help="Record even when a configured pair is not in the venue's list of pairs (its feeds then report "
+                   "failing in /health) instead of refusing to start.")
+def run(config_path: str, allow_unlisted: bool) -> None:
+    """Record the configured venues until SIGTERM/SIGINT. A start-up failure is one line on stderr, exit 2."""
     import signal
 
     early: list[int] = []  # a stop asked for while still starting up is honoured once running
@@ -30,18 +33,28 @@ def run(config_path: str) -> None:
     # pool, which only this variable sets): mimalloc kept faulting in fresh zeroed huge pages for the store's
     # buffers, 8-10 % of the recorder's CPU on the firehose; jemalloc reuses them (bench/RESULTS.md).
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
-    from recorder import config, daemon
-    from recorder.store import DiskFull
+    from recorder import config
+    from recorder.startup import fail
 
     try:
         cfg = config.load(config_path)
     except config.ConfigError as e:
-        raise click.ClickException(str(e)) from None
+        fail(str(e), _log_format(config_path))
+    from recorder import daemon
+
+    sys.exit(daemon.main(cfg, early=early, allow_unlisted=allow_unlisted))
+
+
+def _log_format(config_path: str) -> str:
+    """The config's log_format when it can be read at all (a config error is reported in it)."""
+    import tomllib
+
     try:
-        sys.exit(daemon.run(cfg, early=early))
-    except DiskFull as e:  # a restart loop on a full disk must say why in one line, with its own exit code
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(2)
+        with open(config_path, "rb") as fh:
+            fmt = tomllib.load(fh).get("recorder", {}).get("log_format", "json")
+    except (OSError, ValueError, AttributeError):
+        return "kv"
+    return fmt if fmt in ("json", "kv") else "kv"
 
 
 @main.command()
@@ -76,16 +89,17 @@ def prune(root: str, older_than: str, tables: tuple[str, ...], dry_run: bool) ->
 
 
 @main.command()
-@click.option("--seconds", default=30.0, show_default=True, help="How long to record.")
-@click.option("--root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: a temp dir).")
+@click.option("--seconds", default=30.0, show_default=True, help="How long to record (after the kernels are loaded).")
+@click.option("--root", type=click.Path(), default=None, help="Dataset root (default: a temp dir).")
 @click.option("--pairs", default="BTC_USD,ETH_BTC", show_default=True)
 @click.option("--rate", default=50.0, show_default=True, help="Simulated messages per second per venue and pair.")
 @click.option("--seed", default=1, show_default=True)
 def demo(seconds: float, root: str | None, pairs: str, rate: float, seed: int) -> None:
-    """Simulator for all four venues + recorder for a while, then what was recorded."""
+    """Simulator for all four venues + recorder for a while, then what was recorded (exit 1 if nothing was)."""
     import logging
 
     from recorder import daemon, demo as demo_mod
+    from recorder.startup import StartupError, fail
     from recorder.status import render, summarize
 
     daemon.setup_logging("kv", "warning", lambda s: s)
@@ -95,10 +109,19 @@ def demo(seconds: float, root: str | None, pairs: str, rate: float, seed: int) -
         tmp = tempfile.TemporaryDirectory(prefix="booktape-demo-")
         root = tmp.name
     click.echo(f"recording {seconds:g}s from the simulator ({pairs}, {rate:g} msg/s per venue and pair) into {root}")
-    asyncio.run(demo_mod.record(seconds, root, pairs=pairs.split(","), rate=rate, seed=seed))
-    click.echo(render(summarize(root), Path(root)), nl=False)
+    try:
+        asyncio.run(demo_mod.record(seconds, root, pairs=pairs.split(","), rate=rate, seed=seed,
+                                    announce=lambda line: click.echo(line)))
+    except StartupError as e:
+        fail(str(e))
+    summary = summarize(root)
+    click.echo(render(summary, Path(root)), nl=False)
+    empty = demo_mod.nothing_recorded(summary)
     if tmp is not None:
         tmp.cleanup()
+    if empty:
+        click.echo(f"recorder demo: nothing recorded from {', '.join(empty)} in {seconds:g}s", err=True)
+        sys.exit(1)
 
 
 from recorder.sim.cli import simulate  # noqa: E402

@@ -155,11 +155,12 @@ class Config:
     max_pending_bytes: int = 256 << 20
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    health_grace: float = 60.0  # seconds after start during which a feed not live yet is not a /health fault
 
 
 _TOP_KEYS = {"recorder", "venues"}
 _RECORDER_KEYS = {"root", "writer", "spool", "s3_endpoint_url", "s3_region", "seq_namespace", "fsync_interval", "metrics_host", "allow_remote", "metrics_port", "log_format", "log_level", "queue_max",
-                  "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file"}
+                  "max_pending_bytes", "backoff_base", "backoff_cap", "secrets_file", "health_grace"}
 _VENUE_KEYS = {"enabled", "api", "pairs", "channels", "resolutions", "ws_url", "rest_url", "charts_url", "trading_url",
                "rate_limit", "heartbeat", "eio", "framing", "ws_path", "subscribe", "subscribe_json", "book_limit", "trades_interval", "candles_interval",
                "grouped_interval", "book_interval", "snapshot_settle", "api_key_env", "api_secret_env"}
@@ -401,7 +402,8 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
     venues = tuple(v for v in (_venue(n, r, secrets, env) for n, r in venues_raw.items()) if v is not None)
     if not venues:
         raise ConfigError("venues: no enabled venue")
-    for k in ("fsync_interval", "backoff_base", "backoff_cap"):
+    kw: dict[str, Any] = {}
+    for k in ("fsync_interval", "backoff_base", "backoff_cap", "health_grace"):
         if k in rec:
             kw[k] = _positive(f"recorder.{k}", rec[k])
     for k in ("queue_max", "max_pending_bytes"):

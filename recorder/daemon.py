@@ -13,12 +13,14 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,18 +31,25 @@ from recorder import feeds as feeds_mod
 from recorder.config import Config
 from recorder.feeds import l3
 from recorder.feeds.base import VenueContext, describe
+from recorder.feeds.polling import Poller
 from recorder.feeds.sink import Sink, Tap
-from recorder.metrics import Metrics, MetricsServer
+from recorder.health import Check, FeedHealth, Health
+from recorder.metrics import Exposition, Metrics, split_feed
+from recorder.notify import Notifier
 from recorder.offload import in_daemon_thread
+from recorder.page import Window
 from recorder.redact import Redactor
+from recorder.startup import StartupError, bind, fail, check_lease, check_root, pairs_request, unlisted_pairs
+from recorder.web import StatusServer
 from recorder.procs import child_env
-from recorder.store import Store
+from recorder.store import DiskFull, Store, StoreError
 from recorder.store.health import STALL_AFTER, store_health
 from recorder.store import remote
 from recorder.transport import Backoff, RateLimiter
 from schemas import TABLES, files
 
 log = logging.getLogger("recorder.daemon")
+VERSION = version("booktape")
 #: Venues whose book stream needs the L3 feed's compiled kernels.
 L3_VENUES = ("btcalpha", "bitexbit")
 #: A stop (SIGTERM) is over within STOP_BUDGET seconds whatever the store's state: feeds get FEEDS_BUDGET to wind
@@ -49,6 +58,7 @@ L3_VENUES = ("btcalpha", "bitexbit")
 STOP_BUDGET, FEEDS_BUDGET, SINK_BUDGET = 9.0, 2.0, 5.5
 #: seconds a stop waits for compaction; a longer merge is stopped and redone at the next start (Store.close).
 COMPACT_WAIT = 3.0
+_loaded = False  # the L3 kernels are loaded in this process (a second Daemon in it skips the compile child)
 
 
 class LogFormatter(logging.Formatter):
@@ -126,23 +136,37 @@ class Daemon:
 
     def __init__(self, cfg: Config, *, writer: str | None = None, snapshot_interval: float = 3600.0,
                  on_ready: Callable[["Daemon"], None] | None = None,
-                 build: Callable[..., list] = feeds_mod.build) -> None:
+                 build: Callable[..., list] = feeds_mod.build, allow_unlisted: bool = False,
+                 announce: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.build = build
         self.writer = writer or cfg.writer
         self.snapshot_interval = snapshot_interval
         self.on_ready = on_ready
+        self.allow_unlisted = allow_unlisted
+        self.announce = announce  # also told the one-off lines an operator must see (e.g. "compiling...")
         self.metrics = Metrics()
+        self.health_state = Health(self.metrics, cfg.health_grace)
+        self.exposition = Exposition(self.metrics)
+        self.window = Window(self.metrics)
         self.redact = Redactor(secrets_of(cfg))
         self.stop_event = asyncio.Event()
         self.port = 0
         self.store: Store | None = None
         self.sink: Sink | None = None
+        self.kernels_ready = not any(v.name in L3_VENUES for v in cfg.venues)
+        self.disk: dict = {}
         self._feeds: list = []
+        self._unlisted: dict[str, list[str]] = {}
+        self._pair_checks: dict = {}  # venue -> startup.PairCheck with the response to keep in raw
         self._run_session = 0
         self._stop_at = 0.0
         self.stall_after = STALL_AFTER  # seconds without store progress before /health says 503
+        self._lease_info: Path | None = None
         self.stop_early = False  # set by a signal that arrives before the event loop handles signals
+        self.health_state.component("kernels", lambda: Check(
+            self.kernels_ready, "loaded" if self.kernels_ready else "compiling or loading the L3 kernels"))
+        self.health_state.component("store", self._store_check)
 
     def new_store(self) -> Store:
         """The store this run writes to (not opened)."""
@@ -163,23 +187,65 @@ class Daemon:
         """The store's part of /health (and of /metrics): see recorder.store.health."""
         return store_health(self.store.stats if self.store is not None else {}, stall_after=self.stall_after)
 
+    def _store_check(self) -> Check:
+        """The store component of /health: failing on a store error, or while the store is stalled (disk full,
+        data waiting for its fsync, backlog full: store_health), with its stats, fsync age and backlog."""
+        if self.store is None:
+            return Check(False, "not open yet")
+        stats = self.store.stats
+        sh = store_health(stats, stall_after=self.stall_after)
+        data = {k: v for k, v in stats.items() if isinstance(v, (int, float, str, type(None)))}
+        data.update({k: v for k, v in sh.items() if k != "ok"})
+        data["pending_rows"] = self.sink.pending if self.sink else 0
+        err = stats.get("last_error")
+        return Check(not err and sh["ok"], err or ("" if sh["ok"] else sh["state"]), data)
+
     def health(self) -> dict:
-        """/health body: ok when the store keeps up and every feed is up or retrying; while the store is
-        stalled every feed is too (nothing it receives can be kept)."""
-        stats = self.store.stats if self.store is not None else {}
-        sh = self.store_health()
-        feeds = {f.name: {"up": bool(self.metrics.gauges.get(("up", f.name), 0)),
-                          "last_message_age_seconds": round(time.time() - self.metrics.last_seen[f.name], 3)
-                          if f.name in self.metrics.last_seen else None,
-                          **({} if sh["ok"] else {"state": sh["state"]})} for f in self._feeds}
-        ok = self.store is not None and not (stats or {}).get("last_error") and sh["ok"]
-        return {"ok": ok, "feeds": feeds, "pending_rows": self.sink.pending if self.sink else 0,
-                "store_health": sh,
-                "store": {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str, type(None)))}}
+        """/health body (recorder/health.py): 503 when a feed is not live past the grace, or a component fails."""
+        return self.health_state.report()
+
+    def page_data(self) -> dict:
+        """What the status page shows (recorder/page.py)."""
+        h = self.health()
+        feeds = []
+        for name, f in h["feeds"].items():
+            venue, feed = split_feed(name)
+            lag = self.metrics.gauges.get(("lag_seconds", name))
+            if "poll_lag_seconds" in f and f["poll_lag_seconds"]:
+                lag = max(f["poll_lag_seconds"].values())
+            feeds.append({"name": name, "venue": venue, "feed": feed, "state": f["state"], "reason": f["reason"],
+                          "msg_rate": self.window.rate("messages", name), "age": f["last_message_age_seconds"],
+                          "lag": lag, **{f"{k}_1h": self.window.last_hour(k, name)
+                                         for k in ("reconnects", "gaps", "rejects")}})
+        rows: dict[str, int] = {}
+        for (n, _, table), v in self.metrics.counters.items():
+            if n == "rows":
+                rows[table] = rows.get(table, 0) + v
+        store = h["components"].get("store", {})
+        shown = {k: store[k] for k in ("ok", "detail", "pending_rows", "pending_bytes", "sealed_segments",
+                                       "rows_appended", "segments_converted", "files_written") if k in store}
+        shown.update({k: v for k, v in store.items() if k not in shown and k.startswith(("fsync", "backlog"))})
+        return {"ok": h["ok"], "ready": h["ready"], "faults": h["faults"],
+                "components_failing": h["components_failing"], "version": VERSION, "pid": os.getpid(),
+                "root": str(self.cfg.root), "uptime_s": time.time() - self.metrics.started, "feeds": feeds,
+                "store": shown, "rows": dict(sorted(rows.items())), "disk": self.disk}
 
     def _daemon_event(self, kind: str, detail: str) -> None:
         for v in self.cfg.venues:
-            Tap(self.sink, v.name, "daemon").event(self._run_session, "daemon", kind, detail)
+            Tap(self.sink, v.name, "daemon").event(self._run_session, "daemon", kind, detail, log=False)
+
+    def _track(self, feed) -> None:
+        """Health and zeroed metrics series for a feed, with its threshold (per venue and channel)."""
+        v = feed.ctx.cfg
+        interval = getattr(v, feed.interval_key, None) if isinstance(feed, Poller) else None
+        if interval is not None:
+            stale = max(3 * interval, interval + 10.0)
+        else:
+            stale = v.heartbeat or 60.0
+            if feed.name.endswith("trades"):
+                stale *= 5  # a quiet market has no trades for a while; the book stream shows the connection
+        self.health_state.add_feed(FeedHealth(feed.name, tuple(v.pairs), stale, polls=interval is not None,
+                                              unlisted=tuple(self._unlisted.get(v.name, ()))))
 
     async def _supervise(self, feed) -> None:
         cfg = self.cfg
@@ -218,12 +284,19 @@ class Daemon:
             await asyncio.sleep(1.0)
 
     async def _warm(self) -> None:
-        """Load the L3 feed's compiled kernels (compiled once per install into numba's cache, ~15 s; then ~1 s;
-        `recorder run` has compiled them in a child process first: compile_kernels).
+        """Compile the L3 feed's kernels into numba's cache in a child process (compile_kernels), then load
+        them here (~1 s from the cache); /health says not ready meanwhile.
 
-        In a daemon thread, not the loop's executor: a stop during a first compile must not wait for it
-        (the executor is joined at exit; a daemon thread is not), and the stop skips straight to shutdown.
+        The load runs in a daemon thread, not the loop's executor: a stop during a first compile must not
+        wait for it (the executor is joined at exit; a daemon thread is not), and the stop skips to shutdown.
         """
+        global _loaded
+        if _loaded:
+            self.kernels_ready = True
+            return
+        await asyncio.to_thread(compile_kernels, self.stop_event.is_set, self._say)
+        if self.stop_event.is_set():
+            return
         done = in_daemon_thread(l3.warm, name="numba-warm")
         stopping = asyncio.ensure_future(self.stop_event.wait())
         try:
@@ -234,83 +307,214 @@ class Daemon:
             done.cancel()  # stopping: the thread's result is not wanted
             return
         done.result()
+        self.kernels_ready = _loaded = True
+
+    def _say(self, line: str) -> None:
+        log.info(line)
+        if self.announce is not None:
+            self.announce(line)
+
+    async def _check_pairs(self) -> None:
+        """Configured pairs against each venue's list: unknown ones fail the start (or, allowed, fail loudly)."""
+        async with aiohttp.ClientSession() as http:
+            results = await asyncio.gather(*(unlisted_pairs(v, http) for v in self.cfg.venues))
+        for v, check in zip(self.cfg.venues, results):
+            missing = check.missing
+            if check.body is not None:
+                self._pair_checks[v.name] = check
+            if check.why and pairs_request(v) is not None:
+                log.warning("pairs not checked against the venue's list",
+                            extra={"fields": {"venue": v.name, "reason": check.why}})
+            if not missing:
+                continue
+            if not self.allow_unlisted:
+                raise StartupError(f"venues.{v.name}.pairs: {', '.join(missing)} not listed by {v.name} "
+                                   f"(its list of pairs says so); fix the config, or pass --allow-unlisted to "
+                                   f"record the others and report these as failing")
+            self._unlisted[v.name] = missing
+            log.error("recording pairs the venue does not list (--allow-unlisted): their feeds report failing",
+                      extra={"fields": {"venue": v.name, "pairs": ",".join(missing)}})
+
+    async def _chores(self) -> None:
+        """Page samples every 10 s, disk usage of the root every 10 s for the first minute then every 60 s (a walk
+        of the root's files), sd_notify watchdog pings."""
+        loop = asyncio.get_running_loop()
+        next_disk = 0.0
+        ping = self.notifier.watchdog_interval
+        step = min(10.0, ping) if ping else 10.0
+        while True:
+            if loop.time() >= next_disk:
+                self.disk = await asyncio.to_thread(disk_usage, self.cfg.root)
+                next_disk = loop.time() + (10.0 if time.time() - self.metrics.started < 60 else 60.0)
+            self.window.sample()
+            if ping:
+                self.notifier.send(WATCHDOG="1")
+            await asyncio.sleep(step)
+
+    def _write_lease_info(self) -> None:
+        """Who holds the writer lease, for `recorder status`: pid, start, and where /health is served."""
+        info = {"pid": os.getpid(), "writer": self.writer, "started": self.metrics.started, "version": VERSION,
+                "host": self.cfg.metrics_host, "port": self.port}
+        self._lease_info = lease_info_path(self.cfg.root, self.writer)
+        tmp = self._lease_info.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self._lease_info)
 
     async def run(self) -> int:
-        """Record until stopped; returns the process exit code."""
+        """Record until stopped; returns the process exit code (StartupError: nothing was written to the root)."""
         cfg = self.cfg
         loop = asyncio.get_running_loop()
+        self.notifier = Notifier()
+        check_root(cfg.root)
+        check_lease(cfg.root, self.writer)
+        try:
+            self.new_store().check_space()  # a full disk: one line, before anything starts
+        except DiskFull as e:
+            raise StartupError(str(e)) from None
+        sock = bind(cfg.metrics_host, cfg.metrics_port)
+        server = StatusServer(self.exposition, self.health, self.page_data, sock)
+        self.port = server.port
+        try:
+            await self._check_pairs()
+        except BaseException:
+            sock.close()
+            raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         if self.stop_early:
             self.stop()
-        log.info("arrow memory pool", extra={"fields": {"pool": pa.default_memory_pool().backend_name}})
-        self.store = await asyncio.to_thread(self.new_store().open)
-        creds = cfg.s3_credentials
-        shipper = None if cfg.remote is None else remote.Shipper(
-            cfg.root, cfg.remote, self.writer, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region,
-            key=creds and creds.key.reveal(), secret=creds and creds.secret.reveal()).start()
-        self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
-        self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
-        self.metrics.gauge_fn("store_pending_bytes", lambda: float(self.store.stats.get("pending_bytes", 0) or 0))
-        self.metrics.gauge_fn("arrow_allocated_bytes", pa.total_allocated_bytes)
-        self.metrics.gauge_fn("store_stalled", lambda: float(not self.store_health()["ok"]))
-        for key in ("disk_full", "fsync_age_seconds", "unsynced_seconds", "blocked_seconds", "backlog_ratio"):
-            self.metrics.gauge_fn(f"store_{key}", lambda k=key: float(self.store_health()[k] or 0))
-        self._run_session = sink.session = sink.next_seq()
-        server = MetricsServer(self.metrics, self.health, cfg.metrics_host, cfg.metrics_port)
-        self.port = await server.start()
-        log.info("metrics listening", extra={"fields": {"url": f"http://{cfg.metrics_host}:{self.port}/metrics"}})
-        if cfg.allow_remote and not is_loopback(cfg.metrics_host):
-            log.warning("metrics and health are served to other machines, without authentication (allow_remote)",
-                        extra={"fields": {"host": cfg.metrics_host, "port": self.port}})
-        self._daemon_event("start", f"pid {os.getpid()} writer {self.writer} venues "
-                                    f"{','.join(v.name for v in cfg.venues)} metrics port {self.port}")
-        limiter = RateLimiter()
-        if any(v.name in L3_VENUES for v in cfg.venues):
-            await self._warm()
+        log.info("starting", extra={"fields": {"root": str(cfg.root), "writer": self.writer, "version": VERSION,
+                                               "venues": ",".join(v.name for v in cfg.venues),
+                                               "pool": pa.default_memory_pool().backend_name}})
+        sink = shipper = None
         try:
-            async with aiohttp.ClientSession() as http:
+            self.port = await server.start()
+            log.info("metrics listening", extra={"fields": {"url": f"http://{cfg.metrics_host}:{self.port}/"}})
+            if cfg.allow_remote and not is_loopback(cfg.metrics_host):
+                log.warning("metrics, health and the status page are served to other machines, without "
+                            "authentication (allow_remote)", extra={"fields": {"host": cfg.metrics_host,
+                                                                               "port": self.port}})
+            store = self.new_store()
+            try:
+                self.store = await asyncio.to_thread(store.open)
+            except StoreError as e:  # e.g. a second recorder that took the lease since check_lease
+                raise StartupError(str(e)) from None
+            if store.recovered["segments"]:
+                log.info("recovered after an unclean stop", extra={"fields": dict(store.recovered)})
+            self._write_lease_info()
+            creds = cfg.s3_credentials
+            shipper = None if cfg.remote is None else remote.Shipper(
+                cfg.root, cfg.remote, self.writer, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region,
+                key=creds and creds.key.reveal(), secret=creds and creds.secret.reveal()).start()
+            self.sink = sink = Sink(self.store, self.metrics, max_rows=cfg.queue_max, redact=self.redact)
+            self.metrics.gauge_fn("queue_rows", lambda: sink.pending)
+            self.metrics.gauge_fn("store_pending_bytes", lambda: self.store.stats.get("pending_bytes", 0) or 0)
+            self.metrics.gauge_fn("arrow_allocated_bytes", pa.total_allocated_bytes)
+            self.metrics.gauge_fn("kernels_ready", lambda: int(self.kernels_ready))
+            self.metrics.gauge_fn("store_stalled", lambda: float(not self.store_health()["ok"]))
+            for key in ("disk_full", "fsync_age_seconds", "unsynced_seconds", "blocked_seconds", "backlog_ratio"):
+                self.metrics.gauge_fn(f"store_{key}", lambda k=key: float(self.store_health()[k] or 0))
+            for v in cfg.venues:
+                self.metrics.register_tables(v.name)
+            self._run_session = sink.session = sink.next_seq()
+            rec = store.recovered
+            self._daemon_event("start", f"pid {os.getpid()} writer {self.writer} venues "
+                                        f"{','.join(v.name for v in cfg.venues)} metrics port {self.port}"
+                               + (f"; recovered {rec['segments']} log segments, {rec['rows']} rows"
+                                  if rec["segments"] else ""))
+            for v in cfg.venues:
+                tap = Tap(sink, v.name, "daemon")
+                check = self._pair_checks.get(v.name)
+                if check is not None:  # the start-up pairs request, received before the store could take it
+                    ok = check.status == 200 and not check.why
+                    tap.raw(self._run_session, "rest:pairs", None, check.ts_recv, check.body,
+                            status="ok" if ok else "rejected", reason=None if ok else check.why[:500],
+                            request=f"GET {check.url}")
+                for p in self._unlisted.get(v.name, ()):
+                    tap.event(self._run_session, "daemon", "error", f"pair {p} is not listed by {v.name} "
+                                                                     f"(--allow-unlisted)", p)
+            self.notifier.send(STATUS="starting: loading kernels")
+            limiter = RateLimiter()
+            async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as tg:
+                writer = tg.create_task(sink.run(), name="sink")
+                chores = tg.create_task(self._chores(), name="chores")
+                watch = tg.create_task(self._watch_store(), name="store-health")
+                if not self.kernels_ready:
+                    await self._warm()
                 for v in cfg.venues if not self.stop_event.is_set() else ():  # stopped while warming: no feeds
                     cursors = await asyncio.to_thread(dataset_cursors, cfg.root, v.name, v.pairs) \
                         if "trades" in v.channels and v.name != "bitopro" else {}
                     ctx = VenueContext(v, http, sink, limiter, backoff_base=cfg.backoff_base,
                                        backoff_cap=cfg.backoff_cap, cursors=cursors)
                     self._feeds += self.build(ctx, snapshot_interval=self.snapshot_interval)
-                async with asyncio.TaskGroup() as tg:
-                    writer = tg.create_task(sink.run(), name="sink")
-                    watch = tg.create_task(self._watch_store(), name="store-health")
-                    tasks = [tg.create_task(self._supervise(f), name=f.name) for f in self._feeds]
-                    if self.on_ready is not None:
-                        self.on_ready(self)
-                    await self.stop_event.wait()
-                    log.info("stopping", extra={"fields": {"feeds": len(tasks)}})
-                    for t in tasks:
-                        t.cancel()
-                    if tasks:
-                        await asyncio.wait(tasks, timeout=self._left(FEEDS_BUDGET))
-                    self._daemon_event("stop", "graceful stop")
-                    await sink.close(self._left(SINK_BUDGET))
-                    writer.cancel()
-                    watch.cancel()
+                for f in self._feeds:
+                    self._track(f)
+                self.health_state.restart()
+                tasks = [tg.create_task(self._supervise(f), name=f.name) for f in self._feeds]
+                self.notifier.send(READY="1", STATUS=f"recording {len(tasks)} feeds")
+                if self.on_ready is not None:
+                    self.on_ready(self)
+                await self.stop_event.wait()
+                log.info("stopping", extra={"fields": {"feeds": len(tasks)}})
+                self.notifier.send(STOPPING="1", STATUS="stopping")
+                for t in tasks:
+                    t.cancel()
+                if tasks:
+                    await asyncio.wait(tasks, timeout=self._left(FEEDS_BUDGET))
+                self.health_state.stop_all()
+                self._daemon_event("stop", "graceful stop")
+                await sink.close(self._left(SINK_BUDGET))
+                writer.cancel()
+                chores.cancel()
+                watch.cancel()
         finally:
             if not self.stop_event.is_set():
                 self.stop()  # an error ends the run: the same bounded stop
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await server.stop()
-            if sink.pending:
+            if sink is not None and sink.pending:
                 await sink.close(self._left(SINK_BUDGET))
-            left = self._left(STOP_BUDGET)
-            closing = in_daemon_thread(self.store.close, COMPACT_WAIT, max(0.0, left - 0.5), name="store-close")
-            try:
-                await asyncio.wait_for(closing, left)
-            except TimeoutError:
-                log.error("store close did not finish in time: its log is recovered at the next start")
+            if self.store is not None:
+                if self._lease_info is not None:  # before the lease goes: the next holder writes its own
+                    self._lease_info.unlink(missing_ok=True)
+                left = self._left(STOP_BUDGET)
+                closing = in_daemon_thread(self.store.close, COMPACT_WAIT, max(0.0, left - 0.5), name="store-close")
+                try:
+                    await asyncio.wait_for(closing, left)
+                except TimeoutError:
+                    log.error("store close did not finish in time: its log is recovered at the next start")
             if shipper is not None:  # the bucket gets every final file, the open hour's too
                 await asyncio.to_thread(shipper.stop)
-            log.info("stopped", extra={"fields": {"rows": sink.appended, "stop_seconds":
+            log.info("stopped", extra={"fields": {"rows": sink.appended if sink else 0, "stop_seconds":
                                                   round(time.monotonic() - self._stop_at, 3)}})
         return 0
+
+
+def lease_info_path(root: Path, writer: str) -> Path:
+    """`_state/writer-<id>.json`: the running recorder's pid and address, beside its lease file."""
+    return Path(root) / "_state" / f"writer-{writer}.json"
+
+
+def disk_usage(root: Path) -> dict:
+    """Bytes used by the files under the root, and free/total on its file system."""
+    used = 0
+    for dirpath, _, names in os.walk(root):
+        for f in names:
+            try:
+                used += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass  # renamed or removed meanwhile (conversion, compaction)
+    du = shutil.disk_usage(root)
+    return {"used_bytes": used, "free_bytes": du.free, "total_bytes": du.total}
+
+
+def main(cfg: Config, early: list | None = None, **kw) -> int:
+    """`recorder run`: run(), with a start-up failure as one line on stderr and exit code 2."""
+    try:
+        return run(cfg, early, **kw)
+    except StartupError as e:
+        fail(str(e), cfg.log_format)
 
 
 def run(cfg: Config, early: list | None = None, **kw) -> int:
@@ -318,15 +522,12 @@ def run(cfg: Config, early: list | None = None, **kw) -> int:
     setup_logging(cfg.log_format, cfg.log_level, Redactor(secrets_of(cfg)))
     daemon = Daemon(cfg, **kw)
     daemon.stop_early = bool(early)
-    daemon.new_store().check_space()  # a full disk: one line (DiskFull), before anything starts
 
     def on_signal(*_) -> None:
         daemon.stop_early = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    if any(v.name in L3_VENUES for v in cfg.venues):
-        compile_kernels(lambda: daemon.stop_early)
     tune_gc()
     return asyncio.run(daemon.run())
 
@@ -335,22 +536,41 @@ def run(cfg: Config, early: list | None = None, **kw) -> int:
 COMPILE = [sys.executable, "-c", "from recorder.feeds import l3; l3.warm()"]
 
 
-def compile_kernels(stopping: Callable[[], bool]) -> None:
+#: Seconds after which a kernel load that is still running is a compile (a cached load takes ~1-2 s, a compile
+#: >= 25 s on 2 cores): the start then says so.
+COMPILE_NOTICE = 5.0
+
+
+def kernel_cache_dir() -> str:
+    """Where numba keeps the compiled kernels: $NUMBA_CACHE_DIR, else beside the installed sources
+    (falling back to ~/.cache/numba when those are read-only). See docs/recorder.md, "Kernel cache"."""
+    return os.environ.get("NUMBA_CACHE_DIR") or str(Path(l3.__file__).parent / "__pycache__")
+
+
+def compile_kernels(stopping: Callable[[], bool], say: Callable[[str], None] = log.info) -> None:
     """Compile the L3 feed's kernels into numba's cache in a child process (~1 s when they are cached already).
 
     Compiled in the recorder itself they would leave ~110 MB of LLVM's memory in it for its whole life
     (RSS 317 MB after a cold l3.warm(), 205 MB after one from the cache); the daemon then loads them from the
-    cache. Returns as soon as `stopping()` (the child is killed). A failed child is only logged: the
+    cache. A child still running after COMPILE_NOTICE seconds is compiling: `say` is told so, once.
+    Returns as soon as `stopping()` (the child is killed). A failed child is only logged: the
     daemon's own load then compiles, and reports the real error if that fails too.
     """
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(COMPILE, env=child_env(), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT)
+        t0, told = time.monotonic(), False
         try:
             while proc.poll() is None:
                 if stopping():
                     return
+                if not told and time.monotonic() - t0 > COMPILE_NOTICE:
+                    told = True
+                    say(f"compiling the L3 kernels (first start after an install: ~25 s on 2 cores; "
+                        f"nothing is recorded meanwhile; cache: {kernel_cache_dir()})…")
                 time.sleep(0.05)
+            if told:
+                say(f"kernels compiled in {time.monotonic() - t0:.1f}s")
         finally:
             if proc.poll() is None:
                 proc.kill()

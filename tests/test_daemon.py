@@ -12,7 +12,7 @@ import duckdb
 
 from recorder import config
 from recorder.daemon import Daemon, LogFormatter, Redactor, setup_logging
-from recorder.metrics import Metrics
+from recorder.metrics import Exposition, Metrics
 
 
 def cfg_for(tmp_path, **rec):
@@ -39,10 +39,16 @@ class FlakyFeed:
             await asyncio.sleep(0.05)
 
 
-def run_daemon(cfg, seconds, build, probe=None):
+def run_daemon(cfg, seconds, build, probe=None, wait_ready=True):
+    """Run a daemon for `seconds` from the start of its feeds (from its start: wait_ready=False), then stop it."""
     async def main():
-        d = Daemon(cfg, build=build)
+        ready = asyncio.Event()
+        d = Daemon(cfg, build=build, on_ready=lambda _d: ready.set())
         task = asyncio.create_task(d.run())
+        if wait_ready:
+            await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
         await asyncio.sleep(seconds)
         extra = await probe(d) if probe else None
         t0 = time.monotonic()
@@ -97,22 +103,23 @@ def test_metrics_and_health_endpoints(tmp_path):
     assert code == 0
     status, ctype, text = metrics
     assert status == 200 and ctype.startswith("text/plain")
-    assert 'booktape_messages_total{feed="btcalpha:fake"}' in text
-    assert 'booktape_rows_total{feed="btcalpha",table="raw"}' in text
-    assert 'booktape_up{feed="btcalpha:fake"} 1' in text
+    assert 'booktape_messages_total{venue="btcalpha",feed="fake"}' in text
+    assert 'booktape_rows_total{venue="btcalpha",table="raw"}' in text
+    assert 'booktape_up{venue="btcalpha",feed="fake"} 1' in text
     assert "booktape_queue_rows " in text
     assert health[0] == 200 and health[1]["ok"] and health[1]["feeds"]["btcalpha:fake"]["up"]
+    assert health[1]["feeds"]["btcalpha:fake"]["state"] == "live"
 
 
 def test_metrics_render_is_prometheus_text():
     m = Metrics(clock=lambda: 100.0)
     m.inc("rows", "v", 3, table="trades")
-    m.seen('we"ird', 10)
-    m.set("lag_seconds", "v", 0.25)
-    text = m.render()
-    assert 'booktape_rows_total{feed="v",table="trades"} 3' in text
-    assert 'booktape_messages_total{feed="we\\"ird"} 1' in text
-    assert "# TYPE booktape_lag_seconds gauge" in text and 'booktape_lag_seconds{feed="v"} 0.25' in text
+    m.seen('v:we"ird', 10)
+    m.set("lag_seconds", "v:book", 0.25)
+    text = Exposition(m).render()
+    assert 'booktape_rows_total{venue="v",table="trades"} 3' in text
+    assert 'booktape_messages_total{venue="v",feed="we\\"ird"} 1' in text
+    assert "# TYPE booktape_lag_seconds gauge" in text and 'booktape_lag_seconds{venue="v",feed="book"} 0.25' in text
 
 
 def test_log_lines_are_structured_and_redacted(monkeypatch):
@@ -135,18 +142,26 @@ def test_a_stop_while_the_kernels_compile_does_not_wait_for_them(tmp_path, monke
 
     from recorder.feeds import l3
 
+    from recorder import daemon as daemon_mod
+
     release = threading.Event()
     monkeypatch.setattr(l3, "warm", lambda: release.wait(60))  # a compile that outlasts the stop
+    monkeypatch.setattr(daemon_mod, "_loaded", False)
     built = []
 
     def build(ctx, **_):
         built.append(ctx)
         return []
 
+    async def probe(d):  # while the kernels load: served, but not ready
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{d.port}/health") as r:
+            return r.status, await r.json()
+
     try:
-        d, code, stop_s, _ = run_daemon(cfg_for(tmp_path), 0.5, build)
+        d, code, stop_s, (status, health) = run_daemon(cfg_for(tmp_path), 0.5, build, probe, wait_ready=False)
     finally:
         release.set()
+    assert status == 503 and health["ready"] is False and health["components_failing"] == ["kernels"]
     assert code == 0 and stop_s < 5
     assert built == []  # stopped before any feed was started
     kinds = [k for (k,) in q(cfg_for(tmp_path).root, "SELECT kind FROM read_parquet('$R/sessions/**/*.parquet') ORDER BY seq")]
@@ -160,12 +175,15 @@ def test_a_failed_compile_is_an_error_not_a_silent_fallback(tmp_path, monkeypatc
         raise RuntimeError("numba cannot compile here")
 
     monkeypatch.setattr(l3, "warm", broken)
+    from recorder import daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "_loaded", False)
+    raised = []
     try:
         run_daemon(cfg_for(tmp_path), 0.5, lambda ctx, **_: [])
-    except RuntimeError as e:
-        assert "numba cannot compile here" in str(e)
-    else:
-        raise AssertionError("the daemon started without its kernels")
+    except* RuntimeError as eg:  # raised in the daemon's task group (its tasks run while the kernels load)
+        raised = [str(e) for e in eg.exceptions]
+    assert raised == ["numba cannot compile here"], "the daemon started without its kernels"
 
 
 def test_the_kernels_compile_in_a_child_process_that_a_stop_kills(monkeypatch):

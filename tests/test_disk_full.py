@@ -95,10 +95,10 @@ def test_daemon_on_a_full_disk_waits_reports_503_and_loses_nothing(tmp_path):
         import json
         status, body = full_health
         h = json.loads(body)
-        assert status == 503 and h["store_health"]["state"] == "stalled: disk full"
-        assert h["feeds"]["btcalpha:ticker"]["state"] == "stalled: disk full"
+        assert status == 503 and h["components_failing"] == ["store"]
+        assert h["components"]["store"]["detail"] == "stalled: disk full" and h["components"]["store"]["disk_full"]
         assert "booktape_store_disk_full 1" in full_metrics[1]
-        assert 'booktape_stalled{feed="btcalpha:ticker"} 1' in full_metrics[1]
+        assert 'booktape_stalled{venue="btcalpha",feed="ticker"} 1' in full_metrics[1]
         assert stuck <= 40, "while the disk is full the feed must be held back, not buffered without bound"
         assert ok_health[0] == 200
         root = fs / "data"

@@ -96,8 +96,12 @@ class Run:
         return out
 
     async def _record(self, ts) -> None:
-        self.daemon = d = Daemon(self.cfg, snapshot_interval=self.snapshot_interval)
+        ready = asyncio.Event()
+        self.daemon = d = Daemon(self.cfg, snapshot_interval=self.snapshot_interval, on_ready=lambda _: ready.set())
         task = asyncio.create_task(d.run())
+        # the fault schedule counts from the feeds' start: before it come the pairs check and the kernels' load
+        await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        assert not task.done(), task
         t0 = time.monotonic()
         faults = sorted(self.faults, key=lambda f: f[0])
         while time.monotonic() - t0 < self.seconds:
@@ -411,8 +415,9 @@ def test_cli_demo_and_status(tmp_path):
     assert res.exit_code == 0, res.output
     assert "rows per table and venue" in res.output and "sessions events per venue" in res.output
     status = CliRunner().invoke(main, ["status", "--root", str(root)])
-    assert status.exit_code == 0 and status.output.split("\n")[1].split() == ["table", "bitbay", "bitexbit", "bitopro",
-                                                                              "btcalpha"]
+    header = next(line for line in status.output.splitlines() if line.startswith("table"))
+    assert status.exit_code == 0 and header.split() == ["table", "bitbay", "bitexbit", "bitopro", "btcalpha"]
+    assert "no recorder running on this root" in status.output and "unsealed log rows: 0" in status.output
     book = next(line for line in status.output.splitlines() if line.startswith("book_events")).split()
     assert int(book[2]) > 0 and int(book[4]) > 0  # bitexbit and btcalpha recorded their L3 books
 

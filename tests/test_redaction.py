@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-import time
 
 import pytest
 from aiohttp import web

@@ -30,7 +30,7 @@ from recorder.store import FREEZE_ENV, Store  # noqa: E402
 
 def scrape(port: int) -> tuple[float, dict]:
     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    msgs = sum(float(v) for v in re.findall(r'^booktape_messages_total\{feed="[^"]+"\} (\S+)$', page, re.M))
+    msgs = sum(float(v) for v in re.findall(r'^booktape_messages_total\{venue="[^"]*",feed="[^"]+"\} (\S+)$', page, re.M))
     gauges = dict(re.findall(r"^(booktape_\w+) (\S+)$", page, re.M))
     return msgs, gauges
 
@@ -78,7 +78,7 @@ def test_soak_store_frozen_20_minutes_then_sigterm(tmp_path):
                 msgs, g = scrape(port)
                 status, h = health(port)
                 samples.append((round(time.monotonic() - t_end + minutes * 60), msgs, rss_mb(proc.pid), status,
-                                h["store_health"]["state"], float(g.get("booktape_queue_rows", 0))))
+                                h["components"]["store"]["state"], float(g.get("booktape_queue_rows", 0))))
                 print("sample", samples[-1], flush=True)
             final, _ = scrape(port)
             t0 = time.monotonic()

@@ -82,7 +82,17 @@ def test_health_endpoint_says_503_while_the_store_is_frozen(tmp_path, monkeypatc
         (s0, h0, m0), (s1, h1, m1), (s2, h2, m2) = asyncio.run(main())
     finally:
         flag.unlink(missing_ok=True)
-    assert s0 == 200 and h0["store_health"]["fsync_age_seconds"] is not None
-    assert s1 == 503 and "fsync" in h1["store_health"]["state"], h1["store_health"]
+    assert s0 == 200 and h0["components"]["store"]["fsync_age_seconds"] is not None
+    assert s1 == 503 and "fsync" in h1["components"]["store"]["detail"], h1["components"]["store"]
     assert "booktape_store_stalled 1" in m1 and "booktape_store_unsynced_seconds" in m1
     assert s2 == 200 and "booktape_store_stalled 0" in m2
+
+
+def test_recorder_status_says_why_the_store_fails():
+    from recorder.status import render_daemons
+
+    h = {"ok": False, "faults": [], "components_failing": ["store"], "feeds": {},
+         "components": {"store": {"ok": False, "detail": "stalled: disk full"}}}
+    lines = render_daemons({"daemons": [{"writer": "recorder", "pid": 7, "uptime_s": 5.0, "host": "127.0.0.1",
+                                         "port": 9108, "health": h}]})
+    assert "  health: NOT OK (store)" in lines and "  store: stalled: disk full" in lines

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recorder.metrics import Metrics
-from recorder.offload import in_daemon_thread
+from recorder.offload import DaemonWorker, in_daemon_thread
 from recorder.redact import Redactor
 from recorder.rows import BookEvent, Candle, Level, Trade
 from recorder.store import DiskFull, StoreBusy, StoreError
@@ -36,6 +36,8 @@ FULL_PAUSE_MAX = 5.0
 SEQ_BLOCK = 4096
 #: sessions kinds that also bump a per-feed counter (rejects are counted in Tap.reject).
 _COUNTED = {"gap": "gaps", "rate_limited": "rate_limited", "error": "errors"}
+#: `disconnect` details of a deliberate stop (logged at info: nothing is wrong).
+STOPPING = ("stopping", "poller stopped")
 
 
 class StoreLike(Protocol):
@@ -78,6 +80,7 @@ class Sink:
         self._give_up_at = 0.0
         self._unwritten: list[tuple] = []
         self._running: dict = {}  # the batches of the flush in progress
+        self._worker = DaemonWorker("sink-append")
 
     def next_seq(self, n: int = 1) -> int:
         """First of n fresh seq numbers (from a block reserved from the store: one call per message
@@ -219,7 +222,7 @@ class Sink:
             return
         batches = self._running = self.drain()
         n = sum(_size(c) for chunks in batches.values() for c in chunks)
-        work = in_daemon_thread(self._append_batch, batches, name="sink-append")
+        work = self._worker.submit(self._append_batch, batches)
         left: list[tuple] = []
         try:
             left = await asyncio.wait_for(asyncio.shield(work), timeout)
@@ -335,7 +338,7 @@ class Tap:
             status: str = "ok", reason: str | None = None, request: str | None = None) -> int:
         """Record one received message verbatim (but for configured credential values); returns its seq."""
         seq = self.sink.next_seq()
-        self.metrics.seen(self.feed, len(payload))
+        self.metrics.seen(self.feed, len(payload), status == "ok" and pair is not None)  # data, not control/error
         redact = self.sink.redact
         if redact:
             payload = redact.bytes(payload)
@@ -358,8 +361,9 @@ class Tap:
         return seq
 
     def event(self, session: int, stream: str, kind: str, detail: str | None = None, pair: str | None = None,
-              ts: int | None = None) -> None:
-        """A `sessions` row (connect, disconnect, snapshot, gap, resync, reject, rate_limited, error...)."""
+              ts: int | None = None, log: bool = True) -> None:
+        """A `sessions` row (connect, disconnect, snapshot, gap, resync, reject, rate_limited, error...); also
+        logged (unless `log` is False: the daemon logs its own lifecycle), at info when it is no trouble."""
         detail = self.sink.redact(detail) if detail else detail
         ts = time.time_ns() if ts is None else ts
         seq = self.sink.next_seq()
@@ -367,8 +371,11 @@ class Tap:
         counter = _COUNTED.get(kind)
         if counter:
             self.metrics.inc(counter, self.feed)
-        level = logging.INFO if kind in ("connect", "snapshot", "start", "stop") else logging.WARNING
-        if kind != "reject":
+        if kind in ("error", "reject"):
+            self.metrics.fault(self.feed, f"{kind}: {detail}" + (f" ({pair})" if pair else ""))
+        quiet = kind in ("connect", "snapshot", "start", "stop") or (kind == "disconnect" and detail in STOPPING)
+        if log and kind != "reject":
+            level = logging.INFO if quiet else logging.WARNING
             self.log.log(level, kind, extra={"fields": {"feed": self.feed, "stream": stream, "pair": pair,
                                                         "session": session, "detail": detail}})
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -63,7 +64,15 @@ def simulate(port, seed, pairs, rate, start, warmup, truth_dir, styles, faults, 
             await stop.wait()
         click.echo("stopped")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OSError as e:  # a port in use (or not allowed): one line, exit 2
+        from recorder.startup import fail
+
+        if e.errno == errno.EADDRINUSE:
+            fail(f"a simulator port from {port} on is already in use ({e.strerror}); pass --port with a free "
+                 f"range, or --port 0 to pick free ports")
+        fail(f"cannot serve the simulator on port {port}: {e.strerror or e}")
 
 
 if __name__ == "__main__":

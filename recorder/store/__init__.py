@@ -146,6 +146,8 @@ class Store:
         self._retry_at = 0.0  # background work waits until then after a full disk (backoff)
         self._retry_wait = 0.5
         self._complained = 0.0
+        #: what open() found left by a crash (a stop leaves no segment): log segments and rows turned into Parquet
+        self.recovered = {"segments": 0, "rows": 0}
         self._stats = dict(rows_appended=0, batches_appended=0, bytes_logged=0, fsyncs=0, last_fsync_ts=None,
                            segments_converted=0, files_written=0, compactions=0, batches_rejected=0,
                            overloaded=0, disk_full_errors=0, last_error=None)
@@ -176,7 +178,10 @@ class Store:
             with _compact.compaction_lock(self.root):
                 _compact.recover(self.root)
             for path in _log.list_segments(self._log_dir):
-                self._convert(path)
+                frames = _log.recover(path)
+                self.recovered["segments"] += 1
+                self.recovered["rows"] += sum(f.batch().num_rows for f in frames)
+                self._convert(path, frames)
             self._seg = self._new_segment()
             self._make_reserve()
         except BaseException:
