@@ -52,10 +52,12 @@ class Run:
     """One recording: simulator (thread) + daemon (this loop) + a driver advancing the market."""
 
     def __init__(self, tmp: Path, *, seconds: float, rate: float = 20.0, faults=(), sim_kw=None, doc_edit=None,
-                 step: float = 0.1, settle: float = 3.0, snapshot_interval: float = 3600.0) -> None:
+                 step: float = 0.1, settle: float = 3.0, snapshot_interval: float = 3600.0,
+                 allow_unlisted: bool = False) -> None:
         self.tmp, self.seconds, self.rate, self.faults = tmp, seconds, rate, list(faults)
         self.sim_kw, self.doc_edit, self.step, self.settle = sim_kw or {}, doc_edit, step, settle
         self.snapshot_interval = snapshot_interval
+        self.allow_unlisted = allow_unlisted  # record pairs the venue does not list (recorder run --allow-unlisted)
         self.root, self.tdir = tmp / "data", tmp / "truth"
         self.books: dict = {}
 
@@ -97,7 +99,8 @@ class Run:
 
     async def _record(self, ts) -> None:
         ready = asyncio.Event()
-        self.daemon = d = Daemon(self.cfg, snapshot_interval=self.snapshot_interval, on_ready=lambda _: ready.set())
+        self.daemon = d = Daemon(self.cfg, snapshot_interval=self.snapshot_interval, on_ready=lambda _: ready.set(),
+                                 allow_unlisted=self.allow_unlisted)
         task = asyncio.create_task(d.run())
         # the fault schedule counts from the feeds' start: before it come the pairs check and the kernels' load
         await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -113,7 +113,7 @@ def _bitopro_unknown_pair(doc):
 def test_bitopro_refusals_are_clear_errors(tmp_path):
     """A pair the venue does not list: REST answers 422 {"error": ...}, the websocket path HTTP 200 with an empty
     body. Both must say what the venue said, not just a status."""
-    run = Run(tmp_path, seconds=3.0, rate=2.0, settle=0.5, doc_edit=_bitopro_unknown_pair).go()
+    run = Run(tmp_path, seconds=3.0, rate=2.0, settle=0.5, doc_edit=_bitopro_unknown_pair, allow_unlisted=True).go()
     reasons = [r for (r,) in sql(run.root, """SELECT reason FROM read_parquet('$R/raw/**/*.parquet')
         WHERE status = 'rejected'""")]
     assert reasons and all(r.startswith("HTTP 422: pair not found") for r in reasons), reasons
