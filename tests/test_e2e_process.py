@@ -1,6 +1,8 @@
 """`recorder run` as a real process against the simulator: kill -9 and restart, SIGTERM, secrets never leak."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import re
@@ -23,6 +25,8 @@ from test_e2e_sim import truth  # noqa: E402
 
 from recorder.demo import sim_doc  # noqa: E402
 from recorder.sim.server import SimConfig  # noqa: E402
+
+pytestmark = pytest.mark.faults  # kill -9, restarts and injected faults: make faults (run by .ci/run)
 
 PAIRS = ["BTC_USD", "ETH_BTC"]
 KEY, SECRET = "KEY-7f3a9c0e-bitbay-unique", "SECRET-d41d8cd98f00b204-unique"

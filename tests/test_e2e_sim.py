@@ -286,11 +286,13 @@ def sessions(run, venue=None):
         FROM read_parquet('$R/sessions/**/*.parquet', hive_partitioning=true) {where} ORDER BY seq""")
 
 
+@pytest.mark.faults
 def test_faults_recorder_keeps_running_and_stops_cleanly(faulty):
     assert faulty.exit_code == 0  # and the driver asserted the daemon task never ended during the run
 
 
 @pytest.mark.parametrize("venue", L3 + ("bitopro",))
+@pytest.mark.faults
 def test_faults_every_drop_is_a_gap_and_reconnects_within_the_capped_backoff(faulty, venue):
     rows = sessions(faulty, venue)
     cap = faulty.cfg.backoff_cap
@@ -308,6 +310,7 @@ def test_faults_every_drop_is_a_gap_and_reconnects_within_the_capped_backoff(fau
 
 
 @pytest.mark.parametrize("venue", L3)
+@pytest.mark.faults
 def test_faults_book_and_trades_still_exact(faulty, venue):
     for pair in PAIRS:
         rows = sql(faulty.root, f"""SELECT action, side, order_id, price, amount, trade_id, taker_order_id
@@ -328,6 +331,7 @@ def test_faults_book_and_trades_still_exact(faulty, venue):
     assert want <= {(p, t) for p, t, _ in ours}  # trades lost with the socket came back by REST
 
 
+@pytest.mark.faults
 def test_faults_malformed_frames_kept_raw_as_rejected(faulty):
     rej = dict(sql(faulty.root, """SELECT exchange, count(*) FROM read_parquet('$R/raw/**/*.parquet',
         hive_partitioning=true) WHERE status = 'rejected' AND reason IS NOT NULL GROUP BY ALL"""))
@@ -356,6 +360,7 @@ def test_faults_malformed_frames_kept_raw_as_rejected(faulty):
     assert sum(m.value("rejects", f"{v}:book") for v in L3) >= 6
 
 
+@pytest.mark.faults
 def test_faults_429_and_5xx_are_sessions_rows_and_the_rate_limit_is_never_exceeded(faulty):
     rows = sessions(faulty)
     kinds = Counter((r[0], r[3]) for r in rows)
@@ -376,6 +381,7 @@ def test_faults_429_and_5xx_are_sessions_rows_and_the_rate_limit_is_never_exceed
 
 
 
+@pytest.mark.faults
 def test_faults_refused_rest_bodies_are_kept_raw_as_rejected(faulty):
     """Every 429 and 5xx body the venues sent is in raw with status rejected, like the 200s with status ok."""
     raw = Counter((v, bytes(p), st) for v, p, st in sql(faulty.root, """SELECT exchange, payload, status
@@ -393,6 +399,7 @@ def test_faults_refused_rest_bodies_are_kept_raw_as_rejected(faulty):
     assert not missing
 
 
+@pytest.mark.faults
 def test_a_lost_book_message_resyncs_its_pair_on_the_same_connection(tmp_path):
     """Malformed frames after the joins: each is a gap of its pair, a fresh snapshot follows without a
     reconnect, and the recorded book ends exact (a lost cancel used to leave its order in the book)."""

@@ -1,6 +1,8 @@
 """kill -9 a writer at random moments; every acknowledged row must reach Parquet exactly once."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import random
 import signal
@@ -14,6 +16,8 @@ import duckdb
 import pyarrow.parquet as pq
 
 from recorder.store import Store
+
+pytestmark = pytest.mark.faults  # kill -9, restarts and injected faults: make faults (run by .ci/run)
 
 CHILD = Path(__file__).with_name("store_crash_child.py")
 ROUNDS = 12
