@@ -33,12 +33,14 @@ test: $(STAMP)
 	$(WARM)
 	$(BIN)/python -m pytest -q
 
-# recorder run against the real npm socket.io 2.5.0 / 4.x and engine.io 6 servers (the tests install them with npm
-# into $$BOOKTAPE_NPM_CACHE, default ~/.cache/booktape-npm; ~2.5 min); kept out of `make test` for its 10-min budget.
+# Recordings under injected faults (restart, kill -9, drops, stalls, bad files, a frozen store, two recorders, S3;
+# ~5 min); kept out of `make test` for its 10-min budget, run by .ci/run.
 faults: $(STAMP)
 	$(WARM)
 	$(BIN)/python -m pytest -q -m faults -o addopts='-p no:cacheprovider'
 
+# recorder run against the real npm socket.io 2.5.0 / 4.x and engine.io 6 servers (the tests install them with npm
+# into $$BOOKTAPE_NPM_CACHE, default ~/.cache/booktape-npm; ~2.5 min); kept out of `make test` for its 10-min budget.
 conformance: $(STAMP)
 	$(WARM)
 	$(BIN)/python -m pytest -q -m conformance -o addopts='-p no:cacheprovider'
