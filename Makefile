@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(WARM)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3
 
 # Recordings under injected faults (restart, kill -9, drops, stalls, bad files, a frozen store, two recorders, S3;
 # ~5 min); kept out of `make test` for its 10-min budget, run by .ci/run.
