@@ -402,7 +402,6 @@ def parse(doc: Mapping[str, Any], *, base: Path | None = None, env: Mapping[str,
     venues = tuple(v for v in (_venue(n, r, secrets, env) for n, r in venues_raw.items()) if v is not None)
     if not venues:
         raise ConfigError("venues: no enabled venue")
-    kw: dict[str, Any] = {}
     for k in ("fsync_interval", "backoff_base", "backoff_cap", "health_grace"):
         if k in rec:
             kw[k] = _positive(f"recorder.{k}", rec[k])
