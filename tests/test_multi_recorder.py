@@ -41,18 +41,9 @@ def config(tmp: Path, urls: dict, root: Path, writer: str, venues: dict[str, lis
 
 def wait_fed(port: int, proc: subprocess.Popen, feeds: list[str], timeout: float = 60.0) -> None:
     """Until each socket feed of the recorder has taken in messages (start-up time varies with the load)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None
-        try:
-            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-        except OSError:
-            page = ""
-        seen = dict(re.findall(r'^booktape_messages_total\{feed="([^"]+)"\} (\S+)$', page, re.M))
-        if all(float(seen.get(f, 0)) > 0 for f in feeds):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"feeds {feeds} were not receiving within {timeout} s")
+    from test_e2e_process import wait_streaming
+
+    wait_streaming(port, proc, timeout, streams=tuple(feeds))
 
 
 def record_together(tmp: Path, urls: dict, root: Path, plans: dict[str, dict[str, list[str]]], seconds: float):
