@@ -105,4 +105,4 @@ def test_two_recorders_on_one_root(tmp_path):
         dup = subprocess.run([sys.executable, "-c", "from recorder.cli import main; main()", "run", "--config",
                               str(cfg)], capture_output=True, text=True, timeout=60)
         assert stop(first)[0] == 0
-        assert dup.returncode != 0 and "already open" in (dup.stdout + dup.stderr)
+        assert dup.returncode != 0 and "already running" in (dup.stdout + dup.stderr)
