@@ -10,7 +10,8 @@
 //      (what third-party clients of the live venue observed; exchanges.md §1.2).
 // eio: raw engine.io (the seed's "engine.io protocol"): a socket receives a pair's messages, bare JSON, only
 //      after sending the engine.io message `book_<PAIR>` (or {"subscribe":"book_<PAIR>"} or ["subscribe","book_<PAIR>"]).
-// REST: GET /api/v1/orderbook/<PAIR>/?group=0 -> {"sell":[{id,price,amount,timestamp}],"buy":[...]} best first.
+// REST: GET /api/v1/orderbook/<PAIR>/?group=0 -> {"sell":[{id,price,amount,timestamp}],"buy":[...]} best first;
+//       GET /api/v1/pairs/ -> the seed's list of pairs (read by the recorder's start-up check).
 "use strict";
 const http = require("http");
 const fs = require("fs");
@@ -114,6 +115,13 @@ function handleRest(req, res) {
   const send = (code, obj) => { res.writeHead(code, { "content-type": "application/json" }); res.end(JSON.stringify(obj)); return true; };
   let m = url.pathname.match(/^\/api\/v1\/orderbook\/([A-Z0-9_]+)\/?$/);
   if (m) return state.pairs[m[1]] ? send(200, bookJSON(m[1])) : send(404, { detail: "Not found." });
+  if (url.pathname === "/api/v1/pairs/") {
+    return send(200, PAIRS.map((name) => {
+      const [currency1, currency2] = name.split("_");
+      return { currency1, currency2, name, price_precision: PRICE_DP, amount_precision: AMOUNT_DP, minimum_order_size: lotsText(1),
+               maximum_order_size: "100000000.00000000", minimum_order_value: "0.00000000", liquidity_type: 10 };
+    }));
+  }
   if (url.pathname === "/ctl/step") {  // n messages per pair, round robin, each broadcast as it is made
     const n = +(url.searchParams.get("n") || 1);
     let sent = 0;
