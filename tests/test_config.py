@@ -161,10 +161,15 @@ def test_api_current_is_zonda_and_alp_ws():
     d = doc()
     d["venues"]["bitbay"] = {"pairs": ["BTC_PLN"], "api": "current"}
     v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "bitbay"][0]
-    assert v.api == "current" and v.channels == ("book",) and v.urls["ws_url"].startswith("wss://api.zondacrypto")
+    assert v.api == "current" and v.channels == ("book", "trades", "candles") and v.resolutions == ("1m",)
+    assert v.urls["ws_url"].startswith("wss://api.zondacrypto") and v.credentials is None  # all public
     d["venues"]["btcalpha"]["api"] = "current"
     v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "btcalpha"][0]
-    assert v.channels == ("book",) and v.urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+    assert v.channels == ("book", "trades") and v.urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+    d["venues"]["btcalpha"]["channels"] = ["candles"]
+    with pytest.raises(config.ConfigError, match="btcalpha has no channel 'candles'; it has book, trades"):
+        config.parse(d, base=Path("/x"), env={})
+    d["venues"]["btcalpha"]["channels"] = ["book"]
     d["venues"]["bitopro"] = {"pairs": ["BTC_TWD"], "api": "current"}
     with pytest.raises(config.ConfigError, match="api: current is implemented for bitbay, btcalpha only"):
         config.parse(d, base=Path("/x"), env={})
