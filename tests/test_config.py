@@ -29,6 +29,26 @@ def test_example_config_is_valid_and_points_at_the_real_venues():
     assert all(v.rate_limit <= config.SPECS[v.name].max_rate for v in cfg.venues)
 
 
+def test_example_current_era_tables_are_valid_and_point_at_the_successor_endpoints():
+    """The commented `api = "current"` tables of recorder.example.toml, uncommented, are a valid config."""
+    blocks, cur = [], None
+    for line in (REPO / "recorder.example.toml").read_text().splitlines():
+        if line.startswith("# [venues."):
+            cur = [line[2:]]
+            blocks.append(cur)
+        elif cur is not None and line.startswith("# ") and "=" in line:
+            cur.append(line[2:])
+        else:
+            cur = None
+    text = 'recorder = { root = "data" }\n' + "\n".join("\n".join(b) for b in blocks)
+    cfg = config.parse(tomllib.loads(text), base=Path("/x"), env={})
+    v = {x.name: x for x in cfg.venues}
+    assert v["bitbay"].api == v["btcalpha"].api == "current"
+    assert set(v["bitbay"].channels) == {"book", "trades", "candles"} and set(v["btcalpha"].channels) == {"book", "trades"}
+    assert v["bitbay"].urls["rest_url"] == "https://api.zondacrypto.exchange/rest"
+    assert v["btcalpha"].urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+
+
 def test_defaults():
     cfg = config.parse(doc(), base=Path("/x"), env={})
     v = cfg.venues[0]
