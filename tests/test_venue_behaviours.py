@@ -268,6 +268,24 @@ def test_alp_ws_trade_frames_are_the_true_fills_once_each_from_the_first_one_rec
     assert raw == sum(1 for (_,) in sql(run.root, "SELECT 1 FROM read_parquet('$R/trades/**/*.parquet')"))
 
 
+def test_alp_ws_trades_alone_take_one_connection_without_books_or_snapshots(tmp_path):
+    """channels = ["trades"]: the connection subscribes `trade.*` only (feed ws_trades, stream ws:trades); no diff
+    subscription, no depth snapshot, no book rows."""
+    run = Run(tmp_path, seconds=3.0, rate=6.0, settle=1.0, doc_edit=lambda d: _alp(d, ("trades",))).go()
+    streams = sql(run.root, "SELECT DISTINCT stream FROM read_parquet('$R/raw/**/*.parquet') ORDER BY 1")
+    assert streams == [("rest:pairs",), ("ws:trades",)]
+    sent = [m["payload"] for m in truth(run.tdir, "messages") if m["venue"] == "btcalpha" and m["conn"] != "rest"]
+    assert sent and all(p.startswith('["t",') for p in sent)  # only trade frames were asked for
+    for pair in ("BTC_USD", "ETH_BTC"):
+        ids = [int(t) for (t,) in sql(run.root, f"""SELECT trade_id FROM
+            read_parquet('$R/trades/exchange=btcalpha/pair={pair}/**/*.parquet') ORDER BY seq""")]
+        assert ids and ids == [e["trade_id"] for e in _fills(run, "btcalpha", pair) if e["trade_id"] >= ids[0]]
+    assert not list(run.root.glob("book_levels/**/*.parquet"))
+    feeds = [f for (f,) in sql(run.root, "SELECT DISTINCT detail FROM read_parquet('$R/sessions/**/*.parquet') "
+                                         "WHERE kind = 'connect'")]
+    assert len(feeds) == 1 and "/alp-ws" in feeds[0]
+
+
 def _zonda_rest(doc):
     _zonda(doc)
     # one request a second for everything (2 pairs' trades, 2 candle requests): the pollers take turns, a cycle of

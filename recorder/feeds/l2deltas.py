@@ -99,8 +99,6 @@ class L2DeltaFeed:
     def __init__(self, ctx: VenueContext, proto: L2Protocol, *, book: bool = True, trades: bool = False) -> None:
         if trades and proto.subscribe_trades is None:
             raise ValueError(f"{ctx.venue}: this websocket has no trade subscription")
-        if not (book or trades):
-            raise ValueError("an L2 websocket feed records the book, the trades or both")
         self.ctx, self.proto, self.book, self.trades = ctx, proto, book, trades
         self.name = f"{ctx.venue}:ws_book" if book else f"{ctx.venue}:ws_trades"
         self.pairs = {p: _Pair() for p in ctx.cfg.pairs}
