@@ -62,12 +62,15 @@ SPECS: dict[str, VenueSpec] = {
 
 
 #: `api = "current"`: the successor endpoints (docs/recorder.md "What is known"): Zonda's websocket order book
-#: (seqNo) and BTC-Alpha's alp-ws diffs, each on REST snapshots; their REST trades and candles are not recorded yet.
+#: (seqNo) on REST snapshots, its REST transactions and candles; BTC-Alpha's alp-ws diffs on REST depth snapshots
+#: and alp-ws trade frames.
 CURRENT_SPECS: dict[str, VenueSpec] = {
-    "bitbay": VenueSpec(("book",), (), 1.0, {"ws_url": "wss://api.zondacrypto.exchange/websocket/",
-                                            "rest_url": "https://api.zondacrypto.exchange/rest"}, 30.0),
-    "btcalpha": VenueSpec(("book",), (), 100.0, {"ws_url": "wss://btc-alpha.com/alp-ws",
-                                                 "rest_url": "https://btc-alpha.com/api/web/"}, 60.0),
+    "bitbay": VenueSpec(("book", "trades", "candles"),
+                        ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "3d", "1w"), 1.0,
+                        {"ws_url": "wss://api.zondacrypto.exchange/websocket/",
+                         "rest_url": "https://api.zondacrypto.exchange/rest"}, 30.0),
+    "btcalpha": VenueSpec(("book", "trades"), (), 100.0, {"ws_url": "wss://btc-alpha.com/alp-ws",
+                                                          "rest_url": "https://btc-alpha.com/api/web/"}, 60.0),
 }
 
 

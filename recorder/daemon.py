@@ -108,11 +108,12 @@ def secrets_of(cfg: Config) -> list[str]:
     return out
 
 
-def dataset_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, int]:
-    """Highest numeric trade id already recorded per pair (so a restart backfills what it missed)."""
+def _recorded(root: Path, venue: str, pairs: Iterable[str], query: str) -> dict[str, tuple]:
+    """Per pair, the one row `query` gives over the pair's trades files (`?` is the file list); pairs without
+    files or whose row is NULL are left out."""
     import duckdb
 
-    out: dict[str, int] = {}
+    out: dict[str, tuple] = {}
     for pair in pairs:
         d = root / "trades" / f"exchange={venue}" / f"pair={pair}"
         paths = [str(f) for date in sorted(d.glob("date=*")) for f in files.data_files(date, TABLES["trades"])]
@@ -120,15 +121,29 @@ def dataset_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, i
             continue
         try:
             con = duckdb.connect()
-            row = con.execute("SELECT max(TRY_CAST(trade_id AS BIGINT)) FROM read_parquet(?, hive_partitioning=false)",
-                              [paths]).fetchone()
+            row = con.execute(query, [paths]).fetchone()
             con.close()
         except duckdb.Error as e:
             log.warning("cannot read trade cursor", extra={"fields": {"venue": venue, "pair": pair, "error": str(e)}})
             continue
         if row and row[0] is not None:
-            out[pair] = int(row[0])
+            out[pair] = row
     return out
+
+
+def dataset_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, int]:
+    """Highest numeric trade id already recorded per pair (so a restart backfills what it missed)."""
+    rows = _recorded(root, venue, pairs, "SELECT max(TRY_CAST(trade_id AS BIGINT)) FROM "
+                                         "read_parquet(?, hive_partitioning=false)")
+    return {pair: int(row[0]) for pair, row in rows.items()}
+
+
+def dataset_time_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, tuple[int, list[str]]]:
+    """Newest recorded trade's ms per pair and the trade ids recorded in that ms (Zonda pages by time)."""
+    rows = _recorded(root, venue, pairs, """WITH t AS (SELECT trade_id, epoch_ns(ts_event) // 1000000 AS ms FROM
+        read_parquet(?, hive_partitioning=false)) SELECT ms, list(trade_id) FROM t WHERE ms = (SELECT max(ms) FROM t)
+        GROUP BY ms""")
+    return {pair: (int(row[0]), list(row[1])) for pair, row in rows.items()}
 
 
 class Daemon:
@@ -442,10 +457,13 @@ class Daemon:
                 if not self.kernels_ready:
                     await self._warm()
                 for v in cfg.venues if not self.stop_event.is_set() else ():  # stopped while warming: no feeds
-                    cursors = await asyncio.to_thread(dataset_cursors, cfg.root, v.name, v.pairs) \
-                        if "trades" in v.channels and v.name != "bitopro" else {}
+                    cursors, time_cursors = {}, {}  # where the trades pollers resume (sockets need none)
+                    if "trades" in v.channels and v.api == "current" and v.name == "bitbay":
+                        time_cursors = await asyncio.to_thread(dataset_time_cursors, cfg.root, v.name, v.pairs)
+                    elif "trades" in v.channels and v.name != "bitopro" and v.api == "legacy":
+                        cursors = await asyncio.to_thread(dataset_cursors, cfg.root, v.name, v.pairs)
                     ctx = VenueContext(v, http, sink, limiter, backoff_base=cfg.backoff_base,
-                                       backoff_cap=cfg.backoff_cap, cursors=cursors)
+                                       backoff_cap=cfg.backoff_cap, cursors=cursors, time_cursors=time_cursors)
                     self._feeds += self.build(ctx, snapshot_interval=self.snapshot_interval)
                 for f in self._feeds:
                     self._track(f)

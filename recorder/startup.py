@@ -19,7 +19,7 @@ from typing import NoReturn
 import aiohttp
 
 from recorder.config import VenueConfig
-from recorder.venues import bitopro, btcalpha
+from recorder.venues import bitbay, bitopro, btcalpha, btcalpha_alp
 
 #: Trees a dataset root may not live in (kernel and device file systems).
 FORBIDDEN = (Path("/proc"), Path("/sys"), Path("/dev"))
@@ -97,7 +97,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def pairs_request(v: VenueConfig) -> tuple[str, object] | None:
-    """(URL, parser) of the venue's list of pairs, where the venue has one (BitBay's seed has none)."""
+    """(URL, parser) of the venue's list of pairs, where the venue has one (BitBay's seed has none).
+
+    Under `api = "current"`: BTC-Alpha still lists its pairs at `api/v1/pairs/` (beside alp-ws's `api/web/`),
+    Zonda at `trading/ticker`."""
+    if v.api == "current":
+        if v.name == "btcalpha":
+            return btcalpha_alp.pairs_url(v.urls["rest_url"]), btcalpha.parse_pairs
+        return bitbay.zonda_markets_url(v.urls["rest_url"]), bitbay.parse_zonda_markets
     if v.name in ("btcalpha", "bitexbit"):
         return btcalpha.pairs_url(v.urls["rest_url"]), btcalpha.parse_pairs
     if v.name == "bitopro":

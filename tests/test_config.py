@@ -29,6 +29,26 @@ def test_example_config_is_valid_and_points_at_the_real_venues():
     assert all(v.rate_limit <= config.SPECS[v.name].max_rate for v in cfg.venues)
 
 
+def test_example_current_era_tables_are_valid_and_point_at_the_successor_endpoints():
+    """The commented `api = "current"` tables of recorder.example.toml, uncommented, are a valid config."""
+    blocks, cur = [], None
+    for line in (REPO / "recorder.example.toml").read_text().splitlines():
+        if line.startswith("# [venues."):
+            cur = [line[2:]]
+            blocks.append(cur)
+        elif cur is not None and line.startswith("# ") and "=" in line:
+            cur.append(line[2:])
+        else:
+            cur = None
+    text = 'recorder = { root = "data" }\n' + "\n".join("\n".join(b) for b in blocks)
+    cfg = config.parse(tomllib.loads(text), base=Path("/x"), env={})
+    v = {x.name: x for x in cfg.venues}
+    assert v["bitbay"].api == v["btcalpha"].api == "current"
+    assert set(v["bitbay"].channels) == {"book", "trades", "candles"} and set(v["btcalpha"].channels) == {"book", "trades"}
+    assert v["bitbay"].urls["rest_url"] == "https://api.zondacrypto.exchange/rest"
+    assert v["btcalpha"].urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+
+
 def test_defaults():
     cfg = config.parse(doc(), base=Path("/x"), env={})
     v = cfg.venues[0]
@@ -161,10 +181,15 @@ def test_api_current_is_zonda_and_alp_ws():
     d = doc()
     d["venues"]["bitbay"] = {"pairs": ["BTC_PLN"], "api": "current"}
     v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "bitbay"][0]
-    assert v.api == "current" and v.channels == ("book",) and v.urls["ws_url"].startswith("wss://api.zondacrypto")
+    assert v.api == "current" and v.channels == ("book", "trades", "candles") and v.resolutions == ("1m",)
+    assert v.urls["ws_url"].startswith("wss://api.zondacrypto") and v.credentials is None  # all public
     d["venues"]["btcalpha"]["api"] = "current"
     v = [x for x in config.parse(d, base=Path("/x"), env={}).venues if x.name == "btcalpha"][0]
-    assert v.channels == ("book",) and v.urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+    assert v.channels == ("book", "trades") and v.urls["ws_url"] == "wss://btc-alpha.com/alp-ws"
+    d["venues"]["btcalpha"]["channels"] = ["candles"]
+    with pytest.raises(config.ConfigError, match="btcalpha has no channel 'candles'; it has book, trades"):
+        config.parse(d, base=Path("/x"), env={})
+    d["venues"]["btcalpha"]["channels"] = ["book"]
     d["venues"]["bitopro"] = {"pairs": ["BTC_TWD"], "api": "current"}
     with pytest.raises(config.ConfigError, match="api: current is implemented for bitbay, btcalpha only"):
         config.parse(d, base=Path("/x"), env={})

@@ -78,7 +78,7 @@ class Run:
 
     def _charts(self) -> dict:
         """The venue's own candles now (market frozen), per (venue, pair, resolution): ts_open -> (close, volume)."""
-        from recorder.venues import bitexbit, bitopro, btcalpha
+        from recorder.venues import bitbay, bitexbit, bitopro, btcalpha
 
         out = {}
         for v in self.cfg.venues:
@@ -89,6 +89,9 @@ class Run:
                     if v.name == "bitopro":
                         url = bitopro.candles_url(v.urls["rest_url"], pair, res, 0, 4_000_000_000)
                         parse = bitopro.parse_candles
+                    elif v.name == "bitbay":  # Zonda (api = "current")
+                        url = bitbay.zonda_candles_url(v.urls["rest_url"], pair, res, 0, 4_000_000_000_000)
+                        parse = bitbay.parse_zonda_candles
                     else:
                         mod = btcalpha if v.name == "btcalpha" else bitexbit
                         url, parse = mod.charts_url(v.urls["charts_url"], pair, res), mod.parse_candles

@@ -225,6 +225,13 @@ def test_trade_dedup_floor_skips_what_an_earlier_run_recorded():
     assert [t.trade_id for t in d.fresh([T("9"), T("10"), T("11"), T(None)])] == ["11", None]
 
 
+def test_trade_dedup_remembers_the_ids_an_earlier_run_wrote():
+    """Zonda resumes from the newest recorded ms and asks for that ms again: the ids recorded in it are not new."""
+    d = TradeDedup()
+    d.written(["46f05178-aa", "7"])
+    assert [t.trade_id for t in d.fresh([T("46f05178-aa"), T("46f05178-bb"), T("7"), T("8")])] == ["46f05178-bb", "8"]
+
+
 def test_trade_dedup_without_ids_counts_identical_trades_per_message():
     d = TradeDedup()
     page = [T(None), T(None), T(None, price="2")]

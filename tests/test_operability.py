@@ -189,6 +189,26 @@ def test_an_unlisted_pair_fails_the_start_or_with_allow_unlisted_fails_loudly(tm
         assert f["state"] == "failing" and "DOGE_USD not listed" in f["reason"]
 
 
+@pytest.mark.parametrize("venue", ["btcalpha", "bitbay"])
+def test_current_era_pairs_are_checked_where_the_venue_lists_them(tmp_path, venue):
+    """api = "current": BTC-Alpha lists its pairs at api/v1/pairs/ beside alp-ws's api/web/ (ccxt and the alp-ws
+    fetcher read them there), Zonda at trading/ticker; the check reads that list, gets 200 and finds the unlisted."""
+    from recorder.startup import unlisted_pairs
+
+    async def main():
+        async with Simulator(SimConfig(seed=3, pairs=["BTC_USD"], rate=5.0, venues=(venue,))) as sim:
+            url = sim.urls[venue]
+            rest = f"{url}/api/web/" if venue == "btcalpha" else f"{url}/rest"
+            cfg = config.parse({"recorder": {"root": str(tmp_path / "data")}, "venues": {venue: {
+                "api": "current", "pairs": ["BTC_USD", "DOGE_USD"], "channels": ["book"], "rest_url": rest,
+                "ws_url": url.replace("http://", "ws://")}}}, env={})
+            async with aiohttp.ClientSession() as http:
+                return await unlisted_pairs(cfg.venues[0], http)
+
+    check = asyncio.run(main())
+    assert (check.status, check.why, check.missing) == (200, "", ["DOGE_USD"]), check
+
+
 def test_error_bodies_are_not_useful_messages(tmp_path):
     """A REST poller whose every answer is an error body (here 404) is failing, never fresh."""
     async def main():

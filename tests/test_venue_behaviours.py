@@ -1,6 +1,7 @@
 """Real-venue behaviours the simulator now reproduces, recorded end to end (simulator -> recorder -> dataset)."""
 from __future__ import annotations
 
+import asyncio
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -130,11 +131,16 @@ def _zonda(doc):
                                 "rest_url": url + "/rest", "rate_limit": 1.0, "heartbeat": 10.0, "book_limit": 300}}
 
 
-def _alp(doc):
+def _alp(doc, channels=("book",)):
     url = doc["venues"]["btcalpha"]["ws_url"]
-    doc["venues"] = {"btcalpha": {"api": "current", "pairs": doc["venues"]["btcalpha"]["pairs"], "channels": ["book"],
-                                  "ws_url": url.replace("http://", "ws://") + "/alp-ws", "rest_url": url + "/api/web/",
-                                  "rate_limit": 20.0, "heartbeat": 10.0, "book_limit": 300}}
+    doc["venues"] = {"btcalpha": {"api": "current", "pairs": doc["venues"]["btcalpha"]["pairs"],
+                                  "channels": list(channels), "ws_url": url.replace("http://", "ws://") + "/alp-ws",
+                                  "rest_url": url + "/api/web/", "rate_limit": 20.0, "heartbeat": 10.0,
+                                  "book_limit": 300}}
+
+
+def _alp_with_trades(doc):
+    _alp(doc, ("book", "trades"))
 
 
 #: venue -> (config edit, where a push's number is in its raw frame)
@@ -143,10 +149,23 @@ CURRENT = {"bitbay": (_zonda, lambda m: m["seqNo"]), "btcalpha": (_alp, lambda m
 
 @pytest.fixture(scope="module", params=sorted(CURRENT))
 def current(request, tmp_path_factory):
+    """Each current-era book recorded; alp-ws with its trades on the same connection."""
     venue = request.param
-    run = Run(tmp_path_factory.mktemp(f"current-{venue}"), seconds=8.0, rate=6.0, doc_edit=CURRENT[venue][0],
+    edit = _alp_with_trades if venue == "btcalpha" else CURRENT[venue][0]
+    run = Run(tmp_path_factory.mktemp(f"current-{venue}"), seconds=8.0, rate=6.0, doc_edit=edit,
               sim_kw={"checkpoint_every": 10}).go()
     return venue, run
+
+
+def _fills(run, venue: str, pair: str) -> list[dict]:
+    """The simulator's true fills of a pair, in trade id order."""
+    return sorted((e for e in truth(run.tdir, "events") if e["venue"] == venue and e["pair"] == pair
+                   and e["action"] == "F"), key=lambda e: e["trade_id"])
+
+
+def _as_trade(e: dict) -> tuple:
+    """A true fill as (price, amount, taker side): the event's side is the resting (maker) order's."""
+    return e["price"].normalize(), e["amount"].normalize(), "sell" if e["side"] == "buy" else "buy"
 
 
 def _levels(book_rows) -> dict:
@@ -215,11 +234,129 @@ def test_current_era_lost_push_is_a_gap_then_a_fresh_snapshot_and_the_book_ends_
         hive_partitioning=true) ORDER BY seq""")]
     gaps = [p for k, p in kinds if k == "gap"]
     assert gaps and sum(1 for k, _ in kinds if k == "snapshot") == 2 + len(gaps)
-    assert sql(run.root, "SELECT count(*) FROM read_parquet('$R/raw/**/*.parquet', hive_partitioning=true) "
-               "WHERE status = 'rejected' AND stream LIKE 'ws:%'")[0][0] == 2  # the two malformed pushes
+    # the two malformed pushes, and nothing else: the start-up pair check reads the venue's list (200)
+    assert sql(run.root, "SELECT stream, count(*) FROM read_parquet('$R/raw/**/*.parquet') WHERE status = 'rejected' "
+               "GROUP BY ALL") == [("ws:orderbook", 2)]
+    assert sql(run.root, "SELECT status FROM read_parquet('$R/raw/**/*.parquet') WHERE stream = 'rest:pairs'") \
+        == [("ok",)]
     for pair in ("BTC_USD", "ETH_BTC"):
         final = book_at(run.root, venue, pair, run.t_stop)
         true = _levels([{"side": "buy" if side == "bids" else "sell", "price": Decimal(o["price"]),
                          "amount": Decimal(o["amount"])} for side in ("bids", "asks")
                         for o in run.books[(venue, pair)][side]])
         assert {s: [(p.normalize(), a.normalize()) for p, a, _ in v] for s, v in final.levels().items()} == true
+
+
+@pytest.mark.parametrize("current", ["btcalpha"], indirect=True)
+def test_alp_ws_trade_frames_are_the_true_fills_once_each_from_the_first_one_received(current):
+    """`["t", s, id, pair, price, amount, taker side]` frames on the book's connection (`trade.*`) are trades rows
+    (source socket): every true fill from the first received on, once, in order, with its price, amount, side and
+    second."""
+    venue, run = current
+    for pair in ("BTC_USD", "ETH_BTC"):
+        rows = sql(run.root, f"""SELECT trade_id, price, amount, taker_side, epoch_ns(ts_event), source FROM
+            read_parquet('$R/trades/exchange=btcalpha/pair={pair}/**/*.parquet') ORDER BY seq""")
+        assert len(rows) > 10 and {r[5] for r in rows} == {"socket"}
+        ids = [int(r[0]) for r in rows]
+        assert ids == sorted(set(ids))  # once each, in the venue's order
+        made = [e for e in _fills(run, venue, pair) if e["trade_id"] >= ids[0]]
+        assert [e["trade_id"] for e in made] == ids  # none missing since the first
+        for r, e in zip(rows, made):
+            assert (r[1].normalize(), r[2].normalize(), r[3]) == _as_trade(e) and r[4] == e["ts"] // 10**9 * 10**9
+    raw = sql(run.root, """SELECT count(*) FROM read_parquet('$R/raw/**/*.parquet') WHERE stream = 'ws:orderbook'
+        AND starts_with(decode(payload), '["t",')""")[0][0]
+    assert raw == sum(1 for (_,) in sql(run.root, "SELECT 1 FROM read_parquet('$R/trades/**/*.parquet')"))
+
+
+def test_alp_ws_trades_alone_take_one_connection_without_books_or_snapshots(tmp_path):
+    """channels = ["trades"]: the connection subscribes `trade.*` only (feed ws_trades, stream ws:trades); no diff
+    subscription, no depth snapshot, no book rows."""
+    run = Run(tmp_path, seconds=3.0, rate=6.0, settle=1.0, doc_edit=lambda d: _alp(d, ("trades",))).go()
+    streams = sql(run.root, "SELECT DISTINCT stream FROM read_parquet('$R/raw/**/*.parquet') ORDER BY 1")
+    assert streams == [("rest:pairs",), ("ws:trades",)]
+    sent = [m["payload"] for m in truth(run.tdir, "messages") if m["venue"] == "btcalpha" and m["conn"] != "rest"]
+    assert sent and all(p.startswith('["t",') for p in sent)  # only trade frames were asked for
+    for pair in ("BTC_USD", "ETH_BTC"):
+        ids = [int(t) for (t,) in sql(run.root, f"""SELECT trade_id FROM
+            read_parquet('$R/trades/exchange=btcalpha/pair={pair}/**/*.parquet') ORDER BY seq""")]
+        assert ids and ids == [e["trade_id"] for e in _fills(run, "btcalpha", pair) if e["trade_id"] >= ids[0]]
+    assert not list(run.root.glob("book_levels/**/*.parquet"))
+    feeds = [f for (f,) in sql(run.root, "SELECT DISTINCT detail FROM read_parquet('$R/sessions/**/*.parquet') "
+                                         "WHERE kind = 'connect'")]
+    assert len(feeds) == 1 and "/alp-ws" in feeds[0]
+
+
+def _zonda_rest(doc):
+    _zonda(doc)
+    # one request a second for everything (2 pairs' trades, 2 candle requests): the pollers take turns, a cycle of
+    # both takes ~4 s, so the 8 s settle holds a whole one after the market froze
+    doc["venues"]["bitbay"].update(channels=["trades", "candles"], resolutions=["3m"], trades_interval=2.0,
+                                   candles_interval=4.0)
+
+
+class RestartRun(Run):
+    """Two recordings on one root; between them the market moves `pause` logical seconds with no recorder."""
+
+    pause = 30.0
+
+    async def _record(self, ts) -> None:
+        await super()._record(ts)
+        self.first_stop = self.t_stop
+        await asyncio.to_thread(ts.call, ts.sim.advance, self.pause)
+        await super()._record(ts)
+
+
+@pytest.fixture(scope="module")
+def zonda_rest(tmp_path_factory):
+    # rate 30: the 30 s of history hold more than one 300-trade page, and so does the pause between the recordings
+    return RestartRun(tmp_path_factory.mktemp("zonda_rest"), seconds=5.0, rate=30.0, settle=8.0,
+                      doc_edit=_zonda_rest).go()
+
+
+def test_zonda_transactions_start_from_the_newest_then_every_true_fill_once_across_a_restart(zonda_rest):
+    """Zonda `transactions` ids are UUIDs: the poller's cursor is the newest trade's ms. The first poll asks sort=desc
+    (the newest 300, written oldest first), later ones page forward (fromTime = cursor - 1, sort=asc) and the trade
+    memory drops the overlap; a restart resumes from the dataset's newest ms and pages through the 300+ trades made
+    while it was down (full pages: `backfill`)."""
+    import uuid
+
+    from recorder.sim.bitbay import TRADE_NS
+
+    run = zonda_rest
+    for pair in ("BTC_USD", "ETH_BTC"):
+        rows = sql(run.root, f"""SELECT trade_id, price, amount, taker_side, epoch_ns(ts_event), source FROM
+            read_parquet('$R/trades/exchange=bitbay/pair={pair}/**/*.parquet') ORDER BY seq""")
+        fills = _fills(run, "bitbay", pair)
+        tid = {str(uuid.uuid5(TRADE_NS, f"{pair}:{e['trade_id']}")): e for e in fills}
+        got = [tid[r[0]] for r in rows]
+        ids = [e["trade_id"] for e in got]
+        assert ids == sorted(set(ids))  # no duplicate, oldest first (the desc first page reversed)
+        assert ids[0] > fills[0]["trade_id"] and len([e for e in fills if e["trade_id"] < ids[0]]) > 0
+        assert ids == [e["trade_id"] for e in fills if e["trade_id"] >= ids[0]]  # none missing after the first poll
+        assert ids[-1] == fills[-1]["trade_id"]
+        for r, e in zip(rows, got):
+            assert (r[1].normalize(), r[2].normalize(), r[3]) == _as_trade(e) and r[4] == e["ts"] // 10**6 * 10**6
+        assert "backfill" in {r[5] for r in rows}  # the pause's backlog came in full pages
+    urls = [u for (u,) in sql(run.root, """SELECT request FROM read_parquet('$R/raw/**/*.parquet')
+        WHERE request LIKE '%/transactions/%' ORDER BY seq""")]
+    first = [u for u in urls if "sort=desc" in u]
+    assert len(first) == 2 and all("fromTime" not in u for u in first)  # one newest-first poll per pair, once
+    assert all("fromTime=" in u and "sort=asc" in u and "limit=300" in u for u in urls if u not in first)
+    kinds = [k for (k,) in sql(run.root, "SELECT kind FROM read_parquet('$R/sessions/**/*.parquet')")]
+    assert "gap" not in kinds and "reject" not in kinds and kinds.count("start") == 2
+
+
+def test_zonda_candle_history_final_versions_match_the_venue(zonda_rest):
+    """`candle/history` per resolution (seconds; from/to in ms): a version written only when it changed, and the
+    latest version of each candle since the first is the venue's."""
+    rows = sql(zonda_rest.root, """SELECT pair, resolution, epoch_ns(ts_open), close, volume FROM
+        read_parquet('$R/candles/exchange=bitbay/**/*.parquet', hive_partitioning=true) ORDER BY seq""")
+    latest, seen = {}, {}
+    for pair, res, ts, close, vol in rows:
+        assert seen.get((pair, res, ts)) != (close, vol)
+        seen[(pair, res, ts)] = latest[(pair, res, ts)] = (close, vol)
+    assert {(p, r) for p, r, _ in latest} == {("BTC_USD", "3m"), ("ETH_BTC", "3m")}
+    for (_, pair, res), venue in zonda_rest.charts.items():
+        ours = {k[2]: v for k, v in latest.items() if k[:2] == (pair, res)}
+        want = {ts: v for ts, v in venue.items() if ts >= min(ours)}
+        assert ours == want, (pair, res)

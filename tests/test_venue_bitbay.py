@@ -1,4 +1,5 @@
 """BitBay adapter: signed Trading API orderbook (exact rates), error bodies, legacy public API."""
+import json
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,25 @@ def test_zonda_ws_push_and_control_messages():
     with pytest.raises(ParseError, match="changes"):
         bb.parse_zonda_ws(b'{"action":"push","topic":"trading/orderbook/btc-pln","message":{"changes":[{}]},'
                           b'"timestamp":"1","seqNo":1}')
+
+
+def test_zonda_lists_its_markets_at_trading_ticker():
+    """The current era's list of pairs (ccxt's zonda fetchMarkets): every market's ticker keyed by its code."""
+    z = "https://api.zondacrypto.exchange/rest"
+    assert bb.zonda_markets_url(z) == "https://api.zondacrypto.exchange/rest/trading/ticker"
+    item = {"market": {"code": "BTC-USDT"}, "time": "1710328237549", "highestBid": "73236.235", "lowestAsk": "73250.01",
+            "rate": "73250.01", "previousRate": "73194.5"}
+    assert bb.parse_zonda_markets(json.dumps({"status": "Ok", "items": {"BTC-USDT": item, "ETH-PLN": item}})) == \
+        ["BTC_USDT", "ETH_PLN"]
+    with pytest.raises(ParseError, match="TICKER_NOT_FOUND"):
+        bb.parse_zonda_markets(b'{"status":"Fail","errors":["TICKER_NOT_FOUND"]}')
+    with pytest.raises(ParseError, match="keyed by market"):
+        bb.parse_zonda_markets(b'{"status":"Ok","items":[]}')
+
+
+def test_zonda_offers_every_documented_candle_resolution_and_the_config_agrees():
+    from recorder.config import CURRENT_SPECS
+
+    assert sorted(bb.ZONDA_RESOLUTION_SECONDS.values()) == [60, 180, 300, 900, 1800, 3600, 7200, 14400, 21600, 43200,
+                                                           86400, 259200, 604800]  # exchanges.md §4.3
+    assert set(CURRENT_SPECS["bitbay"].resolutions) == set(bb.ZONDA_RESOLUTION_SECONDS)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from recorder.rows import Parsed, ParseError
-from recorder.venues import bitbay, bitexbit, bitopro, btcalpha
+from recorder.venues import bitbay, bitexbit, bitopro, btcalpha, btcalpha_alp
 
 FIX = Path(__file__).parent / "fixtures" / "venues"
 
@@ -31,11 +31,19 @@ BYTE_PARSERS = [
     (lambda b: bitbay.parse_zonda_orderbook(b, "BTC_PLN"), ["zonda_orderbook_doc.json"]),
     (lambda b: bitbay.parse_zonda_transactions(b, "BTC_USDT"), ["zonda_transactions_2024_real.json"]),
     (lambda b: bitbay.parse_zonda_candles(b, "1m"), ["zonda_candles_2024_real.json"]),
+    (bitbay.parse_zonda_markets, ["zonda_ticker_all.json"]),
+    (lambda b: _parsed_or_none(btcalpha_alp.parse_ws(b)), ["btcalpha_alp_trade_3p.json", "btcalpha_alp_diff.json"]),
+    (lambda b: btcalpha_alp.parse_snapshot(b, "BTC_USDT"), ["btcalpha_alp_depth.json"]),
 ]
 EVENT_FIXTURES = ["btcalpha_ws_new_order_2017.json", "btcalpha_ws_new_order_2018.json",
                   "btcalpha_ws_cancel_2017.json", "btcalpha_ws_cancel_2018.json", "btcalpha_order_create_2017.json"]
 ODD = [None, True, False, 0, -1, 1.5, -0.5, float("nan"), float("inf"), "", "x", "NaN", "-0.1", "1e400", "1e-400",
        [], {}, [1], {"a": 1}, 2**70, -2**70, "9" * 40, "1710264.956584", 1485686507.0944622, "buy", "sell", "book_X"]
+
+
+def _parsed_or_none(r):
+    """A parse_ws result the checks below know: its trade frames' Parsed, else None (diffs, control frames)."""
+    return r if isinstance(r, Parsed) else None
 
 
 def _ok(fn, *args):

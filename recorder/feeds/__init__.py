@@ -20,7 +20,8 @@ CURRENT = {
                          lambda body, pair: (bitbay.parse_zonda_orderbook(body, pair), bitbay.zonda_seqno(body)),
                          absolute=True, ping=bitbay.ZONDA_PING),
     "btcalpha": L2Protocol(btcalpha_alp.subscribe, btcalpha_alp.parse_ws, btcalpha_alp.snapshot_url,
-                           btcalpha_alp.parse_snapshot, absolute=btcalpha_alp.ABSOLUTE, ping=btcalpha_alp.PING),
+                           btcalpha_alp.parse_snapshot, absolute=btcalpha_alp.ABSOLUTE, ping=btcalpha_alp.PING,
+                           subscribe_trades=btcalpha_alp.TRADES_SUBSCRIBE),
 }
 
 
@@ -29,9 +30,12 @@ def build(ctx: VenueContext, *, snapshot_interval: float = 3600.0) -> list[Feed]
     cfg, mod = ctx.cfg, MODULES[ctx.venue]
     ch = set(cfg.channels)
     feeds: list[Feed] = []
-    if cfg.api == "current":  # config.CURRENT_SPECS: the websocket book only
-        return [L2DeltaFeed(ctx, CURRENT[ctx.venue])] if "book" in ch else []
-    if ctx.venue in ("btcalpha", "bitexbit"):
+    if cfg.api == "current":  # config.CURRENT_SPECS
+        if ctx.venue == "btcalpha":  # alp-ws carries both the book and the trades: one connection
+            return [L2DeltaFeed(ctx, CURRENT["btcalpha"], book="book" in ch, trades="trades" in ch)] if ch else []
+        if "book" in ch:
+            feeds.append(L2DeltaFeed(ctx, CURRENT["bitbay"]))  # Zonda's trades and candles are polled, below
+    elif ctx.venue in ("btcalpha", "bitexbit"):
         if "book" in ch and cfg.framing == "engineio":  # bare messages name no pair: a connection per pair
             feeds += [L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval, pairs=[p]) for p in cfg.pairs]
         elif "book" in ch:

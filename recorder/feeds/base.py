@@ -30,7 +30,8 @@ class VenueContext:
 
     def __init__(self, cfg: VenueConfig, http_session: aiohttp.ClientSession, sink: Sink, limiter: RateLimiter, *,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, http_attempts: int = 4,
-                 cursors: dict[str, int] | None = None) -> None:
+                 cursors: dict[str, int] | None = None,
+                 time_cursors: dict[str, tuple[int, list[str]]] | None = None) -> None:
         self.cfg = cfg
         self.venue = cfg.name
         self.http_session = http_session
@@ -42,6 +43,8 @@ class VenueContext:
         self.http_attempts = http_attempts
         self._dedup: dict[str, TradeDedup] = {}
         self.cursors = dict(cursors or {})  # pair -> highest trade id already in the dataset
+        #: Zonda (UUID trade ids, polled by time): pair -> (newest recorded trade's ms, the ids recorded in that ms)
+        self.time_cursors = dict(time_cursors or {})
 
     def tap(self, feed: str) -> Tap:
         """A tap for one feed of this venue."""
@@ -52,6 +55,8 @@ class VenueContext:
         d = self._dedup.get(pair)
         if d is None:
             d = self._dedup[pair] = TradeDedup(floor=self.cursors.get(pair))
+            if pair in self.time_cursors:
+                d.written(self.time_cursors[pair][1])
         return d
 
     def http(self, tap: Tap, session: int, stream: str) -> HttpClient:

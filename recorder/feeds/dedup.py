@@ -88,6 +88,9 @@ class TradeDedup:
                 out.append(t)
         return out
 
+    def written(self, trade_ids: Iterable[str]) -> None:
+        """Remember trades already in the dataset (an earlier run's), each as its id's first occurrence."""
+        self._seen.add_many(int(t) if _plain_id(t) else (t, 0) for t in trade_ids)
 
     def fresh_ids(self, ids: Sequence[int], occurrences: Sequence[int]) -> list[bool]:
         """`fresh` for trades given by numeric id and occurrence in their message (trade_keys): which are new."""

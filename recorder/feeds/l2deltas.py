@@ -6,7 +6,8 @@ The sync algorithm (Zonda's docs, exchanges.md §4.4): buffer the pushes, take t
 numbered snapshot+1, +2, ...; a missing number (or a delta that would make a level negative) is a lost push: a
 `gap` row and a fresh snapshot. After the join and after every push the tracked book's top `book_limit` levels are
 one `book_levels` snapshot (source `ws`); each REST book is stored too (source `rest`). With a ping message the
-client sends it every PING_EVERY seconds.
+client sends it every PING_EVERY seconds. A protocol with a trade subscription (alp-ws) may carry trades on the same
+connection: trade frames (parsed to `Parsed.trades`) become `trades` rows (source `socket`), once each.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ MAX_BUFFER = 100_000
 class L2Protocol:
     """A venue's current-era book: its frames and snapshot, as pure functions of the venue module.
 
-    parse_ws(raw) gives a push (`.pair`, `.seq`, `.ts_event`, `.changes` of (side, price, amount or None, count))
-    or a control string; parse_snapshot(body, pair) gives (Parsed levels, the number the snapshot includes)."""
+    parse_ws(raw) gives a push (`.pair`, `.seq`, `.ts_event`, `.changes` of (side, price, amount or None, count)),
+    a Parsed with trades, or a control string; parse_snapshot(body, pair) gives (Parsed levels, the number the
+    snapshot includes)."""
 
     subscribe: Callable[[str], str]
     parse_ws: Callable[[bytes], Any]
@@ -39,6 +41,7 @@ class L2Protocol:
     parse_snapshot: Callable[[bytes, str], tuple[Parsed, int]]
     absolute: bool  # changes carry a level's new amount (else a signed delta)
     ping: str | None = None
+    subscribe_trades: str | None = None  # the frame that subscribes every configured pair's trades, if any
 
 
 class BookBroken(ValueError):
@@ -90,36 +93,44 @@ class _Pair:
 
 
 class L2DeltaFeed:
-    """One websocket for every pair's book channel, each pair joined to its REST snapshot."""
+    """One websocket for every pair's book channel, each pair joined to its REST snapshot, and (`trades`, with a
+    protocol that has a trade subscription) the pairs' trades; `book=False` records the trades alone."""
 
-    def __init__(self, ctx: VenueContext, proto: L2Protocol) -> None:
-        self.ctx, self.proto = ctx, proto
-        self.name = f"{ctx.venue}:ws_book"
+    def __init__(self, ctx: VenueContext, proto: L2Protocol, *, book: bool = True, trades: bool = False) -> None:
+        if trades and proto.subscribe_trades is None:
+            raise ValueError(f"{ctx.venue}: this websocket has no trade subscription")
+        self.ctx, self.proto, self.book, self.trades = ctx, proto, book, trades
+        self.name = f"{ctx.venue}:ws_book" if book else f"{ctx.venue}:ws_trades"
         self.pairs = {p: _Pair() for p in ctx.cfg.pairs}
 
     async def run(self, healthy: Healthy) -> None:
         ctx, cfg = self.ctx, self.ctx.cfg
         tap = ctx.tap(self.name)
         session = tap.new_session()
-        stream = "ws:orderbook"
+        stream = "ws:orderbook" if self.book else "ws:trades"
         http = ctx.http(tap, session, "rest:orderbook")
         self.pairs = {p: _Pair() for p in cfg.pairs}
         lost: asyncio.Queue[str] = asyncio.Queue()
-        subs = [self.proto.subscribe(p) for p in cfg.pairs]
-        with StreamSession(tap, session, stream, cfg.pairs, "book stream lost; book unknown until the next snapshot") \
-                as conn:
+        subs = [self.proto.subscribe(p) for p in cfg.pairs] if self.book else []
+        if self.trades:
+            subs.append(self.proto.subscribe_trades)
+        gap = "book stream lost; book unknown until the next snapshot" if self.book else "trades stream lost"
+        with StreamSession(tap, session, stream, cfg.pairs, gap) as conn:
             async with WebSocketClient(ctx.http_session, cfg.urls["ws_url"], idle_timeout=cfg.heartbeat,
                                        send_on_open=subs) as ws:
                 conn.connect(f"{ws.url} ({len(cfg.pairs)} pairs)")
-                for p in cfg.pairs:
-                    lost.put_nowait(p)
                 async with asyncio.TaskGroup() as tg:
                     if self.proto.ping is not None:
                         tg.create_task(every(PING_EVERY, lambda: ws.send_str(self.proto.ping)))
-                    tg.create_task(self._snapshots(tap, http, session, stream, lost, healthy))
-                    await self._read(ws, tap, session, stream, lost)
+                    if self.book:
+                        for p in cfg.pairs:
+                            lost.put_nowait(p)
+                        tg.create_task(self._snapshots(tap, http, session, stream, lost, healthy))
+                    await self._read(ws, tap, session, stream, lost, None if self.book else healthy)
 
-    async def _read(self, ws, tap, session: int, stream: str, lost: asyncio.Queue) -> None:
+    async def _read(self, ws, tap, session: int, stream: str, lost: asyncio.Queue, healthy: Healthy | None) -> None:
+        """Every frame to raw; pushes to the pairs' books, trade frames to trades. `healthy` (trades alone) is
+        called at the first trade frame."""
         limit = self.ctx.cfg.book_limit
         async for frame in ws:
             ts = frame.ts_recv
@@ -136,6 +147,21 @@ class L2DeltaFeed:
             seq = tap.raw(session, stream, msg.pair, ts, frame.raw)
             st = self.pairs.get(msg.pair)
             if st is None:
+                continue
+            if isinstance(msg, Parsed):  # a trade frame
+                if self.trades:
+                    tap.lag(ts, msg.ts_event)  # whole seconds: up to 1 s more than the true lag
+                    fresh = self.ctx.dedup(msg.pair).fresh(msg.trades)
+                    tap.trades(msg.pair, session, ts, fresh, "socket")
+                    if len(fresh) < len(msg.trades):
+                        tap.metrics.inc("dropped_duplicates", tap.feed, len(msg.trades) - len(fresh))
+                    if healthy is not None:
+                        healthy()
+                        healthy = None
+                    if self.ctx.sink.full:
+                        await self.ctx.sink.room()
+                continue
+            if not self.book:
                 continue
             if msg.ts_event is not None:
                 tap.lag(ts, msg.ts_event)

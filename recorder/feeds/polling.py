@@ -1,4 +1,4 @@
-"""REST pollers: trades (id cursor, backfill across gaps), candles (changed versions only), book snapshots.
+"""REST pollers: trades (id or time cursor, backfill across gaps), candles (changed versions only), book snapshots.
 
 Each poller is one supervised feed per venue and channel, giving every pair one turn per tick (a few
 requests at most); a failed request is a sessions row and the pair is tried again next tick. All requests
@@ -102,7 +102,9 @@ class TradesPoller(Poller):
 
     def __init__(self, ctx: VenueContext, mod: ModuleType) -> None:
         super().__init__(ctx, mod)
-        self.cursor: dict[str, int | None] = {p: ctx.cursors.get(p) for p in ctx.cfg.pairs}
+        self.zonda = ctx.venue == "bitbay" and ctx.cfg.api == "current"
+        start = {p: ms for p, (ms, _) in ctx.time_cursors.items()} if self.zonda else ctx.cursors
+        self.cursor: dict[str, int | None] = {p: start.get(p) for p in ctx.cfg.pairs}  # Zonda: a time (ms)
         self.backfills: dict[str, Backfill] = {}
 
     def _write(self, tap, session, pair, res, trades, source) -> None:
@@ -123,9 +125,41 @@ class TradesPoller(Poller):
             if parsed is not None:
                 self._write(tap, session, pair, res, parsed.trades, "rest")
             return parsed is not None
+        if self.zonda:
+            return await self._zonda(tap, http, session, pair)
         if venue == "bitbay":
             return await self._forward(tap, http, session, pair)
         return await self._backward(tap, http, session, pair)
+
+    async def _zonda(self, tap, http, session: int, pair: str) -> bool:
+        """Zonda `transactions` (UUID ids, so the cursor is the newest trade's ms): the first poll asks for the newest
+        page (sort=desc, written oldest first), later ones page forward (sort=asc) from the cursor's ms: `fromTime` is
+        exclusive, so cursor - 1 asks again for that ms's trades and the trade memory drops those already written.
+        A page is `backfill` when it is full (more are behind it), else `rest`."""
+        limit = bitbay.ZONDA_TRADES_LIMIT
+        for _ in range(self.pages_per_turn):
+            cur = self.cursor[pair]
+            url = bitbay.zonda_transactions_url(self.ctx.cfg.urls["rest_url"], pair, limit,
+                                                None if cur is None else cur - 1, "desc" if cur is None else "asc")
+            res, _, parsed = await fetch(http, tap, session, self.stream, pair, url,
+                                         lambda r: bitbay.parse_zonda_transactions(r.body, pair))
+            if parsed is None:
+                return False
+            full = len(parsed.trades) >= limit
+            self._write(tap, session, pair, res, parsed.trades[::-1] if cur is None else parsed.trades,
+                        "backfill" if full and cur is not None else "rest")
+            if parsed.trades:
+                top = max(t.ts_event for t in parsed.trades) // 1_000_000
+                if cur is not None and full and top <= cur:  # a whole page in one ms: go past it, say what is lost
+                    tap.event(session, self.stream, "gap", f"more than {limit} {pair} trades in ms {cur}: that "
+                                                           f"millisecond's trades after the first {limit} not fetched",
+                              pair)
+                    top = cur + 1
+                if cur is None or top > cur:
+                    self.cursor[pair] = top
+            if cur is None or not full:
+                return True
+        return False
 
     async def _forward(self, tap, http, session: int, pair: str) -> bool:
         """BitBay: pages of 50 forward from the cursor (`since`, ascending); the next turn goes on from there.
@@ -216,6 +250,7 @@ class CandlesPoller(Poller):
     def __init__(self, ctx: VenueContext, mod: ModuleType) -> None:
         super().__init__(ctx, mod)
         self.versions = {p: CandleVersions() for p in ctx.cfg.pairs}
+        self.zonda = ctx.venue == "bitbay" and ctx.cfg.api == "current"
 
     async def poll(self, tap, http, session: int, pair: str) -> bool:
         """Fetch each resolution from the candle before the newest one seen (its final version)."""
@@ -223,16 +258,19 @@ class CandlesPoller(Poller):
         versions = self.versions[pair]
         now = int(time.time())
         ok = True
+        parse = bitbay.parse_zonda_candles if self.zonda else self.mod.parse_candles
         for res_name in self.ctx.cfg.resolutions:
             step = RES_SECONDS[res_name]
             latest = versions.latest_open(res_name)
             since = (latest // 10**9 - step) if latest is not None else now - 3 * step
-            if self.ctx.venue == "bitopro":
+            if self.zonda:  # from/to in ms, both required
+                url = bitbay.zonda_candles_url(urls["rest_url"], pair, res_name, since * 1000, (now + step) * 1000)
+            elif self.ctx.venue == "bitopro":
                 url = self.mod.candles_url(urls["rest_url"], pair, res_name, since, now + step)
             else:
                 url = self.mod.charts_url(urls["charts_url"], pair, res_name, since=since)
             res, _, parsed = await fetch(http, tap, session, self.stream, pair, url,
-                                         lambda r, rn=res_name: self.mod.parse_candles(r.body, rn, pair))
+                                         lambda r, rn=res_name: parse(r.body, rn, pair))
             ok = ok and parsed is not None
             if parsed is not None:
                 changed = versions.changed(parsed.candles)

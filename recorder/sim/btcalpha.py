@@ -13,6 +13,9 @@ Decisions (see docs/simulator.md):
   [[price, delta]...asks]]` with signed decimal-string deltas and the update id = the engine event number; the
   depth snapshot `GET /api/web/finance/exchange?pair=<PAIR>&depth=true` is `{"depth": {"symbol", "bids", "asks",
   "update_id"}}` (the update id in the snapshot is our assumption: no public source shows one).
+  `["subscribe","trade.*"]` (every pair) or `["subscribe","trade.<PAIR>"]` adds the trade frames: one
+  `["t", unix s, trade id, "<PAIR>", price, amount, taker side]` per fill (a published batch's trades after its
+  diffs), prices and amounts as decimal strings with the pair's precision (as the one frame seen publicly).
 - Rate limits: the docs from 2017-02-02 on (and bitexbit's): 100 calls/s per IP public, 2 calls/s per key private,
   answered with HTTP 429 (the 2017-02-01 seed's "1 call per second" was superseded the next day).
 """
@@ -65,6 +68,15 @@ def alp_diff(pair: str, market: Market, ev: Event) -> str:
     return json.dumps(["d", ev.seq, pair, side[BUY], side[SELL]], separators=(",", ":"))
 
 
+def alp_trades(pair: str, market: Market, ev: Event) -> list[str]:
+    """The alp-ws `["t", unix s, id, pair, price, amount, taker side]` frames of one engine event's fills."""
+    if isinstance(ev, Cancel):
+        return []
+    pdp, adp = market.spec.price_dp, market.spec.amount_dp
+    return [json.dumps(["t", ev.ts // 10**9, f.tid, pair, fmt(f.price, pdp), fmt(f.lots, adp), ev.side],
+                       separators=(",", ":")) for f in ev.fills]
+
+
 class BtcAlphaVenue:
     """One BTC-Alpha-style venue: REST + `/socket.io/` fed by `publish`; bitexbit lacks the 2017 `orderbook/?pair=`."""
 
@@ -98,15 +110,19 @@ class BtcAlphaVenue:
     def publish(self, market: Market, events: list[Event]) -> None:
         pair = market.spec.name
         self.hub.broadcast([book_frame(pair, market, e) for e in events])
-        if any(("diff", pair) in c.topics for c in self.alp_hub.conns):
+        conns = self.alp_hub.conns
+        if any(("diff", pair) in c.topics for c in conns):
             self.alp_hub.broadcast([alp_diff(pair, market, e) for e in events], ("diff", pair))
+        if any(("trade", pair) in c.topics for c in conns):  # a batch's trades after its diffs
+            self.alp_hub.broadcast([f for e in events for f in alp_trades(pair, market, e)], ("trade", pair))
 
     def background(self) -> list:
         return [self.hub.run_reaper(), self.eio.run_heartbeats(), self.alp_hub.run_reaper()]
 
     # --- alp-ws -----------------------------------------------------------------------------------------
     async def alp_ws(self, request: web.Request) -> web.StreamResponse:
-        """Plain websocket: `["subscribe","diff.<PAIR>"]` adds the pair's diffs; nothing is acknowledged."""
+        """Plain websocket: `["subscribe","diff.<PAIR>"]` adds the pair's diffs, `["subscribe","trade.<PAIR>"]` its
+        trades (`trade.*`: every pair's); nothing is acknowledged."""
         return await serve_ws(self.alp_hub, request, self._alp_reader)
 
     async def _alp_reader(self, conn) -> None:
@@ -119,10 +135,15 @@ class BtcAlphaVenue:
                 d = json.loads(msg.data)
             except ValueError:
                 continue
-            if isinstance(d, list) and len(d) == 2 and d[0] == "subscribe" and str(d[1]).startswith("diff."):
-                m = self.ctx.market(str(d[1])[5:])
+            if not (isinstance(d, list) and len(d) == 2 and d[0] == "subscribe"):
+                continue
+            kind, _, what = str(d[1]).partition(".")
+            if kind == "trade" and what == "*":
+                conn.topics = conn.topics | {("trade", p) for p in self.ctx.markets}
+            elif kind in ("diff", "trade"):
+                m = self.ctx.market(what)
                 if m is not None:
-                    conn.topics = conn.topics | {("diff", m.spec.name)}
+                    conn.topics = conn.topics | {(kind, m.spec.name)}
 
     async def alp_depth(self, request: web.Request) -> web.Response:
         """`finance/exchange?pair=<PAIR>&depth=true`: the whole book as [price, amount] levels plus its update id."""

@@ -187,12 +187,28 @@ def _public_level(r: object) -> tuple[str, str, None]:
 
 
 # ---------------------------------------------------------------------------- Zonda REST (v1_01)
-# BitBay's successor (exchanges.md §4.3). Not used by the feeds yet; here so the [V-real] bodies parse and a
-# feed can switch when the legacy API is gone. Markets are `BTC-PLN`; times are ms; values are strings.
+# BitBay's successor (exchanges.md §4.3), recorded under `api = "current"`: books, transactions and candles.
+# Markets are `BTC-PLN`; times are ms; values are strings.
 ZONDA_BASE = "https://api.zondacrypto.exchange/rest"
 #: Zonda candle resolution (seconds) for each candles-table resolution it offers (no 3h; 1M absent).
-ZONDA_RESOLUTION_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "6h": 21600,
-                            "12h": 43200, "1d": 86400, "1w": 604800}
+ZONDA_RESOLUTION_SECONDS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+                            "4h": 14400, "6h": 21600, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800}
+#: Most transactions one request returns (`limit`, documented maximum).
+ZONDA_TRADES_LIMIT = 300
+
+
+def zonda_markets_url(base: str) -> str:
+    """`/trading/ticker`: every market's ticker, keyed by market code (ccxt's zonda fetchMarkets reads it)."""
+    return f"{base.rstrip('/')}/trading/ticker"
+
+
+@guard("zonda markets")
+def parse_zonda_markets(body: bytes | str) -> list[str]:
+    """`/trading/ticker` (`{"status":"Ok","items":{"BTC-PLN":{...}}}`) to the canonical pairs it lists."""
+    _, items = _zonda(body, "items")
+    if type(items) is not dict:
+        raise ParseError(f"items: expected an object keyed by market, got {type(items).__name__}")
+    return [canon_pair(k.replace("-", "_")) for k in items]
 ZONDA_BOOK_LIMITS = (10, 50, 100)
 
 
