@@ -360,12 +360,16 @@ class L3Replay:
         self.st = K.initial_state()
         self.counts = np.zeros(len(K.KINDS), np.int64)
         self.first = np.full(len(K.KINDS), -1, np.int64)
+        self.ev: Events | None = None
         self.load(ev, bbo)
 
     def load(self, ev: Events, bbo: bool = False) -> None:
         """Point the book at the next batch of events (replay.stream): the book, counts and state carry
         over; event indices (status, bbo rows, gap marks) start again from 0, and `first` keeps each kind's
-        index into the batch where it was first set."""
+        index into the batch where it was first set. Resting orders keep their time priority (the index of
+        their add, made relative to the new batch: negative)."""
+        if self.ev is not None:
+            self.ht[self.ht[:, 1] != -1, 3] -= len(self.ev)
         self.ev, n = ev, len(ev)
         self.status = np.zeros(n, np.uint8)
         self.bbo = np.empty((5, n // 2 + 16 if bbo else 0), np.int64)
