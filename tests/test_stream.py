@@ -120,8 +120,10 @@ def test_overlapping_files_are_not_streamed(tmp_path):
     assert res.rows == tab.num_rows
 
 
-def test_hour_replay_holds_a_row_group_not_the_hour(tmp_path, monkeypatch):
-    """Arrow memory while replaying an hour with bbo + depth stays near one row group's worth, not the hour's."""
+@pytest.mark.parametrize("what", ["bbo+depth", "verify", "book_at"])
+def test_hour_replay_holds_a_row_group_not_the_hour(tmp_path, monkeypatch, what):
+    """Arrow memory while replaying an hour with bbo + depth, verifying it or taking its last book stays near one
+    row group's worth, not the hour's."""
     monkeypatch.setattr(outputs, "ROW_GROUP", 10_000)
     monkeypatch.setattr(stream, "BATCH_ROWS", 20_000)
     s = synth_l3(400_000, seed=5)
@@ -129,9 +131,17 @@ def test_hour_replay_holds_a_row_group_not_the_hour(tmp_path, monkeypatch):
     part = source.partition_dir(tmp_path, "book_events", EX, PAIR, source.date_of(T0))
     part.mkdir(parents=True)
     pq.write_table(tab, part / "h.parquet", **dict(write_options(TABLES["book_events"]), row_group_size=20_000))
+    rows = [r for i in range(1, 400_000, 5_000) for r in
+            _snapshot_rows(int(s["seq"][i]), int(s["ts"][i]), {"bid": [("60000", "1")], "ask": [("60001", "2")]})]
+    lp = source.partition_dir(tmp_path, "book_levels", EX, PAIR, source.date_of(T0))
+    lp.mkdir(parents=True)
+    pq.write_table(rows_table("book_levels", rows), lp / "g.parquet")
     hour_bytes = tab.select(source.EVENT_COLUMNS).nbytes
+    job = {"bbo+depth": lambda: outputs.hour_job(str(tmp_path), EX, PAIR, H0, "l3", True, B.Depth(10, 10**9), False, True),
+           "verify": lambda: outputs.hour_job(str(tmp_path), EX, PAIR, H0, "l3", False, None, True, False),
+           "book_at": lambda: B.book_at(tmp_path, EX, PAIR, int(s["ts"][-1]))}[what]
     pool = pa.default_memory_pool()
-    outputs.hour_job(str(tmp_path), EX, PAIR, H0, "l3", True, B.Depth(10, 10**9), False, True)  # warm
+    job()  # warm
     pool.release_unused()
     base = pa.total_allocated_bytes()
     peak = [0]
@@ -141,9 +151,10 @@ def test_hour_replay_holds_a_row_group_not_the_hour(tmp_path, monkeypatch):
         real(self, *a, **k)
         peak[0] = max(peak[0], pa.total_allocated_bytes() - base)
     monkeypatch.setattr(stream.Stream, "feed", feed)
-    outputs.hour_job(str(tmp_path), EX, PAIR, H0, "l3", True, B.Depth(10, 10**9), False, True)
+    res = job()
     assert 0 < peak[0] < hour_bytes / 4, (peak[0], hour_bytes)
-
+    if what == "verify":
+        assert res.checked > 50 and len(res.mismatches) == res.checked
 
 def _forbid_whole_hour(monkeypatch) -> None:
     """The whole-hour path (the oracle) may not run: what follows must be streamed."""
