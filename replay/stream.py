@@ -5,9 +5,11 @@ It writes the same `bbo` and `depth` bytes as the whole-hour path of `replay.boo
 rows are cut into the writer's row groups and depth into parts of SAMPLE_CHUNK samples exactly as there.
 Prices and amounts are converted per batch at the smallest scale seen so far; a batch that needs a finer
 one rescales the book's state, and a price outside the level range so far widens it. Both are exact and
-invisible in outputs (decimals and digests do not depend on the scale). Hours whose files overlap in seq
-(several uncompacted files of one stream) cannot be merged a batch at a time: `plan` returns None and the
-caller uses the whole-hour path.
+invisible in outputs (decimals and digests do not depend on the scale). Verify places the grouped snapshots
+among the hour's events by a first pass over ts_recv and seq, then checks each as its positions pass
+(book._Grouped, the same checks); `book --at` stops reading after the instant. Every replay command streams
+an L3 hour; those whose files overlap in seq (several uncompacted files of one stream) cannot be merged a
+batch at a time: `plan` returns None and the caller uses the whole-hour path.
 """
 from __future__ import annotations
 
