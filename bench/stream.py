@@ -61,8 +61,9 @@ def write_grouped(root: Path) -> int:
     u, first = np.unique(seq, return_index=True)
     d = d.filter(pa.array(t == t[first][np.searchsorted(u, seq)]))  # one snapshot per event shown
     ts = d.column("ts").cast(pa.int64())
-    tab = pa.table({"ts_event": ts, "ts_recv": ts, "seq": pc.add(d.column("seq"), 1), "session": pa.repeat(2, d.num_rows),
-                    "snapshot_id": pc.add(d.column("seq"), 1), "side": d.column("side"), "level": d.column("level"),
+    sid = pc.add(d.column("seq"), 1)
+    tab = pa.table({"ts_event": ts, "ts_recv": ts, "seq": sid, "session": pa.repeat(2, d.num_rows),
+                    "snapshot_id": sid, "side": d.column("side"), "level": d.column("level"),
                     "price": d.column("price"), "amount": d.column("amount"),
                     "source": pa.repeat("rest_grouped", d.num_rows)})
     part = source.partition_dir(root, "book_levels", EX, PAIR, source.date_of(T0))
@@ -118,8 +119,8 @@ def command(root: str, name: str) -> tuple[B.HourResult, dict]:
     if name == "verify":
         res = outputs.hour_job(root, EX, PAIR, H0, "l3", False, None, True, False)
         return res, {"checked": res.checked, "skipped": res.skipped, "mismatches": res.mismatches}
-    meta = pq.read_metadata(next(source.partition_dir(root, "book_events", EX, PAIR, source.date_of(T0)).glob("*.parquet")))
-    res = B.HourResult(H0, "l3", rows=meta.num_rows)
+    part = source.partition_dir(root, "book_events", EX, PAIR, source.date_of(T0))
+    res = B.HourResult(H0, "l3", rows=pq.read_metadata(part / "h14.parquet").num_rows)
     book = B.book_at(root, EX, PAIR, H0 + HOUR - 1)
     res.digest = book.digest()
     return res, {"seq": book.seq, "gap": book.gap}

@@ -895,8 +895,9 @@ def book_at(root: str | os.PathLike, exchange: str, pair: str, ts: int) -> Book:
     from replay import stream  # built on this module
 
     hour = ts - ts % source.HOUR_NS
-    groups = stream.plan(root, exchange, pair, hour) if kind(root, exchange, pair) == "l3" else None
-    res = replay_hour(root, exchange, pair, hour, at=ts) if groups is None else \
+    book_kind = kind(root, exchange, pair)
+    groups = stream.plan(root, exchange, pair, hour) if book_kind == "l3" else None
+    res = replay_hour(root, exchange, pair, hour, at=ts, book_kind=book_kind) if groups is None else \
         stream.replay_hour(root, exchange, pair, hour, groups, at=ts)
     if res.book is None:
         raise ReplayError(f"no {exchange} {pair} book data at or before {iso(ts)} in its hour")

@@ -110,8 +110,8 @@ def _quote(path) -> str:
 
 def batches(groups: list[Group], hour: int, select: str = _SELECT) -> Iterator[tuple[pa.Table, int]]:
     """(seq-ordered, duplicate-free rows, at most BATCH_ROWS, duplicates dropped) in the hour's seq order,
-    the rows source.hour_events reads (same row filter), with action and side as int8 codes; select: the
-    columns (_SELECT, or _KEYS for ts_recv and seq alone)."""
+    the rows source.hour_events reads (same row filter); select: their columns, _SELECT (action and side as
+    int8 codes) or _KEYS (ts_recv and seq alone)."""
     import duckdb
 
     time_col = TABLES["book_events"].time_column
@@ -355,7 +355,8 @@ class Stream:
                 chk.update(owner[g], gpos[g], dp[~isd], da[~isd], ev, rp.gap, off)
 
     def feed(self, tab: pa.Table, next_act: int | None, next_ts: int | None) -> None:
-        """Apply one seq-ordered batch (next_*: the first action and ts_recv of the next batch, None at the end)."""
+        """Apply one seq-ordered batch (next_*: the first action and ts_recv of the next batch, None at the end),
+        with `at` up to its last event with ts_recv <= at; `done` when nothing after it is needed."""
         ts = tab.column("ts_recv").cast(pa.int64()).to_numpy()
         run = np.maximum.accumulate(np.maximum(ts, self.run_max))
         n = len(ts)

@@ -137,9 +137,10 @@ def test_hour_replay_holds_a_row_group_not_the_hour(tmp_path, monkeypatch, what)
     lp.mkdir(parents=True)
     pq.write_table(rows_table("book_levels", rows), lp / "g.parquet")
     hour_bytes = tab.select(source.EVENT_COLUMNS).nbytes
-    job = {"bbo+depth": lambda: outputs.hour_job(str(tmp_path), EX, PAIR, H0, "l3", True, B.Depth(10, 10**9), False, True),
-           "verify": lambda: outputs.hour_job(str(tmp_path), EX, PAIR, H0, "l3", False, None, True, False),
-           "book_at": lambda: B.book_at(tmp_path, EX, PAIR, int(s["ts"][-1]))}[what]
+    root = str(tmp_path)
+    job = {"bbo+depth": lambda: outputs.hour_job(root, EX, PAIR, H0, "l3", True, B.Depth(10, 10**9), False, True),
+           "verify": lambda: outputs.hour_job(root, EX, PAIR, H0, "l3", False, None, True, False),
+           "book_at": lambda: B.book_at(root, EX, PAIR, int(s["ts"][-1]))}[what]
     pool = pa.default_memory_pool()
     job()  # warm
     pool.release_unused()
