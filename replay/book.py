@@ -360,12 +360,16 @@ class L3Replay:
         self.st = K.initial_state()
         self.counts = np.zeros(len(K.KINDS), np.int64)
         self.first = np.full(len(K.KINDS), -1, np.int64)
+        self.ev: Events | None = None
         self.load(ev, bbo)
 
     def load(self, ev: Events, bbo: bool = False) -> None:
         """Point the book at the next batch of events (replay.stream): the book, counts and state carry
         over; event indices (status, bbo rows, gap marks) start again from 0, and `first` keeps each kind's
-        index into the batch where it was first set."""
+        index into the batch where it was first set. Resting orders keep their time priority (the index of
+        their add, made relative to the new batch: negative)."""
+        if self.ev is not None:
+            self.ht[self.ht[:, 1] != -1, 3] -= len(self.ev)
         self.ev, n = ev, len(ev)
         self.status = np.zeros(n, np.uint8)
         self.bbo = np.empty((5, n // 2 + 16 if bbo else 0), np.int64)
@@ -447,10 +451,15 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
             times = ev.ts_recv[samples]
         else:
             times, samples = _samples(ev.ts_recv, hour, depth)
-    chk = _Grouped(grouped, ev, window) if grouped is not None and grouped.num_rows else None
+    chk = None
+    if grouped is not None and grouped.num_rows:
+        chk = _Grouped(grouped, window)
+        chk.count(ev.seq, np.maximum.accumulate(ev.ts_recv))
+        chk.locate()
+        owner, cpos = chk.candidates(0, n)
     nlev_v = max(nlev, chk.nlev if chk else 0)
     ns = len(samples)
-    allpos = samples if chk is None else np.concatenate([samples, chk.pos])
+    allpos = samples if chk is None else np.concatenate([samples, cpos])
     order = np.argsort(allpos, kind="stable")
     parts = []
     for c in range(0, len(order), SAMPLE_CHUNK):
@@ -459,7 +468,8 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
         dp, da, dc = rp.run(min(stop, int(pos[-1]) + 1), pos, nlev_v)
         g = idx >= ns
         if g.any():
-            chk.update(idx[g] - ns, dp[g], da[g], rp.gap)
+            c = idx[g] - ns
+            chk.update(owner[c], cpos[c], dp[g], da[g], ev, rp.gap)
         k = ~g & (pos < stop)
         if k.any():
             part = _depth_part(ev, rp, times[idx[k]], pos[k], dp[k, :, :nlev], da[k, :, :nlev], dc[k, :, :nlev])
@@ -478,7 +488,7 @@ def replay_events(tab: pa.Table | Events, hour: int | None = None, *, sessions: 
         res.bbo = _bbo_table(ev.ts_event[ch], ev.ts_recv[ch], ev.seq[ch], np.where(bp >= 0, tk[bp], -1), ba,
                              np.where(ap >= 0, tk[ap], -1), aa, rp.gap[ch], ev.price_scale, ev.amount_scale)
     if chk is not None:
-        res.mismatches, res.checked, res.skipped = chk.report(rp.gap)
+        res.mismatches, res.checked, res.skipped = chk.report(ev.sess_ts, ev.sess_seq)
     return res
 
 
@@ -491,12 +501,16 @@ def _depth_part(ev: Events, rp: L3Replay, times, pos, dp, da, dc) -> pa.Table:
 
 class _Grouped:
     """Grouped REST snapshots to verify. REST and socket race each other, so a snapshot passes when the
-    replayed top levels equal it at some event position with ts_recv within `window` of its own."""
+    replayed top levels equal it at some event position with ts_recv within `window` of its own.
+
+    Positions are the hour's event indices, found from counts that add up batch by batch (`count` once over
+    the whole hour, or over each streamed batch, then `locate`); `update` takes the book at candidate
+    positions of whichever batch holds them, at that batch's scales."""
 
     #: Most positions tried on each side of a snapshot's capture position.
     REACH = 4096
 
-    def __init__(self, grouped: pa.Table, ev: Events, window: int):
+    def __init__(self, grouped: pa.Table, window: int):
         sid = grouped.column("snapshot_id").to_numpy()
         side = grouped.column("side").to_pylist()
         lev = grouped.column("level").to_numpy()
@@ -509,52 +523,82 @@ class _Grouped:
             when.setdefault(int(sid[i]), int(t[i]))
             if side[i] in levels:
                 levels[side[i]].append((price[i], amount[i]))
-        self.ev, self.ids, self.window = ev, sorted(snaps), window
+        self.ids, self.window = sorted(snaps), window
         self.levels = [snaps[i] for i in self.ids]
         n = len(self.ids)
         self.nlev = max((len(v) for s in self.levels for v in s.values()), default=0)
-        self.cap = np.searchsorted(ev.seq, np.array(self.ids, np.int64), "left") - 1
-        run = np.maximum.accumulate(ev.ts_recv)
-        self.when = t = np.array([when[i] for i in self.ids], np.int64)
-        lo = np.minimum(np.maximum(np.searchsorted(run, t - window, "left") - 1, self.cap - self.REACH), self.cap)
-        hi = np.maximum(np.minimum(np.searchsorted(run, t + window, "right") - 1, self.cap + self.REACH), self.cap)
-        lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
-        size = hi - lo + 1
-        self.owner = np.repeat(np.arange(n), size)
-        self.pos = np.repeat(lo - np.cumsum(size) + size, size) + np.arange(len(self.owner))
-        # wanted levels as ticks/lots at the hour's scales (-2: not representable, never matches)
-        self.wp = np.full((n, 2, self.nlev), -1, np.int64)
-        self.wa = np.zeros((n, 2, self.nlev), np.int64)
-        for j, levels in enumerate(self.levels):
-            for s, name in enumerate(SIDES):
-                for k, (p, a) in enumerate(levels[name]):
-                    self.wp[j, s, k], self.wa[j, s, k] = _units(p, ev.price_scale), _units(a, ev.amount_scale)
+        self.sids = np.array(self.ids, np.int64)
+        self.when = np.array([when[i] for i in self.ids], np.int64)
         self.depth = np.array([[len(lv[name]) for name in SIDES] for lv in self.levels], np.int64).reshape(n, 2)
+        # events so far with seq < id, with running-max ts_recv < when - window, and <= when + window
+        self.below, self.early, self.late = (np.zeros(n, np.int64) for _ in range(3))
+        self.wanted: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.matched = np.zeros(n, bool)
+        # the replayed levels at each capture position, the scales they are at, and that position's gap and seq
         self.cp = np.full((n, 2, self.nlev), -1, np.int64)
         self.ca = np.zeros((n, 2, self.nlev), np.int64)
+        self.cap_scale = np.zeros((n, 2), np.int64)
+        self.cap_gap = np.zeros(n, bool)
+        self.cap_seq = np.zeros(n, np.int64)
 
-    def update(self, cand: np.ndarray, dp: np.ndarray, da: np.ndarray, gap: np.ndarray) -> None:
-        """Record replayed top levels at candidate positions (indices into self.pos), vectorised."""
-        o, pos = self.owner[cand], self.pos[cand]
+    def count(self, seq: np.ndarray, run: np.ndarray) -> None:
+        """Add the next events (seq, running-max ts_recv of the hour so far) to the position counts."""
+        self.below += np.searchsorted(seq, self.sids, "left")
+        self.early += np.searchsorted(run, self.when - self.window, "left")
+        self.late += np.searchsorted(run, self.when + self.window, "right")
+
+    def locate(self) -> None:
+        """Capture position (last event before the snapshot's seq) and first and last candidate positions of
+        every snapshot, from the counts over the whole hour."""
+        self.cap = cap = self.below - 1
+        lo = np.minimum(np.maximum(self.early - 1, cap - self.REACH), cap)
+        hi = np.maximum(np.minimum(self.late - 1, cap + self.REACH), cap)
+        self.lo, self.hi = np.maximum(lo, 0), np.maximum(hi, 0)
+
+    def candidates(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(snapshot index, position) of every candidate position in [start, stop), by snapshot then position."""
+        lo, hi = np.maximum(self.lo, start), np.minimum(self.hi, stop - 1)
+        j = np.nonzero(lo <= hi)[0]
+        size = hi[j] - lo[j] + 1
+        owner = np.repeat(j, size)
+        return owner, np.repeat(lo[j] - np.cumsum(size) + size, size) + np.arange(len(owner))
+
+    def _wanted(self, pk: int, ak: int) -> tuple[np.ndarray, np.ndarray]:
+        """Wanted levels as ticks/lots at scales pk, ak (-2: not representable, never matches), per scale pair."""
+        if (pk, ak) not in self.wanted:
+            n = len(self.ids)
+            wp, wa = np.full((n, 2, self.nlev), -1, np.int64), np.zeros((n, 2, self.nlev), np.int64)
+            for j, levels in enumerate(self.levels):
+                for s, name in enumerate(SIDES):
+                    for k, (p, a) in enumerate(levels[name]):
+                        wp[j, s, k], wa[j, s, k] = _units(p, pk), _units(a, ak)
+            self.wanted[pk, ak] = wp, wa
+        return self.wanted[pk, ak]
+
+    def update(self, o: np.ndarray, pos: np.ndarray, dp: np.ndarray, da: np.ndarray, ev: Events, gap: np.ndarray,
+               offset: int = 0) -> None:
+        """Record replayed top levels at candidates (snapshot o, position pos) in ev, whose first event is the
+        hour's event `offset` (gap: ev's gap marks), vectorised."""
+        loc = pos - offset
+        wp, wa = self._wanted(ev.price_scale, ev.amount_scale)
         dp, da = dp[:, :, :self.nlev], da[:, :, :self.nlev]
-        ticks = np.where(dp >= 0, self.ev.ticks[dp], -1)
+        ticks = np.where(dp >= 0, ev.ticks[dp], -1)
         used = np.arange(self.nlev)[None, None, :] < self.depth[o][:, :, None]
-        same = ((ticks == self.wp[o]) & (da == self.wa[o])) | ~used
-        np.logical_or.at(self.matched, o, same.all(axis=(1, 2)) & ~gap[pos])
+        same = ((ticks == wp[o]) & (da == wa[o])) | ~used
+        np.logical_or.at(self.matched, o, same.all(axis=(1, 2)) & ~gap[loc])
         at = pos == self.cap[o]
-        self.cp[o[at]], self.ca[o[at]] = ticks[at], da[at]
+        oa, la = o[at], loc[at]
+        self.cp[oa], self.ca[oa] = ticks[at], da[at]
+        self.cap_scale[oa] = (ev.price_scale, ev.amount_scale)
+        self.cap_gap[oa], self.cap_seq[oa] = gap[la], ev.seq[la]
 
-    def report(self, gap: np.ndarray) -> tuple[list[str], int, int]:
-        """(mismatches, snapshots checked, snapshots skipped). Only a snapshot taken while the replayed book
-        is known exact is checked: not one before the hour's first event or inside a gap, nor one with a
-        gap-kind row (a restart, a disconnect) after its capture position and at most a window after it,
-        since the stream it races may have lost what the snapshot shows."""
-        ev = self.ev
-        cap = np.maximum(self.cap, 0)
-        late = _late_gap(ev.sess_ts, ev.sess_seq, self.when + self.window, ev.seq[cap]) if len(ev) else \
-            np.ones(len(self.ids), bool)
-        unknown = (self.cap < 0) | gap[cap] | late
+    def report(self, sess_ts: np.ndarray, sess_seq: np.ndarray) -> tuple[list[str], int, int]:
+        """(mismatches, snapshots checked, snapshots skipped), given the gap-kind sessions rows (sorted by ts).
+        Only a snapshot taken while the replayed book is known exact is checked: not one before the hour's
+        first event or inside a gap, nor one with a gap-kind row (a restart, a disconnect) after its capture
+        position and at most a window after it, since the stream it races may have lost what it shows."""
+        late = _late_gap(sess_ts, sess_seq, self.when + self.window, self.cap_seq)
+        unknown = (self.cap < 0) | self.cap_gap | late
         out, checked = [], 0
         for j, sid in enumerate(self.ids):
             if unknown[j]:
@@ -562,13 +606,15 @@ class _Grouped:
             checked += 1
             if self.matched[j]:
                 continue
+            pk, ak = (int(x) for x in self.cap_scale[j])
+            wp, wa = self._wanted(pk, ak)
             for s, name in enumerate(SIDES):
                 k = next((k for k in range(self.depth[j, s])
-                          if self.cp[j, s, k] != self.wp[j, s, k] or self.ca[j, s, k] != self.wa[j, s, k]), None)
+                          if self.cp[j, s, k] != wp[j, s, k] or self.ca[j, s, k] != wa[j, s, k]), None)
                 if k is not None:
                     w = self.levels[j][name][k]
                     got = "nothing" if self.cp[j, s, k] < 0 else \
-                        f"{text(self.cp[j, s, k], self.ev.price_scale)} x {text(self.ca[j, s, k], self.ev.amount_scale)}"
+                        f"{text(self.cp[j, s, k], pk)} x {text(self.ca[j, s, k], ak)}"
                     out.append(f"snapshot {sid} {name} level {k}: recorded {w[0]} x {w[1]}, replayed {got} "
                                "(and no match within the window)")
                     break
@@ -808,6 +854,12 @@ def kind(root, exchange: str, pair: str) -> str:
     return "l3" if source.dates(root, "book_events", exchange, pair) else "l2"
 
 
+def grouped_rows(root, exchange: str, pair: str, hour: int) -> pa.Table:
+    """The hour's recorded grouped REST snapshots (book_levels rows of source rest_grouped) that L3 verify checks."""
+    lv = source.hour_levels(root, exchange, pair, hour).table
+    return lv.filter(pc.equal(lv.column("source"), "rest_grouped"))
+
+
 def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *, bbo: bool = False,
                 depth: Depth | None = None, verify: bool = False, at: int | None = None,
                 book_kind: str | None = None, window: int = 2 * 10**9,
@@ -819,10 +871,7 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
     if book_kind == "l3":
         rd = source.hour_events(root, exchange, pair, hour)
         sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end) if rd.table.num_rows else None
-        grouped = None
-        if verify:
-            lv = source.hour_levels(root, exchange, pair, hour).table
-            grouped = lv.filter(pc.equal(lv.column("source"), "rest_grouped"))
+        grouped = grouped_rows(root, exchange, pair, hour) if verify else None
         ev = Events.from_table(rd.table, sess)
         rd.table = None  # one copy of the hour at a time: the columns now live in ev
         pa.default_memory_pool().release_unused()
@@ -841,9 +890,15 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
 
 
 def book_at(root: str | os.PathLike, exchange: str, pair: str, ts: int) -> Book:
-    """The book at instant ts (every event with ts_recv <= ts of its hour applied)."""
+    """The book at instant ts (every event with ts_recv <= ts of its hour applied). An L3 hour is streamed up to
+    ts when replay.stream can plan it; replay_hour(at=ts) is its whole-hour test oracle."""
+    from replay import stream  # built on this module
+
     hour = ts - ts % source.HOUR_NS
-    res = replay_hour(root, exchange, pair, hour, at=ts)
+    book_kind = kind(root, exchange, pair)
+    groups = stream.plan(root, exchange, pair, hour) if book_kind == "l3" else None
+    res = replay_hour(root, exchange, pair, hour, at=ts, book_kind=book_kind) if groups is None else \
+        stream.replay_hour(root, exchange, pair, hour, groups, at=ts)
     if res.book is None:
         raise ReplayError(f"no {exchange} {pair} book data at or before {iso(ts)} in its hour")
     return res.book

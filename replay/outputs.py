@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from replay import book as B
 from replay import stream
 from replay.source import date_of, partition_dir
-from schemas import TABLES
+from schemas import DEPTH, TABLES
 
 #: Fixed writer options (same table, same bytes): LZ4, delta-encoded integer/time columns, statistics on
 #: every column but the decimals (20% of the write time for little pruning value).
@@ -73,23 +73,40 @@ def write_hour(root, table: str, exchange: str, pair: str, hour: int, tab: pa.Ta
 
 def hour_job(root: str, exchange: str, pair: str, hour: int, book_kind: str, bbo: bool, depth: B.Depth | None,
              verify: bool, write: bool, window: int = 2 * 10**9) -> B.HourResult:
-    """Replay one hour, write its outputs when asked, and return the result without the bulky parts."""
+    """Replay one hour (L3 streamed whenever replay.stream can plan it, else whole) and write its outputs
+    (returned without the bulky parts), or return them with the book when not asked to write."""
+    groups = stream.plan(root, exchange, pair, hour) if book_kind == "l3" else None
     if not write:
-        return B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify, book_kind=book_kind,
-                             window=window)
-    groups = stream.plan(root, exchange, pair, hour) if book_kind == "l3" and not verify else None
+        if groups is None:
+            return B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify,
+                                 book_kind=book_kind, window=window)
+        return _kept(root, exchange, pair, hour, groups, bbo, depth, verify, window)
     with ExitStack() as stack:
         sink = None if depth is None else stack.enter_context(hour_writer(root, "depth", exchange, pair, hour))
         if groups is not None:  # bounded memory: row group after row group, bbo written as it comes
             write_bbo = _opened_on_use(stack, root, "bbo", exchange, pair, hour) if bbo else None
             res = stream.replay_hour(root, exchange, pair, hour, groups, bbo_sink=write_bbo, depth=depth,
-                                     depth_sink=sink, bbo_rows=ROW_GROUP)
+                                     depth_sink=sink, bbo_rows=ROW_GROUP, verify=verify, window=window)
         else:
             res = B.replay_hour(root, exchange, pair, hour, bbo=bbo, depth=depth, verify=verify,
-                                book_kind=book_kind, depth_sink=sink)
+                                book_kind=book_kind, depth_sink=sink, window=window)
     if res.bbo is not None:
         write_hour(root, "bbo", exchange, pair, hour, res.bbo)
     return replace(res, bbo=None, depth=None, book=None)
+
+
+def _kept(root: str, exchange: str, pair: str, hour: int, groups: list[stream.Group], bbo: bool,
+          depth: B.Depth | None, verify: bool, window: int) -> B.HourResult:
+    """A streamed hour whose bbo and depth rows are kept in memory, as replay.book.replay_hour returns them."""
+    bbo_parts: list[pa.Table] = []
+    depth_parts: list[pa.Table] = []
+    res = stream.replay_hour(root, exchange, pair, hour, groups, bbo_sink=bbo_parts.append if bbo else None,
+                             depth=depth, depth_sink=depth_parts.append, verify=verify, window=window)
+    if bbo_parts:
+        res.bbo = pa.concat_tables(bbo_parts)
+    if depth is not None and depth.levels:
+        res.depth = pa.concat_tables(depth_parts) if depth_parts else DEPTH.schema.empty_table()
+    return res
 
 
 def _opened_on_use(stack: ExitStack, root, table: str, exchange: str, pair: str, hour: int) -> Callable:

@@ -5,9 +5,11 @@ It writes the same `bbo` and `depth` bytes as the whole-hour path of `replay.boo
 rows are cut into the writer's row groups and depth into parts of SAMPLE_CHUNK samples exactly as there.
 Prices and amounts are converted per batch at the smallest scale seen so far; a batch that needs a finer
 one rescales the book's state, and a price outside the level range so far widens it. Both are exact and
-invisible in outputs (decimals and digests do not depend on the scale). Hours whose files overlap in seq
-(several uncompacted files of one stream) cannot be merged a batch at a time: `plan` returns None and the
-caller uses the whole-hour path.
+invisible in outputs (decimals and digests do not depend on the scale). Verify places the grouped snapshots
+among the hour's events by a first pass over ts_recv and seq, then checks each as its positions pass
+(book._Grouped, the same checks); `book --at` stops reading after the instant. Every replay command streams
+an L3 hour; those whose files overlap in seq (several uncompacted files of one stream) cannot be merged a
+batch at a time: `plan` returns None and the caller uses the whole-hour path.
 """
 from __future__ import annotations
 
@@ -98,13 +100,18 @@ _SELECT = (f"SELECT ts_event, ts_recv, seq, "
            f"coalesce(order_id, 0) AS order_id, price, amount FROM read_parquet({{path}})")
 
 
+#: What the first pass of a verified hour reads: the columns that place grouped snapshots among the events.
+_KEYS = "SELECT ts_recv, seq FROM read_parquet({path})"
+
+
 def _quote(path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def batches(groups: list[Group], hour: int) -> Iterator[tuple[pa.Table, int]]:
+def batches(groups: list[Group], hour: int, select: str = _SELECT) -> Iterator[tuple[pa.Table, int]]:
     """(seq-ordered, duplicate-free rows, at most BATCH_ROWS, duplicates dropped) in the hour's seq order,
-    the rows source.hour_events reads (same row filter), with action and side as int8 codes."""
+    the rows source.hour_events reads (same row filter); select: their columns, _SELECT (action and side as
+    int8 codes) or _KEYS (ts_recv and seq alone)."""
     import duckdb
 
     time_col = TABLES["book_events"].time_column
@@ -113,7 +120,7 @@ def batches(groups: list[Group], hour: int) -> Iterator[tuple[pa.Table, int]]:
     try:
         con.execute("SET threads = 1")  # one hour per core; rows in file order
         for g in groups:
-            for rb in con.sql(_SELECT.format(path=_quote(g.path))).to_arrow_reader(BATCH_ROWS):
+            for rb in con.sql(select.format(path=_quote(g.path))).to_arrow_reader(BATCH_ROWS):
                 tab = pa.Table.from_batches([rb])
                 if not g.whole:
                     ts = tab.column(time_col).cast(pa.int64()).to_numpy()
@@ -187,11 +194,14 @@ class _Levels:
 
 class Stream:
     """The L3 book of one hour, advanced batch by batch; bbo and depth rows leave through sinks in the
-    whole-hour path's cuts."""
+    whole-hour path's cuts, grouped snapshots (located beforehand) are checked as their positions pass, and
+    `at` stops the book after the last event with ts_recv <= at (then `done`; for the book, not outputs)."""
 
     def __init__(self, hour: int, sessions: pa.Table | None, *, bbo_sink: Callable[[pa.Table], None] | None,
-                 depth: B.Depth | None, depth_sink: Callable[[pa.Table], None] | None, bbo_rows: int):
-        self.hour, self.group_rows = hour, bbo_rows
+                 depth: B.Depth | None, depth_sink: Callable[[pa.Table], None] | None, bbo_rows: int,
+                 grouped: B._Grouped | None = None, at: int | None = None):
+        self.hour, self.group_rows, self.grouped, self.at = hour, bbo_rows, grouped, at
+        self.done = False
         self.rp: B.L3Replay | None = None
         self.levels = _Levels()
         self.pk = self.ak = -1
@@ -290,8 +300,9 @@ class Stream:
                         tab.column("ts_recv").cast(pa.int64()).to_numpy(), act, side, oid, pidx, self.levels.lo,
                         self.levels.ticks, amt, self.pk, self.ak, self.sess_ts, self.sess_seq, gpos)
 
-    def _sample_positions(self, ev: B.Events, next_ts: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(times, event positions) of this batch's depth samples, as book._samples cuts the whole hour."""
+    def _sample_positions(self, ev: B.Events, run: np.ndarray, next_ts: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(times, event positions) of this batch's depth samples (run: the hour's running-max ts_recv over the
+        batch), as book._samples cuts the whole hour."""
         n = len(ev)
         if self.depth.every is None:
             pos = np.nonzero(B._observed(ev.act)[:n])[0]
@@ -300,7 +311,6 @@ class Stream:
         every, end = d.every, self.hour + source.HOUR_NS
         if d.end is not None:
             end = min(end, d.end)
-        run = np.maximum.accumulate(np.maximum(ev.ts_recv, self.run_max))
         if self.next_t is None:
             first = int(ev.ts_recv[0]) if d.start is None else max(int(ev.ts_recv[0]), d.start)
             self.next_t = -(-first // every) * every
@@ -311,31 +321,61 @@ class Stream:
         times = np.arange(self.next_t, upto, every, dtype=np.int64)
         if len(times):
             self.next_t = int(times[-1]) + every
-        self.run_max = int(run[-1])
         return times, np.searchsorted(run, times, "right") - 1
 
+    def _sample(self, ev: B.Events, rp: B.L3Replay, dpos: np.ndarray, times: np.ndarray) -> None:
+        """Run the batch through its depth samples (times, positions dpos) and grouped candidates in position
+        order: depth leaves in parts of SAMPLE_CHUNK samples as in the whole-hour path."""
+        chk, off = self.grouped, self.rows
+        owner, gpos = chk.candidates(off, off + len(ev)) if chk is not None else (np.zeros(0, np.int64),) * 2
+        nd, nlev = len(dpos), max(self.nlev, chk.nlev if chk is not None else 0)
+        allpos = np.concatenate([dpos, gpos - off])
+        order = np.argsort(allpos, kind="stable")
+        c = 0
+        while c < len(order):
+            idx = order[c:c + B.SAMPLE_CHUNK]
+            isd = idx < nd
+            filled = np.cumsum(isd)
+            room = B.SAMPLE_CHUNK - self.samples
+            if filled[-1] > room:  # the depth part is full at its room-th sample
+                idx = idx[:int(np.searchsorted(filled, room)) + 1]
+                isd = isd[:len(idx)]
+            c += len(idx)
+            p = allpos[idx]
+            dp, da, dc = rp.run(int(p[-1]) + 1, p, nlev)
+            if isd.any():
+                d = self.nlev
+                self.depth_parts.append(B._depth_part(ev, rp, times[idx[isd]], p[isd], dp[isd, :, :d],
+                                                      da[isd, :, :d], dc[isd, :, :d]))
+                self.samples += int(isd.sum())
+                if self.samples == B.SAMPLE_CHUNK:
+                    self._flush_depth()
+            if not isd.all():
+                g = idx[~isd] - nd
+                chk.update(owner[g], gpos[g], dp[~isd], da[~isd], ev, rp.gap, off)
+
     def feed(self, tab: pa.Table, next_act: int | None, next_ts: int | None) -> None:
-        """Apply one seq-ordered batch (next_*: the first action and ts_recv of the next batch, None at the end)."""
+        """Apply one seq-ordered batch (next_*: the first action and ts_recv of the next batch, None at the end),
+        with `at` up to its last event with ts_recv <= at; `done` when nothing after it is needed."""
+        ts = tab.column("ts_recv").cast(pa.int64()).to_numpy()
+        run = np.maximum.accumulate(np.maximum(ts, self.run_max))
+        n = len(ts)
+        stop = n if self.at is None else int(np.searchsorted(run, self.at, "right"))
+        self.done = stop < n or self.at is not None and next_ts is not None and next_ts > self.at
+        if stop == 0:
+            return
         ev = self._events(tab, next_act)
-        n = len(ev)
         rp = self.rp
         if rp is None:
             rp = self.rp = B.L3Replay(ev, self.bbo_sink is not None)
         else:
             rp.load(ev, self.bbo_sink is not None)
+        times = dpos = np.zeros(0, np.int64)
         if self.nlev:
-            times, pos = self._sample_positions(ev, next_ts)
-            c = 0
-            while c < len(pos):
-                take = min(len(pos) - c, B.SAMPLE_CHUNK - self.samples)
-                p, t = pos[c:c + take], times[c:c + take]
-                dp, da, dc = rp.run(int(p[-1]) + 1, p, self.nlev)
-                self.depth_parts.append(B._depth_part(ev, rp, t, p, dp, da, dc))
-                self.samples += take
-                c += take
-                if self.samples == B.SAMPLE_CHUNK:
-                    self._flush_depth()
-        rp.run(n)
+            times, dpos = self._sample_positions(ev, run, next_ts)
+        if self.nlev or self.grouped is not None:
+            self._sample(ev, rp, dpos, times)
+        rp.run(stop)
         for k, f in zip(K.KINDS, rp.first):
             if f >= 0 and k not in self.first:
                 self.first[k] = int(ev.seq[f])
@@ -350,6 +390,7 @@ class Stream:
                 self._flush_bbo(self.group_rows)
         self.rows += n
         self.last_seq = int(ev.seq[-1])
+        self.run_max = int(run[-1])
 
     def _flush_depth(self) -> None:
         if self.depth_parts:
@@ -379,17 +420,44 @@ class Stream:
         res.first = dict(self.first)
         res.book = self.rp.book()
         res.digest = res.book.digest()
+        if self.at is not None:
+            res.book.gap |= bool(B._late_gap(self.sess_ts, self.sess_seq, np.array([self.at]),
+                                             np.array([res.book.seq]))[0])
+        if self.grouped is not None:
+            res.mismatches, res.checked, res.skipped = self.grouped.report(self.sess_ts, self.sess_seq)
         return res
+
+
+def located(root, exchange: str, pair: str, hour: int, groups: list[Group], window: int) -> B._Grouped | None:
+    """The hour's grouped snapshots placed among its events by a first pass over ts_recv and seq alone (a
+    snapshot's candidates may lie batches before its capture), or None when it has none."""
+    rows = B.grouped_rows(root, exchange, pair, hour)
+    if not rows.num_rows:
+        return None
+    chk = B._Grouped(rows, window)
+    run_max = np.iinfo(np.int64).min
+    for tab, _ in batches(groups, hour, _KEYS):
+        if tab.num_rows:
+            run = np.maximum.accumulate(np.maximum(tab.column("ts_recv").cast(pa.int64()).to_numpy(), run_max))
+            chk.count(tab.column("seq").to_numpy(), run)
+            run_max = int(run[-1])
+    chk.locate()
+    return chk
 
 
 def replay_hour(root, exchange: str, pair: str, hour: int, groups: list[Group], *,
                 bbo_sink: Callable[[pa.Table], None] | None = None, depth: B.Depth | None = None,
-                depth_sink: Callable[[pa.Table], None] | None = None, bbo_rows: int = 1 << 20) -> B.HourResult:
+                depth_sink: Callable[[pa.Table], None] | None = None, bbo_rows: int = 1 << 20,
+                verify: bool = False, window: int = 2 * 10**9, at: int | None = None) -> B.HourResult:
     """Stream one planned hour through the kernel; rows leave through the sinks, bbo in parts of bbo_rows
-    (the writer's row group, so the file is cut as when the whole hour is written at once)."""
+    (the writer's row group, so the file is cut as when the whole hour is written at once). verify checks the
+    grouped snapshots (book._Grouped, window as there); at: the book after every event with ts_recv <= at,
+    reading no further."""
     end = hour + source.HOUR_NS
     sess = source.gap_sessions(root, exchange, pair, hour - 60 * 10**9, end) if groups else None
-    st = Stream(hour, sess, bbo_sink=bbo_sink, depth=depth, depth_sink=depth_sink, bbo_rows=bbo_rows)
+    chk = located(root, exchange, pair, hour, groups, window) if verify and groups else None
+    st = Stream(hour, sess, bbo_sink=bbo_sink, depth=depth, depth_sink=depth_sink, bbo_rows=bbo_rows,
+                grouped=chk, at=at)
     dups = 0
     pending = None
     for tab, d in batches(groups, hour):
@@ -398,6 +466,9 @@ def replay_hour(root, exchange: str, pair: str, hour: int, groups: list[Group], 
             continue
         if pending is not None:
             st.feed(pending, int(tab.column("act")[0].as_py()), int(tab.column("ts_recv").cast(pa.int64())[0].as_py()))
+            if st.done:
+                pending = None
+                break
         pending = tab
     if pending is not None:
         st.feed(pending, None, None)
