@@ -9,7 +9,7 @@ import aiohttp
 
 from recorder.config import VenueConfig
 from recorder.transport import HttpClient, HttpResult, RateLimiter, StreamSilent
-from recorder.rows import ParseError, Parsed
+from recorder.rows import Level, ParseError, Parsed
 
 from .dedup import TradeDedup
 from .sink import Sink, Tap
@@ -23,6 +23,14 @@ class Feed(Protocol):
     name: str
 
     async def run(self, healthy: Healthy) -> None: ...
+
+
+class GroupedWatch(Protocol):
+    """The feed tracking a pair's L3 book, told of each grouped snapshot so it can check its book against it."""
+
+    def grouped_sent(self, pair: str) -> object | None: ...
+
+    def grouped_done(self, token: object, levels: list[Level] | None, seq: int | None) -> None: ...
 
 
 class VenueContext:
@@ -42,6 +50,7 @@ class VenueContext:
         self.http_attempts = http_attempts
         self._dedup: dict[str, TradeDedup] = {}
         self.cursors = dict(cursors or {})  # pair -> highest trade id already in the dataset
+        self.books: dict[str, GroupedWatch] = {}  # pair -> the L3 feed tracking its book (it registers itself)
 
     def tap(self, feed: str) -> Tap:
         """A tap for one feed of this venue."""
