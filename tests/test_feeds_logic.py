@@ -241,6 +241,7 @@ def test_grouped_that_fits_no_cut_names_the_first_difference():
     fit = j.grouped_fit(t, G([("100", "2"), ("99", "4"), ("98", "1")], [("101", "1")]))
     assert fit.fits == 0 and fit.cut is None
     assert fit.diff == ("bid", 0, (Decimal(100), Decimal(2)), (Decimal(100), Decimal(3)))
+    assert fit.where() == ": bid level 0 is 100 x 2 in the snapshot, 100 x 3 in the tracked book when it arrived"
     # a level the tracked book has and the venue does not, inside the snapshot's range, differs too
     j = joined(*BOOK, (7, "bid", "99.5", "1"))
     t = j.grouped_sent()

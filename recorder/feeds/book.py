@@ -6,6 +6,8 @@ prefix messages[:k] of the stream. Messages received before the snapshot request
 that prefix (causality). Every order the buffer touches allows only the cuts after which its state is
 its snapshot state; k is the smallest cut all of them allow, and messages[k:] are applied on top of it.
 When the allowed cuts give different books the join is not exact and the feed takes another snapshot.
+A grouped (group=1) snapshot is fitted the same way, to the book's price levels (`fit_grouped`; docs/recorder.md,
+"Divergence").
 """
 from __future__ import annotations
 
@@ -148,6 +150,15 @@ class GroupedFit:
     cut: int | None  # the first of them, counted from the window's start (0: the book when the request went out)
     #: when none fits: (side, level, snapshot's (price, amount), book's or None) at the report cut
     diff: tuple[str, int, tuple[Decimal, Decimal], tuple[Decimal, Decimal] | None] | None
+
+    def where(self) -> str:
+        """The first difference as a sessions detail clause (empty when there is none to name)."""
+        if self.diff is None:
+            return ""
+        side, k, (p, a), got = self.diff
+        book = "nothing" if got is None else f"{dec_str(got[0])} x {dec_str(got[1])}"
+        return f": {side} level {k} is {dec_str(p)} x {dec_str(a)} in the snapshot, {book} in the tracked book " \
+               "when it arrived"
 
 
 def fit_grouped(start: Mapping[LevelKey, Decimal], changes: Sequence[Sequence[tuple[LevelKey, Decimal]]], lo: int,

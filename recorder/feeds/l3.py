@@ -38,7 +38,7 @@ from recorder.venues.common import loads
 from . import columns as C
 from . import l3batch
 from .base import Healthy, StreamSession, VenueContext, fetch
-from .book import L3Book, dec_str
+from .book import L3Book
 from .dedup import Recent
 from .fastbook import FastBook
 from .join import HOUR_NS, L3Join, Out, Ticket
@@ -322,15 +322,10 @@ class L3BookFeed:
             fit = join.grouped_fit(g.ticket, g.levels)
             if fit is None or fit.fits:
                 continue
-            where = "" if fit.diff is None else (
-                f": {fit.diff[0]} level {fit.diff[1]} is {dec_str(fit.diff[2][0])} x {dec_str(fit.diff[2][1])} in "
-                f"the snapshot, " + ("nothing" if fit.diff[3] is None else
-                                     f"{dec_str(fit.diff[3][0])} x {dec_str(fit.diff[3][1])}") +
-                " in the tracked book when it arrived")
             tap.event(session, stream, "resync", f"grouped snapshot (raw seq {g.seq}) fits the tracked book at none "
                                                  f"of the {fit.cuts} cuts from its request to {self.join_lookahead:g}s "
-                                                 f"after its response{where}; book unknown until a fresh snapshot",
-                      g.pair)
+                                                 f"after its response{fit.where()}; book unknown until a fresh "
+                                                 "snapshot", g.pair)
             tap.metrics.inc("resyncs", tap.feed)
             self._resnapshot(g.pair)
 
