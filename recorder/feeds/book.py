@@ -114,6 +114,16 @@ def levels(book: L3Book) -> dict[LevelKey, Decimal]:
     return out
 
 
+def add_level(agg: dict[LevelKey, Decimal], key: LevelKey, d: Decimal) -> Decimal:
+    """Add d to a level's total (a level at 0 is no level); returns the new total."""
+    v = agg.get(key, Decimal(0)) + d
+    if v:
+        agg[key] = v
+    else:
+        agg.pop(key, None)
+    return v
+
+
 def apply_levels(book: L3Book, events: Sequence[BookEvent]) -> list[tuple[LevelKey, Decimal]]:
     """Apply events as apply_all does and return how they changed the price levels' totals."""
     if any(ev.action == "R" for ev in events):
@@ -178,25 +188,17 @@ def fit_grouped(start: Mapping[LevelKey, Decimal], changes: Sequence[Sequence[tu
         w = worst.get(key[0])
         return w is not None and (key[1] >= w if key[0] == "bid" else key[1] <= w)
 
-    def change(key: LevelKey, d: Decimal) -> None:
-        v = agg.get(key, Decimal(0)) + d
-        if v:
-            agg[key] = v
-        else:
-            agg.pop(key, None)
-        if covered(key):
-            (bad.add if v != want.get(key, 0) else bad.discard)(key)
-
-    bad: set[LevelKey] = set()
     for ch in changes[:lo]:
         for key, d in ch:
-            change(key, d)
+            add_level(agg, key, d)
     bad = {k for k in agg.keys() | want.keys() if covered(k) and agg.get(k, 0) != want.get(k, 0)}
     fits, cut, diff = 0, None, None
     for k in range(lo, len(changes) + 1):
         if k > lo:
             for key, d in changes[k - 1]:
-                change(key, d)
+                v = add_level(agg, key, d)
+                if covered(key):
+                    (bad.add if v != want.get(key, 0) else bad.discard)(key)
         if not bad:
             fits += 1
             cut = k - lo if cut is None else cut

@@ -11,7 +11,8 @@ from decimal import Decimal
 
 from recorder.rows import BookEvent, Level
 
-from .book import GroupedFit, Join, L3Book, LevelKey, apply_levels, book_from_snapshot, find_cut, fit_grouped, levels
+from .book import (GroupedFit, Join, L3Book, LevelKey, add_level, apply_levels, book_from_snapshot, find_cut,
+                   fit_grouped, levels)
 from .dedup import Recent
 from .fastbook import FastBook, Unrepresentable, event_key
 
@@ -43,10 +44,12 @@ class _Check:
 
 @dataclass(frozen=True)
 class Ticket:
-    """A grouped snapshot in flight: the level log it belongs to and the cut when its request went out."""
+    """A grouped snapshot in flight: the level log it belongs to, the cut when its request went out, and
+    a serial (two requests can go out at one cut)."""
 
     log: int
     at: int
+    serial: int
 
 
 @dataclass
@@ -84,6 +87,7 @@ class L3Join:
         self.epoch = 0  # bumped by reset(): a snapshot requested before it must not be joined after it
         self._levels: _LevelLog | None = None
         self._logs = 0  # level logs started: a ticket of an earlier one is void
+        self._tickets = 0
 
     @property
     def joining(self) -> bool:
@@ -256,7 +260,8 @@ class L3Join:
         if self._levels is None:
             self._logs += 1
             self._levels = _LevelLog(levels(self.book))
-        t = Ticket(self._logs, self._levels.end)
+        self._tickets += 1
+        t = Ticket(self._logs, self._levels.end, self._tickets)
         self._levels.open[t] = None
         return t
 
@@ -293,11 +298,7 @@ class L3Join:
         keep = min(x.at for x in lv.open) - lv.first
         for ch in lv.changes[:keep]:
             for key, d in ch:
-                v = lv.base.get(key, Decimal(0)) + d
-                if v:
-                    lv.base[key] = v
-                else:
-                    lv.base.pop(key, None)
+                add_level(lv.base, key, d)
         del lv.changes[:keep]
         lv.first += keep
 
