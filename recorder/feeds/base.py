@@ -50,7 +50,7 @@ class VenueContext:
         self.http_attempts = http_attempts
         self._dedup: dict[str, TradeDedup] = {}
         self.cursors = dict(cursors or {})  # pair -> highest trade id already in the dataset
-        self.books: dict[str, GroupedWatch] = {}  # pair -> the L3 feed tracking its book (it registers itself)
+        self.books: dict[str, GroupedWatch] = {}  # pair -> the L3 feed tracking its book (set by feeds.build)
 
     def tap(self, feed: str) -> Tap:
         """A tap for one feed of this venue."""

@@ -134,8 +134,6 @@ class L3BookFeed:
         self._compiled = False
         self._holds = 0  # times the reader was held back by the sink
         self._grouped: asyncio.Queue[_Grouped] | None = None  # answered grouped snapshots (per connection)
-        for p in self._pairs:
-            ctx.books[p] = self
 
     def _write(self, tap, pair: str, session: int, outs: list[Out]) -> None:
         for o in outs:
