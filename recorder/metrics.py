@@ -28,7 +28,8 @@ COUNTERS = {
     "requests": "HTTP requests sent",
     "dropped_duplicates": "trades or candle versions not written because already recorded",
     "book_anomalies": "fills/cancels of unknown orders, overfills and crossed books seen while tracking a book",
-    "resyncs": "books found wrong (anomaly burst, crossed book, hourly check mismatch) and snapshotted afresh",
+    "resyncs": "books found wrong (anomaly burst, crossed book, grouped snapshot fitting no cut, hourly check "
+               "mismatch) and snapshotted afresh",
 }
 #: The counters every feed has (the others are per table or daemon-wide).
 FEED_COUNTERS = tuple(COUNTERS)

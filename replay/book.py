@@ -36,6 +36,7 @@ from replay import kernels as K
 from replay import source
 from replay.times import iso
 from schemas import BBO, DEC, DEPTH, TS
+from schemas.grouped import first_difference
 
 #: Largest price range (in ticks) mapped directly to level slots; wider hours use sorted unique prices.
 DIRECT_MAX = 1 << 20
@@ -609,8 +610,9 @@ class _Grouped:
             pk, ak = (int(x) for x in self.cap_scale[j])
             wp, wa = self._wanted(pk, ak)
             for s, name in enumerate(SIDES):
-                k = next((k for k in range(self.depth[j, s])
-                          if self.cp[j, s, k] != wp[j, s, k] or self.ca[j, s, k] != wa[j, s, k]), None)
+                d = self.depth[j, s]
+                k = first_difference(list(zip(wp[j, s, :d].tolist(), wa[j, s, :d].tolist())),
+                                     list(zip(self.cp[j, s, :d].tolist(), self.ca[j, s, :d].tolist())))
                 if k is not None:
                     w = self.levels[j][name][k]
                     got = "nothing" if self.cp[j, s, k] < 0 else \

@@ -7,10 +7,12 @@ from decimal import Decimal
 import pytest
 
 from recorder.feeds import columns as C
-from recorder.feeds.book import L3Book, book_from_snapshot, dec_str, find_cut
+from recorder.feeds.book import (L3Book, apply_levels, best_levels, book_from_snapshot, dec_str, find_cut,
+                                 fit_grouped, levels)
 from recorder.feeds.dedup import CandleVersions, Recent, TradeDedup, max_trade_id, needs_backfill, trade_keys
 from recorder.feeds.join import HOUR_NS, L3Join
 from recorder.rows import BookEvent, Candle, Level, Trade
+from schemas.grouped import first_difference
 
 
 def A(oid, amt, side="bid", price="100"):
@@ -191,6 +193,147 @@ def test_l3join_hourly_check_places_an_in_flight_partial_fill_of_a_resting_order
     j.on_message([F(1, "2", 70, taker=9, side="bid")], 6, 2)
     ok, detail, outs = j.on_check([BookEvent(0, "R"), BookEvent(0, "S", "bid", 1, "100", "3")], 7)
     assert ok and outs == [] and "cut 1/1" in detail, detail
+
+
+# ------------------------------------------------------------------------------------ grouped snapshots
+def G(bids=(), asks=()):
+    """A grouped snapshot as the venue module parses it: Level rows, best first per side."""
+    return ([Level("bid", k, p, a) for k, (p, a) in enumerate(bids)] +
+            [Level("ask", k, p, a) for k, (p, a) in enumerate(asks)])
+
+
+def sides(snapshot):
+    out = {"bid": [], "ask": []}
+    for lv in snapshot:
+        out[lv.side].append((Decimal(lv.price), Decimal(lv.amount)))
+    return out
+
+
+def joined(*orders):
+    """An L3Join holding the given (oid, side, price, amount) orders."""
+    j = L3Join()
+    j.request_sent()
+    j.on_snapshot([BookEvent(0, "R")] + [BookEvent(0, "S", s, o, p, a) for o, s, p, a in orders], 5)
+    return j
+
+
+BOOK = [(1, "bid", "100", "2"), (2, "bid", "100", "1"), (3, "bid", "99", "4"), (4, "ask", "101", "1"),
+        (5, "ask", "102", "3")]
+
+
+def test_grouped_fits_at_some_cut_of_its_window():
+    j = joined(*BOOK)
+    t = j.grouped_sent()
+    j.on_message([F(1, "2", 10, side="bid")], 6, 1)  # order 1 used up: bid 100 is 1
+    j.grouped_received(t)
+    j.on_message([A(6, "5", "ask", "101.5")], 7, 2)
+    # the venue answered between the two messages: bid 100 x 1, no 101.5 ask yet
+    fit = j.grouped_fit(t, G([("100", "1"), ("99", "4")], [("101", "1"), ("102", "3")]))
+    assert (fit.cuts, fit.fits, fit.cut, fit.diff) == (3, 1, 1, None)
+
+
+def test_grouped_that_fits_no_cut_names_the_first_difference():
+    # the tracked book still holds order 2 (its cancel was lost): bid 100 is 3 here, 2 at the venue
+    j = joined(*BOOK)
+    t = j.grouped_sent()
+    j.on_message([A(6, "1", "bid", "98")], 6, 1)
+    j.grouped_received(t)
+    fit = j.grouped_fit(t, G([("100", "2"), ("99", "4"), ("98", "1")], [("101", "1")]))
+    assert fit.fits == 0 and fit.cut is None
+    assert fit.diff == ("bid", 0, (Decimal(100), Decimal(2)), (Decimal(100), Decimal(3)))
+    assert fit.where() == ": bid level 0 is 100 x 2 in the snapshot, 100 x 3 in the tracked book when it arrived"
+    # a level the tracked book has and the venue does not, inside the snapshot's range, differs too
+    j = joined(*BOOK, (7, "bid", "99.5", "1"))
+    t = j.grouped_sent()
+    j.grouped_received(t)
+    fit = j.grouped_fit(t, G([("100", "3"), ("99", "4")]))
+    assert fit.fits == 0 and fit.diff == ("bid", 1, (Decimal(99), Decimal(4)), (Decimal("99.5"), Decimal(1)))
+
+
+def test_grouped_messages_in_flight_do_not_make_a_divergence():
+    # The snapshot runs ahead of the socket: it already holds a fill and a cancel the socket delivers after the
+    # response (within the lookahead). At the response the books differ; one cut later they agree.
+    j = joined(*BOOK)
+    t = j.grouped_sent()
+    j.grouped_received(t)
+    j.on_message([F(4, "1", 11, side="ask", price="101"), Cx(3, "4")], 8, 3)
+    snap = G([("100", "3")], [("102", "3")])
+    base = levels(j.book)  # now: the book after the in-flight message
+    assert first_difference(sides(snap)["ask"], best_levels(base, "ask", 1)) is None
+    fit = j.grouped_fit(t, snap)
+    assert fit.fits == 1 and fit.cut == 1
+    # the naive rule (the tracked book when the response arrived, cut 0) would have resynced
+    naive = fit_grouped(levels(book_from_snapshot(BookEvent(0, "S", s, o, p, a) for o, s, p, a in BOOK)),
+                        [], 0, sides(snap), 0)
+    assert naive.fits == 0
+
+
+def test_grouped_window_starts_at_the_request_not_before():
+    # A state the book left before the request went out is not a fit: causality, as in the join.
+    j = joined(*BOOK)
+    j.on_message([Cx(2, "1")], 6, 1)
+    t = j.grouped_sent()
+    j.grouped_received(t)
+    assert j.grouped_fit(t, G([("100", "3")])).fits == 0
+
+
+def test_grouped_tickets_overlap_share_one_log_and_void_on_reset():
+    j = joined(*BOOK)
+    t1 = j.grouped_sent()
+    j.on_message([A(6, "1", "bid", "98")], 6, 1)
+    t2 = j.grouped_sent()
+    j.grouped_received(t1)
+    j.on_message([Cx(3, "4", "bid", "99")], 7, 2)
+    j.grouped_received(t2)
+    assert not j.go_fast()  # the log needs every message's level changes: the Python path
+    assert j.grouped_fit(t1, G([("100", "3"), ("99", "4"), ("98", "1")])).cut == 1
+    fit = j.grouped_fit(t2, G([("100", "3"), ("98", "1")]))
+    assert (fit.cuts, fit.fits, fit.cut) == (2, 1, 1)  # t2's window: its request, and after the cancel
+    assert j._levels is None and j.go_fast()  # nothing in flight: no log, compiled path again
+    j = joined(*BOOK)
+    t = j.grouped_sent()
+    j.grouped_received(t)
+    j.reset()
+    assert j.grouped_fit(t, G([("1", "1")])) is None  # the book it was taken against is gone: no verdict
+    assert joined().grouped_sent() is not None and L3Join().grouped_sent() is None  # joining: no book
+
+
+def test_apply_levels_and_the_incremental_fit_agree_with_aggregating_every_cut():
+    rng = random.Random(17)
+    for _ in range(200):
+        book, nxt, msgs = L3Book(), 1, []
+        for _ in range(rng.randint(0, 12)):
+            book.apply(BookEvent(0, "S", rng.choice(["bid", "ask"]), nxt,
+                                 str(rng.randint(95, 105)), str(rng.randint(1, 3))))
+            nxt += 1
+        start, work, states = levels(book), book.copy(), [levels(book)]
+        for _ in range(rng.randint(0, 10)):
+            live = list(work.orders)
+            r = rng.random()
+            if live and r < 0.3:
+                o = rng.choice(live)
+                msg = [BookEvent(0, "C", work.orders[o].side, o, work.orders[o].price, "0")]
+            elif live and r < 0.6:
+                o = rng.choice(live)
+                msg = [BookEvent(0, "F", work.orders[o].side, o, work.orders[o].price, str(rng.randint(1, 3)))]
+            else:
+                msg = [BookEvent(0, "A", rng.choice(["bid", "ask"]), nxt, str(rng.randint(95, 105)),
+                                 str(rng.randint(1, 3)))]
+                nxt += 1
+            msgs.append(apply_levels(work, msg))
+            states.append(levels(work))
+        assert states[-1] == levels(work)
+        lo = rng.randint(0, len(msgs))
+        pick = states[rng.randint(0, len(states) - 1)]
+        n = {s: rng.randint(0, 4) for s in ("bid", "ask")}
+        snap = {s: best_levels(pick, s, n[s]) for s in n}
+        if rng.random() < 0.3 and snap["bid"]:
+            snap["bid"][-1] = (snap["bid"][-1][0], snap["bid"][-1][1] + 1)
+        fit = fit_grouped(start, msgs, lo, snap, len(msgs))
+        brute = [k for k in range(lo, len(states))
+                 if all(first_difference(snap[s], best_levels(states[k], s, len(snap[s]))) is None for s in snap)]
+        assert (fit.fits, fit.cut) == (len(brute), brute[0] - lo if brute else None)
+        assert (fit.diff is None) == bool(brute)
 
 
 # ------------------------------------------------------------------------------------ L3Book

@@ -36,12 +36,15 @@ def build(ctx: VenueContext, *, snapshot_interval: float = 3600.0) -> list[Feed]
         if "book" in ch:
             feeds.append(L2DeltaFeed(ctx, CURRENT["bitbay"]))  # Zonda's trades and candles are polled, below
     elif ctx.venue in ("btcalpha", "bitexbit"):
+        books: list[L3BookFeed] = []
         if "book" in ch and cfg.framing == "engineio":  # bare messages name no pair: a connection per pair
-            feeds += [L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval, pairs=[p]) for p in cfg.pairs]
+            books = [L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval, pairs=[p]) for p in cfg.pairs]
         elif "book" in ch:
-            feeds.append(L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval))
+            books = [L3BookFeed(ctx, mod, snapshot_interval=snapshot_interval)]
+        feeds += books
         if "grouped" in ch:
             feeds.append(BookPoller(ctx, mod, "grouped"))
+            ctx.books.update({p: b for b in books for p in b.joins})  # each grouped snapshot checks the live book
     elif ctx.venue == "bitopro":
         if "book" in ch:
             feeds.append(BitoProStream(ctx, "book"))

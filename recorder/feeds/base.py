@@ -9,7 +9,7 @@ import aiohttp
 
 from recorder.config import VenueConfig
 from recorder.transport import HttpClient, HttpResult, RateLimiter, StreamSilent
-from recorder.rows import ParseError, Parsed
+from recorder.rows import Level, ParseError, Parsed
 
 from .dedup import TradeDedup
 from .sink import Sink, Tap
@@ -23,6 +23,14 @@ class Feed(Protocol):
     name: str
 
     async def run(self, healthy: Healthy) -> None: ...
+
+
+class GroupedWatch(Protocol):
+    """The feed tracking a pair's L3 book, told of each grouped snapshot so it can check its book against it."""
+
+    def grouped_sent(self, pair: str) -> object | None: ...
+
+    def grouped_done(self, token: object, levels: list[Level] | None, seq: int | None) -> None: ...
 
 
 class VenueContext:
@@ -45,6 +53,7 @@ class VenueContext:
         self.cursors = dict(cursors or {})  # pair -> highest trade id already in the dataset
         #: Zonda (UUID trade ids, polled by time): pair -> (newest recorded trade's ms, the ids recorded in that ms)
         self.time_cursors = dict(time_cursors or {})
+        self.books: dict[str, GroupedWatch] = {}  # pair -> the L3 feed tracking its book (set by feeds.build)
 
     def tap(self, feed: str) -> Tap:
         """A tap for one feed of this venue."""

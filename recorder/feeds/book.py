@@ -6,6 +6,8 @@ prefix messages[:k] of the stream. Messages received before the snapshot request
 that prefix (causality). Every order the buffer touches allows only the cuts after which its state is
 its snapshot state; k is the smallest cut all of them allow, and messages[k:] are applied on top of it.
 When the allowed cuts give different books the join is not exact and the feed takes another snapshot.
+A grouped (group=1) snapshot is fitted the same way, to the book's price levels (`fit_grouped`; docs/recorder.md,
+"Divergence").
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from recorder.rows import BookEvent
+from schemas.grouped import first_difference
 
 
 def dec_str(d: Decimal) -> str:
@@ -95,6 +98,123 @@ class L3Book:
         out += [BookEvent(o.ts_event, "S", o.side, oid, o.price, dec_str(o.amount))
                 for oid, o in sorted(self.orders.items())]
         return out
+
+
+#: A price level: (side, price).
+LevelKey = tuple[str, Decimal]
+
+
+def levels(book: L3Book) -> dict[LevelKey, Decimal]:
+    """The book aggregated to price levels: (side, price) -> total resting amount (replay's depth, exactly)."""
+    out: dict[LevelKey, Decimal] = {}
+    for o in book.orders.values():
+        if o.price is not None:
+            key = (o.side, Decimal(o.price))
+            out[key] = out.get(key, Decimal(0)) + o.amount
+    return out
+
+
+def add_level(agg: dict[LevelKey, Decimal], key: LevelKey, d: Decimal) -> Decimal:
+    """Add d to a level's total (a level at 0 is no level); returns the new total."""
+    v = agg.get(key, Decimal(0)) + d
+    if v:
+        agg[key] = v
+    else:
+        agg.pop(key, None)
+    return v
+
+
+def apply_levels(book: L3Book, events: Sequence[BookEvent]) -> list[tuple[LevelKey, Decimal]]:
+    """Apply events as apply_all does and return how they changed the price levels' totals."""
+    if any(ev.action == "R" for ev in events):
+        before = levels(book)
+        book.apply_all(events)
+        after = levels(book)
+        return [(k, after.get(k, Decimal(0)) - before.get(k, Decimal(0))) for k in before.keys() | after.keys()
+                if after.get(k) != before.get(k)]
+    ids = {ev.order_id for ev in events}
+    was = {oid: (o.side, o.price, o.amount) for oid in ids if (o := book.orders.get(oid)) is not None}
+    book.apply_all(events)
+    delta: dict[LevelKey, Decimal] = {}
+    for oid in ids:
+        o = book.orders.get(oid)
+        for sign, state in ((-1, was.get(oid)), (1, None if o is None else (o.side, o.price, o.amount))):
+            if state is not None and state[1] is not None:
+                key = (state[0], Decimal(state[1]))
+                delta[key] = delta.get(key, Decimal(0)) + sign * state[2]
+    return [(k, d) for k, d in delta.items() if d]
+
+
+def best_levels(agg: Mapping[LevelKey, Decimal], side: str, n: int) -> list[tuple[Decimal, Decimal]]:
+    """The n best (price, amount) levels of one side, best first."""
+    prices = sorted((p for s, p in agg if s == side), reverse=side == "bid")[:n]
+    return [(p, agg[(side, p)]) for p in prices]
+
+
+@dataclass(frozen=True)
+class GroupedFit:
+    """Where a grouped snapshot fits the tracked book among the cuts of its window."""
+
+    cuts: int  # cuts tried (the book before the window's first message, and after each one)
+    fits: int  # cuts at which the snapshot's levels are the book's best levels
+    cut: int | None  # the first of them, counted from the window's start (0: the book when the request went out)
+    #: when none fits: (side, level, snapshot's (price, amount), book's or None) at the report cut
+    diff: tuple[str, int, tuple[Decimal, Decimal], tuple[Decimal, Decimal] | None] | None
+
+    def where(self) -> str:
+        """The first difference as a sessions detail clause (empty when there is none to name)."""
+        if self.diff is None:
+            return ""
+        side, k, (p, a), got = self.diff
+        book = "nothing" if got is None else f"{dec_str(got[0])} x {dec_str(got[1])}"
+        return f": {side} level {k} is {dec_str(p)} x {dec_str(a)} in the snapshot, {book} in the tracked book " \
+               "when it arrived"
+
+
+def fit_grouped(start: Mapping[LevelKey, Decimal], changes: Sequence[Sequence[tuple[LevelKey, Decimal]]], lo: int,
+                snapshot: Mapping[str, Sequence[tuple[Decimal, Decimal]]], report: int) -> GroupedFit:
+    """The cuts k in lo..len(changes) at which the snapshot (side -> levels best first) equals the best levels
+    (schemas.grouped.first_difference) of the book start + changes[:k]; when none does, the first difference
+    at cut `report`.
+
+    Equality of the best levels is kept as the set of prices at or better than the snapshot's last level
+    whose book total differs from the snapshot's (0 where it has none): the snapshot fits where that set is
+    empty, so each level change costs O(1), not a sort."""
+    agg = dict(start)
+    want = {(s, p): a for s, lv in snapshot.items() for p, a in lv}
+    worst = {s: lv[-1][0] for s, lv in snapshot.items() if lv}
+
+    def covered(key: LevelKey) -> bool:
+        w = worst.get(key[0])
+        return w is not None and (key[1] >= w if key[0] == "bid" else key[1] <= w)
+
+    for ch in changes[:lo]:
+        for key, d in ch:
+            add_level(agg, key, d)
+    bad = {k for k in agg.keys() | want.keys() if covered(k) and agg.get(k, 0) != want.get(k, 0)}
+    fits, cut, diff = 0, None, None
+    for k in range(lo, len(changes) + 1):
+        if k > lo:
+            for key, d in changes[k - 1]:
+                v = add_level(agg, key, d)
+                if covered(key):
+                    (bad.add if v != want.get(key, 0) else bad.discard)(key)
+        if not bad:
+            fits += 1
+            cut = k - lo if cut is None else cut
+        elif k == report:
+            diff = _first_diff(agg, snapshot)
+    return GroupedFit(len(changes) + 1 - lo, fits, cut, None if fits else diff)
+
+
+def _first_diff(agg: Mapping[LevelKey, Decimal], snapshot: Mapping[str, Sequence[tuple[Decimal, Decimal]]]):
+    """(side, level, snapshot's level, book's level or None) of the first side whose best levels differ."""
+    for side, lv in snapshot.items():
+        got = best_levels(agg, side, len(lv))
+        k = first_difference(list(lv), got)
+        if k is not None:
+            return side, k, lv[k], got[k] if k < len(got) else None
+    return None
 
 
 def book_from_snapshot(events: Iterable[BookEvent]) -> L3Book:

@@ -1,4 +1,5 @@
-"""Per-pair state of an L3 stream: snapshot join at connect, hour-start snapshots, hourly REST check (pure).
+"""Per-pair state of an L3 stream: snapshot join at connect, hour-start snapshots, hourly REST check, grouped
+snapshots fitted to the tracked book's levels (pure).
 
 Methods take parsed events and return `Out` batches to write, in order; the feed does the I/O.
 The rule is written out in docs/recorder.md ("Joining the L3 snapshot to the stream").
@@ -6,10 +7,12 @@ The rule is written out in docs/recorder.md ("Joining the L3 snapshot to the str
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from recorder.rows import BookEvent
+from recorder.rows import BookEvent, Level
 
-from .book import Join, L3Book, book_from_snapshot, find_cut
+from .book import (GroupedFit, Join, L3Book, LevelKey, add_level, apply_levels, book_from_snapshot, find_cut,
+                   fit_grouped, levels)
 from .dedup import Recent
 from .fastbook import FastBook, Unrepresentable, event_key
 
@@ -39,6 +42,31 @@ class _Check:
     msgs: list[list[BookEvent]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A grouped snapshot in flight: the level log it belongs to, the cut when its request went out, and
+    a serial (two requests can go out at one cut)."""
+
+    log: int
+    at: int
+    serial: int
+
+
+@dataclass
+class _LevelLog:
+    """The tracked book's levels at cut `first` and each message's level changes since, kept while grouped
+    snapshots are in flight (open: ticket -> cut when its response came, None before)."""
+
+    base: dict[LevelKey, Decimal]
+    first: int = 0
+    changes: list[list[tuple[LevelKey, Decimal]]] = field(default_factory=list)
+    open: dict[Ticket, int | None] = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.changes)
+
+
 class L3Join:
     """One pair: buffers while joining, tracks the book, writes R+S at each hour's first event.
 
@@ -57,6 +85,9 @@ class L3Join:
         self.duplicates = 0
         self.last_join: Join | None = None
         self.epoch = 0  # bumped by reset(): a snapshot requested before it must not be joined after it
+        self._levels: _LevelLog | None = None
+        self._logs = 0  # level logs started: a ticket of an earlier one is void
+        self._tickets = 0
 
     @property
     def joining(self) -> bool:
@@ -89,7 +120,7 @@ class L3Join:
         """Hand the book to a FastBook when steady (joined, no check pending); False if it stays here."""
         if self.fast is not None:
             return True
-        if self.book is None or self._check is not None or self._hour is None:
+        if self.book is None or self._check is not None or self._levels is not None or self._hour is None:
             return False
         try:
             self.fast = FastBook(self.book, self._seen)
@@ -116,6 +147,7 @@ class L3Join:
     def reset(self) -> None:
         """Forget the book (connection lost, or a message lost): buffer again until the next snapshot."""
         self.book, self.fast, self._buffer, self._sent_before, self._check = None, None, [], 0, None
+        self._levels = None
         self.epoch += 1
 
     def request_sent(self) -> int:
@@ -148,7 +180,12 @@ class L3Join:
         if hour != self._hour:
             out.append(Out(ts_recv, None, self.book.snapshot_events(ts_recv)))
             self._hour = hour
-        self.book.apply_all(events)
+        if self._levels is None:
+            self.book.apply_all(events)
+        else:
+            self._levels.changes.append(apply_levels(self.book, events))
+            if len(self._levels.changes) > MAX_CHECK_MSGS:
+                self._levels = None  # grouped snapshots this slow are not worth the memory: their checks are void
         if events:
             out.append(Out(ts_recv, msg_seq, events))
 
@@ -208,8 +245,62 @@ class L3Join:
         differ = sum(1 for k in got.keys() & want.keys() if got[k] != want[k])
         for evs in chk.msgs[j.cut:]:
             snap_book.apply_all(evs)
-        self.book = snap_book
+        self.book, self._levels = snap_book, None
         self._hour = ts_recv // HOUR_NS
         detail = (f"check mismatch: {missing} orders only in snapshot, {extra} only in tracked book, "
                   f"{differ} differ; cut {j.cut}/{len(chk.msgs)}{'' if j.consistent else ' (inconsistent)'}")
         return False, detail, [Out(ts_recv, None, snap_book.snapshot_events(ts_recv))]
+
+    def grouped_sent(self) -> Ticket | None:
+        """A grouped snapshot request is about to go out: log the tracked book's level changes from here until
+        it is fitted (grouped_fit) or dropped. None while joining (there is no book to compare)."""
+        self._slow()
+        if self.book is None:
+            return None
+        if self._levels is None:
+            self._logs += 1
+            self._levels = _LevelLog(levels(self.book))
+        self._tickets += 1
+        t = Ticket(self._logs, self._levels.end, self._tickets)
+        self._levels.open[t] = None
+        return t
+
+    def grouped_received(self, t: Ticket) -> None:
+        """The grouped snapshot's response arrived: the cut its difference is reported at, if it fits nowhere."""
+        if self._live(t):
+            self._levels.open[t] = self._levels.end
+
+    def grouped_fit(self, t: Ticket, snapshot: list[Level]) -> GroupedFit | None:
+        """Fit the snapshot to the tracked book at every cut from its request to now (see docs/recorder.md,
+        "Divergence"); None when the ticket is void (the book was reset or replaced, or the log outgrew
+        MAX_CHECK_MSGS) or its response never came."""
+        if not self._live(t):
+            return None
+        lv = self._levels
+        resp, fit = lv.open[t], None
+        if resp is not None:
+            sides: dict[str, list[tuple[Decimal, Decimal]]] = {"bid": [], "ask": []}
+            for x in sorted(snapshot, key=lambda x: x.level):
+                sides[x.side].append((Decimal(x.price), Decimal(x.amount)))
+            fit = fit_grouped(lv.base, lv.changes, t.at - lv.first, sides, resp - lv.first)
+        self.grouped_drop(t)
+        return fit
+
+    def grouped_drop(self, t: Ticket) -> None:
+        """Forget a grouped snapshot in flight; the log keeps only what the ones still open need."""
+        if not self._live(t):
+            return
+        lv = self._levels
+        del lv.open[t]
+        if not lv.open:
+            self._levels = None
+            return
+        keep = min(x.at for x in lv.open) - lv.first
+        for ch in lv.changes[:keep]:
+            for key, d in ch:
+                add_level(lv.base, key, d)
+        del lv.changes[:keep]
+        lv.first += keep
+
+    def _live(self, t: Ticket) -> bool:
+        return self._levels is not None and t.log == self._logs and t in self._levels.open

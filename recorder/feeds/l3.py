@@ -5,8 +5,9 @@ joined (feeds/join.py); a REST snapshot per pair is re-taken at every `snapshot_
 (one hour) to check the tracked book, and a mismatch resyncs. A book message that cannot be parsed
 (kept raw, rejected) is a lost message: its pair (every pair when the frame does not say which) gets
 a `gap` row and a fresh snapshot on the same connection. A tracked book found wrong without a lost
-message (an anomaly burst, a crossed book: a stall that discarded frames, reordered frames) gets a
-`resync` row and a fresh snapshot within a second or so. Silence longer than the venue's heartbeat
+message (an anomaly burst, a crossed book: a stall that discarded frames, reordered frames; or a grouped
+snapshot that fits the tracked book's levels at no cut of its window) gets a `resync` row and a fresh
+snapshot within seconds. Silence longer than the venue's heartbeat
 reconnects; time the reader spends held back by the sink (back-pressure) is not silence.
 
 With raw engine.io framing (`framing = "engineio"`) messages are bare JSON objects and new orders name no
@@ -23,11 +24,12 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
 
-from recorder.rows import ParseError
+from recorder.rows import Level, ParseError
 from recorder.transport import SocketIOClient, StreamSilent, TransportError
 from recorder.transport.engineio import parse_packet
 from recorder.venues import btcalpha_scan
@@ -39,7 +41,7 @@ from .base import Healthy, StreamSession, VenueContext, fetch
 from .book import L3Book
 from .dedup import Recent
 from .fastbook import FastBook
-from .join import HOUR_NS, L3Join, Out
+from .join import HOUR_NS, L3Join, Out, Ticket
 
 
 #: Seconds the stream keeps buffering after a snapshot response before the cut is chosen: a REST
@@ -62,6 +64,18 @@ LINGER, LINGER_BELOW = 0.002, 512
 #: Conservation anomalies (fill/cancel of an unknown order, overfill...) since a snapshot that make the book
 #: known wrong: resync. A single one is counted only (a venue's odd message).
 ANOMALY_BURST = 3
+
+
+@dataclass
+class _Grouped:
+    """A grouped snapshot of one pair in flight, then answered (levels, raw seq, when to fit it)."""
+
+    pair: str
+    ticket: Ticket
+    holds: int  # the reader's back-pressure holds when the request went out
+    levels: list[Level] | None = None
+    seq: int | None = None
+    due: float = 0.0
 
 
 def warm() -> None:
@@ -118,6 +132,8 @@ class L3BookFeed:
         self._cancel_id = venue_mod.CANCEL_ID_REQUIRED
         self._burst_avg = 0.0
         self._compiled = False
+        self._holds = 0  # times the reader was held back by the sink
+        self._grouped: asyncio.Queue[_Grouped] | None = None  # answered grouped snapshots (per connection)
 
     def _write(self, tap, pair: str, session: int, outs: list[Out]) -> None:
         for o in outs:
@@ -217,7 +233,7 @@ class L3BookFeed:
         for j in self.joins.values():
             self._anomaly_base += sum(j.anomalies().values())
             j.reset()
-        self._lost, self._queued = asyncio.Queue(), set()
+        self._lost, self._queued, self._grouped = asyncio.Queue(), set(), asyncio.Queue()
         pairs = self._pairs
         emits = [f for f in (subscription(cfg, self.mod.channel(p)) for p in pairs) if f is not None]
         gap_detail = "book stream lost; book unknown until the next snapshot"
@@ -234,9 +250,11 @@ class L3BookFeed:
                         tg.create_task(self._checks(tap, http, session, stream))
                         tg.create_task(self._read(sio, tap, session, stream))
                         tg.create_task(self._resyncs(tap, http, session, stream))
+                        tg.create_task(self._fit_grouped(tap, session, stream))
                         await asyncio.gather(*snaps)
                         healthy()
         finally:
+            self._grouped = None
             self._anomalies(tap)
 
     def _lose(self, tap, session: int, stream: str, pair: str | None, raw_seq: int, ts_recv: int) -> None:
@@ -269,6 +287,45 @@ class L3BookFeed:
             tap.event(session, stream, "resync", f"{why}: book unknown until a fresh snapshot", pair)
             tap.metrics.inc("resyncs", tap.feed)
             self._resnapshot(pair)
+
+    def grouped_sent(self, pair: str) -> _Grouped | None:
+        """A grouped snapshot of the pair is about to be requested (GroupedWatch): None when its book is not
+        tracked now (no connection, or joining)."""
+        if self._grouped is None:
+            return None
+        t = self.joins[pair].grouped_sent()
+        return None if t is None else _Grouped(pair, t, self._holds)
+
+    def grouped_done(self, token: _Grouped, levels: list[Level] | None, seq: int | None) -> None:
+        """Its response was parsed (levels), or the request failed (None): fit it after the join's lookahead,
+        by then the messages a snapshot running ahead of the socket holds have arrived."""
+        join = self.joins[token.pair]
+        if levels is None or self._grouped is None:
+            join.grouped_drop(token.ticket)
+            return
+        join.grouped_received(token.ticket)
+        token.levels, token.seq, token.due = levels, seq, time.monotonic() + self.join_lookahead
+        self._grouped.put_nowait(token)  # at most one per pair per grouped poll in the last lookahead
+
+    async def _fit_grouped(self, tap, session: int, stream: str) -> None:
+        """Resync each pair whose grouped snapshot fits its tracked book at no cut of the snapshot's window."""
+        queue = self._grouped
+        while True:
+            g = await queue.get()
+            await asyncio.sleep(max(0.0, g.due - time.monotonic()))
+            join = self.joins[g.pair]
+            if self._held or self._holds != g.holds:  # messages the snapshot holds may be unread: no verdict
+                join.grouped_drop(g.ticket)
+                continue
+            fit = join.grouped_fit(g.ticket, g.levels)
+            if fit is None or fit.fits:
+                continue
+            tap.event(session, stream, "resync", f"grouped snapshot (raw seq {g.seq}) fits the tracked book at none "
+                                                 f"of the {fit.cuts} cuts from its request to {self.join_lookahead:g}s "
+                                                 f"after its response{fit.where()}; book unknown until a fresh "
+                                                 "snapshot", g.pair)
+            tap.metrics.inc("resyncs", tap.feed)
+            self._resnapshot(g.pair)
 
     def _resnapshot(self, pair: str) -> None:
         """Forget the pair's book (its anomalies stay counted) and queue a fresh snapshot on this connection."""
@@ -311,6 +368,7 @@ class L3BookFeed:
                 self._frame(tap, session, stream, frame)
             if sink.full:
                 self._held = True
+                self._holds += 1
                 try:
                     await sink.room()
                 finally:  # silence is measured again from the moment we read again

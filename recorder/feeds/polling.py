@@ -281,7 +281,8 @@ class CandlesPoller(Poller):
 
 
 class BookPoller(Poller):
-    """L2 snapshots by REST: grouped L3 books (validation), BitoPro REST books, BitBay signed `orderbook`."""
+    """L2 snapshots by REST: grouped L3 books (validation, and each checked against the live book by the L3
+    feed tracking it), BitoPro REST books, BitBay signed `orderbook`."""
 
     interval_key = "book_interval"
 
@@ -317,7 +318,14 @@ class BookPoller(Poller):
         else:
             url = self.mod.orderbook_url(cfg.urls["rest_url"], pair, 1)
             parse = lambda r: self.mod.parse_orderbook(r.body, pair, r.ts_recv, 1)  # noqa: E731
-        res, seq, parsed = await fetch(http, tap, session, self.stream, pair, url, parse, **kw)
-        if parsed is not None:
-            tap.levels(pair, session, parsed.ts_event, res.ts_recv, seq, parsed.levels, self.source)
+        watch = self.ctx.books.get(pair) if self.channel == "grouped" else None
+        token = watch.grouped_sent(pair) if watch is not None else None
+        seq, parsed = None, None
+        try:
+            res, seq, parsed = await fetch(http, tap, session, self.stream, pair, url, parse, **kw)
+            if parsed is not None:
+                tap.levels(pair, session, parsed.ts_event, res.ts_recv, seq, parsed.levels, self.source)
+        finally:  # the book feed checks its book against the snapshot, or forgets it (failed, or cancelled)
+            if token is not None:
+                watch.grouped_done(token, None if parsed is None else parsed.levels, seq)
         return parsed is not None

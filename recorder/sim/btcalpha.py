@@ -21,6 +21,7 @@ Decisions (see docs/simulator.md):
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import time
@@ -50,6 +51,12 @@ def book_frame(pair: str, market: Market, ev: Event) -> str:
         for f in ev.fills)
     return (f'42["book_{pair}",{{"success":true,"date":{date},"oid":{ev.oid},"type":"{ev.side}",'
             f'"price":{fmt_num(ev.price, pdp)},"amount":{fmt_num(ev.remaining, adp)},"trades":[{trades}]}}]')
+
+
+def behind(market: Market, c: Cancel) -> int:
+    """How many price levels of the book now are better than the cancelled order's, on its side."""
+    prices = market.book.prices[c.side]  # ascending: better bids are higher, better asks lower
+    return len(prices) - bisect.bisect_right(prices, c.price) if c.side == BUY else bisect.bisect_left(prices, c.price)
 
 
 def alp_diff(pair: str, market: Market, ev: Event) -> str:
@@ -109,6 +116,8 @@ class BtcAlphaVenue:
     # --- feed -------------------------------------------------------------------------------------------
     def publish(self, market: Market, events: list[Event]) -> None:
         pair = market.spec.name
+        if self.ctx.faults.lose:
+            events = [e for e in events if not (isinstance(e, Cancel) and self.ctx.faults.take_lose(behind(market, e)))]
         self.hub.broadcast([book_frame(pair, market, e) for e in events])
         conns = self.alp_hub.conns
         if any(("diff", pair) in c.topics for c in conns):

@@ -4,12 +4,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-KINDS = ("drop", "stall", "malformed", "http_error", "delay", "duplicate", "reorder")
+KINDS = ("drop", "stall", "malformed", "http_error", "delay", "duplicate", "reorder", "lose")
+#: Fault `lose` takes cancels of orders at least this many price levels behind their side's best.
+LOSE_BEHIND = 10
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault order. `venue` "all" hits every venue; `count` frames/responses, `seconds` for stall/delay."""
+    """One fault order. `venue` "all" hits every venue; `count` frames/responses, `seconds` for stall/delay.
+
+    `lose` (L3 venues): the next `count` cancels of orders LOSE_BEHIND levels or more behind the best are never
+    sent, the socket left open: the stream stays plausible (no anomaly, no crossed book) and only a snapshot
+    shows the order is gone."""
 
     kind: str
     venue: str = "all"
@@ -32,6 +38,7 @@ class VenueFaults:
         self.malformed = 0
         self.duplicate = 0
         self.reorder = 0
+        self.lose = 0
         self.http_errors: list[int] = []
         self.delays: list[float] = []
         self._held: str | None = None
@@ -45,6 +52,8 @@ class VenueFaults:
             self.duplicate += f.count
         elif f.kind == "reorder":
             self.reorder += f.count
+        elif f.kind == "lose":
+            self.lose += f.count
         elif f.kind == "http_error":
             self.http_errors += [f.status] * f.count
         elif f.kind == "delay":
@@ -74,6 +83,13 @@ class VenueFaults:
             else:
                 out.append(f)
         return out
+
+    def take_lose(self, behind: int) -> bool:
+        """Whether to lose a cancel of an order `behind` price levels behind its side's best (counts it)."""
+        if self.lose and behind >= LOSE_BEHIND:
+            self.lose -= 1
+            return True
+        return False
 
     def take_http_error(self) -> int | None:
         return self.http_errors.pop(0) if self.http_errors else None
