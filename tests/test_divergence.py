@@ -29,23 +29,34 @@ pytestmark = pytest.mark.faults  # recordings under injected faults: make faults
 PAIRS = ["BTC_USD", "ETH_BTC"]
 
 
+def btcalpha_config(root, url: str, channels: list[str], **venue):
+    """The recorder on the simulator's btcalpha alone, with the given channels."""
+    return config.parse({"recorder": {"root": str(root), "fsync_interval": 0.2},
+                         "venues": {"btcalpha": {"pairs": PAIRS, "channels": channels, "ws_url": url,
+                                                 "rest_url": f"{url}/api/v1/", "heartbeat": 10.0,
+                                                 "rate_limit": 20.0, **venue}}}, env={})
+
+
+async def started(d: Daemon) -> asyncio.Task:
+    """The daemon's run task, once its L3 book holds orders (up to 30 s)."""
+    task = asyncio.create_task(d.run())
+    deadline = time.monotonic() + 30
+    while d.metrics.gauges.get(("book_orders", "btcalpha:book"), 0) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return task
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("fault", [Fault("stall", "btcalpha", seconds=3.0), Fault("reorder", "btcalpha", count=300)],
                          ids=["stall", "reorder"])
 def test_a_silent_fault_is_noticed_and_resynced_within_seconds(tmp_path, fault):
     with threaded_sim(SimConfig(seed=4, pairs=PAIRS, rate=50.0)) as ts:
         a = ts.sim.urls["btcalpha"]
-        cfg = config.parse({"recorder": {"root": str(tmp_path / "data"), "fsync_interval": 0.2},
-                            "venues": {"btcalpha": {"pairs": PAIRS, "channels": ["book"], "ws_url": a,
-                                                    "rest_url": f"{a}/api/v1/", "heartbeat": 10.0,
-                                                    "rate_limit": 20.0}}}, env={})
+        cfg = btcalpha_config(tmp_path / "data", a, ["book"])
 
         async def main():
             d = Daemon(cfg)
-            task = asyncio.create_task(d.run())
-            deadline = time.monotonic() + 30
-            while d.metrics.gauges.get(("book_orders", "btcalpha:book"), 0) == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            task = await started(d)
             await asyncio.sleep(1.0)
             t_fault = time.time_ns()
             ts.call(ts.sim.inject, fault)
@@ -100,17 +111,11 @@ def test_a_lost_cancel_behind_the_best_is_noticed_by_the_grouped_snapshots_alone
     root = tmp_path / "data"
     with threaded_sim(SimConfig(seed=4, pairs=PAIRS, rate=50.0)) as ts:
         a = ts.sim.urls["btcalpha"]
-        cfg = config.parse({"recorder": {"root": str(root), "fsync_interval": 0.2},
-                            "venues": {"btcalpha": {"pairs": PAIRS, "channels": ["book", "grouped"], "ws_url": a,
-                                                    "rest_url": f"{a}/api/v1/", "heartbeat": 10.0,
-                                                    "grouped_interval": 1.0, "rate_limit": 20.0}}}, env={})
+        cfg = btcalpha_config(root, a, ["book", "grouped"], grouped_interval=1.0)
 
         async def main():
             d = Daemon(cfg)
-            task = asyncio.create_task(d.run())
-            deadline = time.monotonic() + 30
-            while d.metrics.gauges.get(("book_orders", "btcalpha:book"), 0) == 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            task = await started(d)
             await asyncio.sleep(5.0)  # clean grouped snapshots, checked: none may resync
             clean = d.metrics.value("resyncs", "btcalpha:book")
             t_fault = time.time_ns()

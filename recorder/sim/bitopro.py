@@ -155,7 +155,7 @@ class BitoProVenue:
             name, _, limit = item.partition(":")
             m = self.ctx.market(name)
             if m is None:
-                raise web.HTTPOk(body=b"")  # the live venue: HTTP 200, empty body, no upgrade
+                raise web.HTTPOk(text="")  # the live venue: HTTP 200, empty body, no upgrade
             if stream == "order-books":
                 n = int(limit) if limit.isdigit() else 5
                 if n not in BOOK_LIMITS:
