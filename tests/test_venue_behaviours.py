@@ -98,12 +98,19 @@ def test_bitopro_replay_verify_accepts_rounding_and_catches_a_wrong_level(bitopr
 
 
 def test_bitopro_full_list_trade_pushes_recorded_once_oldest_first(bitopro):
-    rows = sql(bitopro.root, """SELECT pair, trade_id, epoch_ns(ts_event), source FROM read_parquet(
-        '$R/trades/exchange=bitopro/**/*.parquet', hive_partitioning=true) ORDER BY seq""")
+    """TRADE pushes repeat the recent list, newest first: the socket trades are the true fills from the oldest
+    one first received on, each once, oldest first, with its second, price, amount and taker side."""
+    rows = sql(bitopro.root, """SELECT pair, trade_id, epoch_ns(ts_event), price, amount, taker_side, source
+        FROM read_parquet('$R/trades/exchange=bitopro/**/*.parquet', hive_partitioning=true) ORDER BY seq""")
     assert len({r[1] for r in rows}) == len(rows)
     for pair in ("BTC_USD", "ETH_BTC"):
-        ts = [t for p, _, t, src in rows if p == pair and src == "socket"]
-        assert len(ts) > 5 and ts == sorted(ts)
+        got = [(t, p.normalize(), a.normalize(), side) for pr, _, t, p, a, side, src in rows
+               if pr == pair and src == "socket"]
+        assert len(got) > 5 and got == sorted(got, key=lambda g: g[0])
+        made = [(e["ts"] // 10**9 * 10**9, *_as_trade(e)) for e in _fills(bitopro, "bitopro", pair)]
+        k = made.index(got[0])
+        assert got == made[k:k + len(got)]  # none missing or repeated since the first recorded
+        assert len(got) >= len(made) - k - 20  # up to the venue's last list (its length: 20) at the stop
 
 
 def _bitopro_unknown_pair(doc):
