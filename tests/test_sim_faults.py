@@ -83,14 +83,16 @@ def test_http_errors_and_delay_with_venue_bodies():
     async def run():
         async with Simulator(_cfg(pairs=["BTC_PLN"])) as sim, aiohttp.ClientSession() as s:
             out = []
-            for venue, path in (("btcalpha", "/api/v1/pairs/"), ("bitopro", "/v3/order-book/btc_pln"),
-                                ("bitbay", "/rest/trading/orderbook/BTC-PLN")):
+            for name, venue, path in (("btcalpha", "btcalpha", "/api/v1/pairs/"),
+                                      ("bitopro", "bitopro", "/v3/order-book/btc_pln"),
+                                      ("bitbay", "bitbay", "/rest/trading/orderbook/BTC-PLN"),
+                                      ("legacy", "bitbay", "/API/Public/BTCPLN/trades.json")):
                 for status in (429, 500, 502):
                     await _fault(s, sim, kind="http_error", venue=venue, status=status)
                     async with s.get(sim.urls[venue] + path) as r:
-                        out.append((venue, r.status, await r.json()))
+                        out.append((name, r.status, await r.json()))
                 async with s.get(sim.urls[venue] + path) as r:
-                    out.append((venue, r.status, None))
+                    out.append((name, r.status, None))
             sim.inject(Fault("delay", "bitopro", seconds=0.5))
             t0 = time.monotonic()
             async with s.get(sim.urls["bitopro"] + "/v3/trades/btc_pln") as r:
@@ -102,7 +104,11 @@ def test_http_errors_and_delay_with_venue_bodies():
     assert all(st == 200 for v, st, body in out if body is None)
     assert "error" in by[("btcalpha", 502)] and "date" in by[("btcalpha", 502)]
     assert by[("bitopro", 429)] == {"error": "Too many requests"}
+    # Zonda's REST answers {"status":"Fail","errors":[code]} whatever the status (exchanges.md 4.3), the legacy API
+    # {"code":N,"message":...}
+    assert by[("bitbay", 429)] == {"status": "Fail", "errors": ["ACTION_LIMIT_EXCEEDED"]}
     assert by[("bitbay", 500)]["status"] == "Fail"
+    assert by[("legacy", 429)]["code"] == 429 and by[("legacy", 500)] == {"code": 500, "message": "Internal server error"}
     assert delayed[0] == 200 and delayed[1] >= 0.5
 
 
@@ -167,7 +173,7 @@ def test_control_truth_book_and_cli_subprocess():
                         "--fault", "http_error:bitbay:429", "--fault", "delay:bitexbit:0.4") as urls:
         assert set(urls) == {"btcalpha", "bitexbit", "bitopro", "bitbay", "control"}
         first = rest.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5)
-        assert first.status_code == 429 and first.json()["code"] == 429
+        assert first.status_code == 429 and first.json() == {"status": "Fail", "errors": ["ACTION_LIMIT_EXCEEDED"]}
         assert rest.get(urls["bitbay"] + "/rest/trading/ticker", timeout=5).status_code == 200
         t0 = time.monotonic()
         assert rest.get(urls["bitexbit"] + "/api/v1/currencies/", timeout=5).status_code == 200

@@ -4,7 +4,8 @@ endpoints (`/rest/trading/...`) that current clients (ccxt `zonda`) use for book
 Trading API per the seed (004): form body `method=..&moment=..`, `API-Key`, `API-Hash` = HMAC-SHA512 of the body,
 `moment` within 5 s of server (wall) time else code 503, bad hash code 502, unknown key 501, 1 request/s per key.
 Errors are HTTP 200 with `{"code":N,"message":...}`; the rate-limit answer is HTTP 429 with code 429 [INF: the
-seed lists no code for it]. `orderbook` lists every open offer with `price` = rate*quantity exactly ("amount of
+seed lists no code for it]; Zonda's are `{"status":"Fail","errors":[...]}` (ACTION_LIMIT_EXCEEDED on a 429).
+`orderbook` lists every open offer with `price` = rate*quantity exactly ("amount of
 currency for whole offer"). Legacy public numbers are JSON numbers and `tid` a string; `trades.json?since=<tid>`
 returns trades with tid > since, ascending, 50 per page; without `since` the OLDEST 50 (the real venue starts in 2014:
 vendor docs, ccxt issue 2320), and `sort=desc` without `since` the newest 50, newest first.
@@ -134,10 +135,13 @@ class BitBayVenue:
     def background(self) -> list:
         return [self.hub.run_reaper()]
 
-    def error(self, status: int, message: str) -> web.Response:
-        if status == 429:
-            return json_response({"code": 429, "message": "Too many requests"}, 429)
-        return json_response({"status": "Fail", "errors": [message]}, status)
+    def error(self, status: int, message: str, path: str = "/rest/") -> web.Response:
+        """Zonda's `{"status":"Fail","errors":[code]}` under `/rest/`, the legacy API's `{"code":N,"message":..}`
+        elsewhere."""
+        if not path.startswith("/rest/"):
+            return json_response({"code": status, "message": message}, status)
+        return json_response({"status": "Fail", "errors": ["ACTION_LIMIT_EXCEEDED" if status == 429 else message]},
+                             status)
 
     def _by_code(self, code: str, sep: str) -> Market | None:
         code = code.upper()
@@ -166,7 +170,7 @@ class BitBayVenue:
             return self._fail(503, "Invalid moment parameter. Request time doesn't match current server time")
         limiter = self.ctx.limits.get("private")
         if limiter and not limiter.allow(key):
-            return self.error(429, "")
+            return self.error(429, "Too many requests", request.path)
         method = params["method"]
         if method == "orderbook":
             m = self._by_code(params.get("order_currency", "") + params.get("payment_currency", ""), "")

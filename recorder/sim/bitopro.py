@@ -98,7 +98,7 @@ class BitoProVenue:
     def background(self) -> list:
         return [self.hub.run_reaper()]
 
-    def error(self, status: int, message: str) -> web.Response:
+    def error(self, status: int, message: str, path: str = "") -> web.Response:
         return json_response({"error": message}, status)
 
     def _market(self, request: web.Request) -> Market:

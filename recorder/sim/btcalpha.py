@@ -163,7 +163,7 @@ class BtcAlphaVenue:
                                         "update_id": m.seq}})
 
     # --- helpers ----------------------------------------------------------------------------------------
-    def error(self, status: int, message: str) -> web.Response:
+    def error(self, status: int, message: str, path: str = "") -> web.Response:
         return json_response({"date": Num(f"{time.time():.6f}"), "error": message}, status)
 
     def _num(self, n: int, dp: int) -> object:

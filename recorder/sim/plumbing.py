@@ -62,7 +62,8 @@ class VenueContext:
         return self.markets.get(pair.upper())
 
 
-ErrorBody = Callable[[int, str], web.Response]
+#: (status, message, request path) -> the venue's error answer (a venue may serve two API generations)
+ErrorBody = Callable[[int, str, str], web.Response]
 
 
 def rest_middleware(ctx: VenueContext, error: ErrorBody, private_paths: tuple[str, ...] = ()):
@@ -78,9 +79,9 @@ def rest_middleware(ctx: VenueContext, error: ErrorBody, private_paths: tuple[st
         status = ctx.faults.take_http_error()
         public = ctx.limits.get("public")
         if status is not None:
-            resp = error(status, FAULT_MESSAGES[status])
+            resp = error(status, FAULT_MESSAGES[status], request.path)
         elif public and not request.path.startswith(private_paths or ("\0",)) and not public.allow(request.remote or "?"):
-            resp = error(429, "Too many requests")
+            resp = error(429, "Too many requests", request.path)
         else:
             resp = await handler(request)
         if ctx.truth is not None and isinstance(resp, web.Response) and resp.body is not None:
