@@ -255,3 +255,22 @@ def observe_mask(act: np.ndarray) -> np.ndarray:
     nxt = np.zeros(len(act), bool)
     nxt[:-1] = act[1:] == K.S
     return ~(((act == K.R) | (act == K.S)) & nxt)
+
+
+#: sessions kinds that start a new connection's (or a resync's) snapshot
+_NEW_BOOK = frozenset({"start", "connect", "disconnect", "gap", "resync", "stop"})
+
+
+def hour_openings(events: list[tuple[int, str, int]], sessions: list[tuple[int, str]]) -> set[int]:
+    """The seqs of the R rows that only open a wall-clock hour with the tracked book (DESIGN: self-contained
+    hours), not a connection's or resync's snapshot. events: (seq, action, ts_recv ns) of one pair in seq
+    order; sessions: (ts ns, kind) of that pair and of ALL. Such an R is the first row of its hour, and no
+    connection or resync event lies between the row before it and it."""
+    marks = sorted(ts for ts, kind in sessions if kind in _NEW_BOOK)
+    out = set()
+    for (_, _, t0), (seq, act, t1) in zip(events, events[1:]):
+        if act == "R" and t1 // HOUR_NS != t0 // HOUR_NS:
+            i = bisect.bisect_left(marks, t0)
+            if i == len(marks) or marks[i] > t1:
+                out.add(seq)
+    return out

@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from npmservers import install, node_venue, version  # noqa: E402
+from replay_util import hour_openings  # noqa: E402
 from test_e2e_process import free_port, sql, start, stop, toml  # noqa: E402
 
 from replay.book import book_at  # noqa: E402
@@ -105,11 +106,14 @@ def check(rec: Recording, *, wire_prefix: str = "", restarts: int = 0) -> None:
         got = [r for r in rec.raw(pair) if not r.startswith(b"4") or r[1:2] in (b"{", b"[") or r.startswith(b"42[")]
         assert got == [(wire_prefix + w).encode() for w in mine], pair  # byte-equal, in order, nothing else
 
-        rows = sql(rec.root, f"""SELECT action, order_id, trade_id, amount FROM read_parquet(
+        rows = sql(rec.root, f"""SELECT seq, action, epoch_ns(ts_recv), order_id, trade_id, amount FROM read_parquet(
             '$R/book_events/exchange=btcalpha/pair={pair}/**/*.parquet') ORDER BY seq""")
+        marks = sql(rec.root, f"""SELECT epoch_ns(ts), kind FROM read_parquet('$R/sessions/**/*.parquet',
+            hive_partitioning=true) WHERE pair IN ('{pair}', 'ALL')""")
+        continued = hour_openings([r[:3] for r in rows], marks)  # a recording may cross a wall-clock hour
         segments, cur = [], None
-        for a, oid, tid, amt in rows:
-            if a == "R":
+        for seq, a, _, oid, tid, amt in rows:
+            if a == "R" and seq not in continued:
                 cur = []
                 segments.append(cur)
             elif a in "AFC":

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from replay_util import hour_openings  # noqa: E402
 from test_e2e_sim import L3, PAIRS, Run, sql, truth  # noqa: E402
 
 from recorder.sim.engine import pair_spec  # noqa: E402
@@ -111,12 +112,17 @@ def gap_rows(run: Run, venue: str, pair: str) -> list[tuple[int, int]]:
 
 
 def resnaps(run: Run, venue: str, pair: str) -> list[tuple[int, int, int]]:
-    """(R seq, R ts_recv, ts_recv of the S ending that snapshot) per recorder snapshot."""
+    """(R seq, R ts_recv, ts_recv of the S ending that snapshot) per recorder snapshot (not the R + S that only
+    open a wall-clock hour)."""
     rows = sql(run.root, f"""SELECT seq, action, epoch_ns(ts_recv) FROM read_parquet(
-        '$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') WHERE action IN ('R', 'S') ORDER BY seq""")
+        '$R/book_events/exchange={venue}/pair={pair}/**/*.parquet') ORDER BY seq""")
+    marks = sql(run.root, f"""SELECT epoch_ns(ts), kind FROM read_parquet('$R/sessions/**/*.parquet',
+        hive_partitioning=true) WHERE exchange = '{venue}' AND pair IN ('{pair}', 'ALL')""")
+    continued = hour_openings(rows, marks)
+    rows = [r for r in rows if r[1] in "RS"]
     out = []
     for i, (s, act, ts) in enumerate(rows):
-        if act == "R":
+        if act == "R" and s not in continued:
             j = i
             while j + 1 < len(rows) and rows[j + 1][1] == "S":
                 j += 1

@@ -11,8 +11,8 @@ from replay import book as B
 from replay import kernels as K
 from replay import source
 from schemas import DEC
-from replay_util import (AMOUNT_SCALE, PRICE_SCALE, T0, RefBook, ev_rows, events_table, observe_mask,
-                               rows_table, synth_l3, write_part)
+from replay_util import (AMOUNT_SCALE, PRICE_SCALE, T0, RefBook, ev_rows, events_table, hour_openings,
+                         observe_mask, rows_table, synth_l3, write_part)
 
 H = source.HOUR_NS
 
@@ -234,3 +234,15 @@ def test_gap_sessions_ignore_streams_without_a_book(tmp_path):
     write_part(tmp_path, "sessions", "btcalpha", "BTC_USD", rows_table("sessions", rows[5:]))
     got = source.gap_sessions(tmp_path, "btcalpha", "BTC_USD", T0, T0 + H)
     assert got.column("seq").to_pylist() == [14, 15, 16]
+
+
+def test_hour_openings_tell_an_hour_start_from_a_reconnect():
+    """The test helper that tells the R + S opening a wall-clock hour (a continuation) from a connection's."""
+    h = H
+    events = [(1, "R", h - 50), (2, "S", h - 50), (3, "A", h - 10),
+              (4, "R", h + 5), (5, "S", h + 5), (6, "A", h + 5),            # the hour opened: continued
+              (7, "R", 2 * h + 9), (8, "S", 2 * h + 9), (9, "A", 2 * h + 9)]  # a reconnect across the next hour
+    sessions = [(h - 60, "connect"), (h + 100, "disconnect"), (2 * h + 1, "connect")]
+    assert hour_openings(events, sessions) == {4}
+    assert hour_openings(events[:6], []) == {4}
+    assert hour_openings([(1, "R", h + 1), (2, "A", h + 2)], []) == set()  # the first snapshot never is
