@@ -39,6 +39,7 @@ from recorder.notify import Notifier
 from recorder.offload import in_daemon_thread
 from recorder.page import Window
 from recorder.redact import Redactor
+from recorder.rows import Candle
 from recorder.startup import StartupError, bind, fail, check_lease, check_root, pairs_request, unlisted_pairs
 from recorder.web import StatusServer
 from recorder.procs import child_env
@@ -108,26 +109,27 @@ def secrets_of(cfg: Config) -> list[str]:
     return out
 
 
-def _recorded(root: Path, venue: str, pairs: Iterable[str], query: str) -> dict[str, tuple]:
-    """Per pair, the one row `query` gives over the pair's trades files (`?` is the file list); pairs without
-    files or whose row is NULL are left out."""
+def _recorded(root: Path, venue: str, pairs: Iterable[str], query: str, table: str = "trades") -> dict[str, list]:
+    """Per pair, the rows `query` gives over the pair's files of `table` (`?` is the file list); pairs without
+    files, or whose first row is NULL, are left out."""
     import duckdb
 
-    out: dict[str, tuple] = {}
+    out: dict[str, list] = {}
     for pair in pairs:
-        d = root / "trades" / f"exchange={venue}" / f"pair={pair}"
-        paths = [str(f) for date in sorted(d.glob("date=*")) for f in files.data_files(date, TABLES["trades"])]
+        d = root / table / f"exchange={venue}" / f"pair={pair}"
+        paths = [str(f) for date in sorted(d.glob("date=*")) for f in files.data_files(date, TABLES[table])]
         if not paths:
             continue
         try:
             con = duckdb.connect()
-            row = con.execute(query, [paths]).fetchone()
+            rows = con.execute(query, [paths]).fetchall()
             con.close()
         except duckdb.Error as e:
-            log.warning("cannot read trade cursor", extra={"fields": {"venue": venue, "pair": pair, "error": str(e)}})
+            log.warning(f"cannot read where {table} resume",
+                        extra={"fields": {"venue": venue, "pair": pair, "error": str(e)}})
             continue
-        if row and row[0] is not None:
-            out[pair] = row
+        if rows and rows[0][0] is not None:
+            out[pair] = rows
     return out
 
 
@@ -135,7 +137,7 @@ def dataset_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, i
     """Highest numeric trade id already recorded per pair (so a restart backfills what it missed)."""
     rows = _recorded(root, venue, pairs, "SELECT max(TRY_CAST(trade_id AS BIGINT)) FROM "
                                          "read_parquet(?, hive_partitioning=false)")
-    return {pair: int(row[0]) for pair, row in rows.items()}
+    return {pair: int(r[0][0]) for pair, r in rows.items()}
 
 
 def dataset_time_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[str, tuple[int, list[str]]]:
@@ -143,7 +145,19 @@ def dataset_time_cursors(root: Path, venue: str, pairs: Iterable[str]) -> dict[s
     rows = _recorded(root, venue, pairs, """WITH t AS (SELECT trade_id, epoch_ns(ts_event) // 1000000 AS ms FROM
         read_parquet(?, hive_partitioning=false)) SELECT ms, list(trade_id) FROM t WHERE ms = (SELECT max(ms) FROM t)
         GROUP BY ms""")
-    return {pair: (int(row[0]), list(row[1])) for pair, row in rows.items()}
+    return {pair: (int(r[0][0]), list(r[0][1])) for pair, r in rows.items()}
+
+
+def dataset_candles(root: Path, venue: str, pairs: Iterable[str], per_resolution: int = 4) -> dict[str, list[Candle]]:
+    """The latest recorded version of each pair's newest candles per resolution (so a restart writes a version
+    only when it changed, and resumes polling from them)."""
+    rows = _recorded(root, venue, pairs, f"""SELECT resolution, epoch_ns(ts_open), open, high, low, close, volume
+        FROM (SELECT *, row_number() OVER (PARTITION BY resolution, ts_open ORDER BY seq DESC) AS version,
+                     dense_rank() OVER (PARTITION BY resolution ORDER BY ts_open DESC) AS age
+              FROM read_parquet(?, hive_partitioning=false))
+        WHERE version = 1 AND age <= {int(per_resolution)}""", table="candles")
+    return {pair: [Candle(res, ts, *(None if x is None else str(x) for x in nums)) for res, ts, *nums in r]
+            for pair, r in rows.items()}
 
 
 class Daemon:
@@ -457,13 +471,16 @@ class Daemon:
                 if not self.kernels_ready:
                     await self._warm()
                 for v in cfg.venues if not self.stop_event.is_set() else ():  # stopped while warming: no feeds
-                    cursors, time_cursors = {}, {}  # where the trades pollers resume (sockets need none)
+                    cursors, time_cursors, candles = {}, {}, {}  # where the pollers resume (sockets need none)
+                    if "candles" in v.channels:
+                        candles = await asyncio.to_thread(dataset_candles, cfg.root, v.name, v.pairs)
                     if "trades" in v.channels and v.api == "current" and v.name == "bitbay":
                         time_cursors = await asyncio.to_thread(dataset_time_cursors, cfg.root, v.name, v.pairs)
                     elif "trades" in v.channels and v.name != "bitopro" and v.api == "legacy":
                         cursors = await asyncio.to_thread(dataset_cursors, cfg.root, v.name, v.pairs)
                     ctx = VenueContext(v, http, sink, limiter, backoff_base=cfg.backoff_base,
-                                       backoff_cap=cfg.backoff_cap, cursors=cursors, time_cursors=time_cursors)
+                                       backoff_cap=cfg.backoff_cap, cursors=cursors, time_cursors=time_cursors,
+                                       candles=candles)
                     self._feeds += self.build(ctx, snapshot_interval=self.snapshot_interval)
                 for f in self._feeds:
                     self._track(f)

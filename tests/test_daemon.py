@@ -11,8 +11,13 @@ import aiohttp
 import duckdb
 
 from recorder import config
-from recorder.daemon import Daemon, LogFormatter, Redactor, setup_logging
+from recorder.daemon import Daemon, LogFormatter, Redactor, dataset_candles, setup_logging
+from recorder.feeds.columns import candle_row
+from recorder.feeds.dedup import CandleVersions
 from recorder.metrics import Exposition, Metrics
+from recorder.rows import Candle
+from recorder.store import Store
+from schemas import TABLES
 
 
 def cfg_for(tmp_path, **rec):
@@ -215,3 +220,24 @@ def test_a_remote_metrics_host_is_served_with_a_warning(tmp_path, caplog):
     _, code, _, _ = run_daemon(cfg, 0.5, lambda ctx, **_: [FlakyFeed(ctx, fails=0)])
     assert code == 0
     assert any("without authentication" in r.getMessage() for r in caplog.records)
+
+
+def test_a_restart_writes_no_candle_version_already_recorded(tmp_path):
+    """The candles poller's version memory starts from the dataset: the versions recorded before a restart are
+    not written again (the venue sends "59999.230" as the dataset holds 59999.23), a changed one is."""
+    minute = 60 * 10**9
+    t0 = 1_796_195_340 * 10**9 // minute * minute
+    recorded = [Candle("1m", t0 + i * minute, "1", "2", "0.5", f"59999.2{i}", "3") for i in range(6)]
+    recorded.append(Candle("1m", t0 + 5 * minute, "1", "2", "0.5", "59999.99", "4"))  # a later version of the last
+    rows = [candle_row(c, c.ts_open + 1, seq, 1) for seq, c in enumerate(recorded, 1)]
+    with Store(tmp_path, "w") as s:
+        s.append("candles", "btcalpha", "BTC_USD", dict(zip(TABLES["candles"].schema.names, zip(*rows))))
+    known = dataset_candles(tmp_path, "btcalpha", ["BTC_USD", "ETH_BTC"])
+    assert set(known) == {"BTC_USD"} and len(known["BTC_USD"]) == 4  # the newest 4 candles, latest versions
+    v = CandleVersions(known=known["BTC_USD"])
+    assert v.latest_open("1m") == t0 + 5 * minute
+    again = [Candle("1m", t0 + 4 * minute, "1.0", "2.00", "0.50", "59999.240", "3.0"),
+             Candle("1m", t0 + 5 * minute, "1", "2", "0.5", "59999.99", "4")]
+    assert v.changed(again) == []
+    moved = Candle("1m", t0 + 5 * minute, "1", "2", "0.5", "60000.01", "5")
+    assert v.changed([moved]) == [moved]

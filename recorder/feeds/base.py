@@ -9,7 +9,7 @@ import aiohttp
 
 from recorder.config import VenueConfig
 from recorder.transport import HttpClient, HttpResult, RateLimiter, StreamSilent
-from recorder.rows import Level, ParseError, Parsed
+from recorder.rows import Candle, Level, ParseError, Parsed
 
 from .dedup import TradeDedup
 from .sink import Sink, Tap
@@ -39,7 +39,8 @@ class VenueContext:
     def __init__(self, cfg: VenueConfig, http_session: aiohttp.ClientSession, sink: Sink, limiter: RateLimiter, *,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, http_attempts: int = 4,
                  cursors: dict[str, int] | None = None,
-                 time_cursors: dict[str, tuple[int, list[str]]] | None = None) -> None:
+                 time_cursors: dict[str, tuple[int, list[str]]] | None = None,
+                 candles: dict[str, list[Candle]] | None = None) -> None:
         self.cfg = cfg
         self.venue = cfg.name
         self.http_session = http_session
@@ -53,6 +54,7 @@ class VenueContext:
         self.cursors = dict(cursors or {})  # pair -> highest trade id already in the dataset
         #: Zonda (UUID trade ids, polled by time): pair -> (newest recorded trade's ms, the ids recorded in that ms)
         self.time_cursors = dict(time_cursors or {})
+        self.candles = dict(candles or {})  # pair -> the newest candle versions already in the dataset
         self.books: dict[str, GroupedWatch] = {}  # pair -> the L3 feed tracking its book (set by feeds.build)
 
     def tap(self, feed: str) -> Tap:

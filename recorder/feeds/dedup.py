@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from decimal import Decimal
 from typing import Hashable, Iterable, Iterator, Sequence
 
 from recorder.rows import Candle, Trade
@@ -126,19 +127,26 @@ def needs_backfill(page: Sequence[Trade], cursor: int | None, limit: int) -> boo
     return bool(ids) and min(ids) > cursor
 
 
-class CandleVersions:
-    """Latest version of each candle seen; `changed` keeps only new candles and changed versions."""
+def _values(c: Candle) -> tuple:
+    """A candle version's numbers, compared by value ("1.50" as "1.5", as the dataset's decimals hold them)."""
+    return tuple(None if x is None else Decimal(x) for x in (c.open, c.high, c.low, c.close, c.volume))
 
-    def __init__(self, keep: int = 4096) -> None:
+
+class CandleVersions:
+    """Latest version of each candle seen; `changed` keeps only new candles and changed versions. `known`:
+    the versions already in the dataset (so a restart rewrites none of them)."""
+
+    def __init__(self, keep: int = 4096, known: Iterable[Candle] = ()) -> None:
         self._last: OrderedDict[tuple[str, int], tuple] = OrderedDict()
         self._keep = keep
+        self.changed(known)
 
     def changed(self, candles: Iterable[Candle]) -> list[Candle]:
         """Candles that differ from the version last seen (or were never seen), in ts_open order."""
         out = []
         for c in sorted(candles, key=lambda c: (c.resolution, c.ts_open)):
             key = (c.resolution, c.ts_open)
-            val = (c.open, c.high, c.low, c.close, c.volume)
+            val = _values(c)
             if self._last.get(key) != val:
                 self._last[key] = val
                 self._last.move_to_end(key)

@@ -249,7 +249,7 @@ class CandlesPoller(Poller):
 
     def __init__(self, ctx: VenueContext, mod: ModuleType) -> None:
         super().__init__(ctx, mod)
-        self.versions = {p: CandleVersions() for p in ctx.cfg.pairs}
+        self.versions = {p: CandleVersions(known=ctx.candles.get(p, ())) for p in ctx.cfg.pairs}
         self.zonda = ctx.venue == "bitbay" and ctx.cfg.api == "current"
 
     async def poll(self, tap, http, session: int, pair: str) -> bool:
