@@ -892,15 +892,29 @@ def replay_hour(root: str | os.PathLike, exchange: str, pair: str, hour: int, *,
 
 
 def book_at(root: str | os.PathLike, exchange: str, pair: str, ts: int) -> Book:
-    """The book at instant ts (every event with ts_recv <= ts of its hour applied). An L3 hour is streamed up to
-    ts when replay.stream can plan it; replay_hour(at=ts) is its whole-hour test oracle."""
-    from replay import stream  # built on this module
-
+    """The book at instant ts (every event with ts_recv <= ts of its hour applied). Before an hour's first
+    event (a quiet pair: its R + S comes with that event) it is the latest hour's final book within a day, a
+    gap when a gap-kind sessions row came after that book's last event."""
     hour = ts - ts % source.HOUR_NS
     book_kind = kind(root, exchange, pair)
+    book = _book_in_hour(root, exchange, pair, hour, ts, book_kind)
+    if book is None:
+        before = source.hours(root, "book_events" if book_kind == "l3" else "book_levels", exchange, pair,
+                              hour - source.DAY_NS, hour)
+        book = _book_in_hour(root, exchange, pair, before[-1], hour - 1, book_kind) if before else None
+        if book is not None and source.gap_sessions(root, exchange, pair, book.ts + 1, ts + 1).num_rows:
+            book.gap = True
+    if book is None:
+        raise ReplayError(f"no {exchange} {pair} book data at or before {iso(ts)} within a day")
+    return book
+
+
+def _book_in_hour(root, exchange: str, pair: str, hour: int, ts: int, book_kind: str) -> Book | None:
+    """The book at ts from its hour's events alone (None before the first). An L3 hour is streamed up to ts when
+    replay.stream can plan it; replay_hour(at=ts) is its whole-hour test oracle."""
+    from replay import stream  # built on this module
+
     groups = stream.plan(root, exchange, pair, hour) if book_kind == "l3" else None
     res = replay_hour(root, exchange, pair, hour, at=ts, book_kind=book_kind) if groups is None else \
         stream.replay_hour(root, exchange, pair, hour, groups, at=ts)
-    if res.book is None:
-        raise ReplayError(f"no {exchange} {pair} book data at or before {iso(ts)} in its hour")
     return res.book

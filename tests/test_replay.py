@@ -246,3 +246,20 @@ def test_hour_openings_tell_an_hour_start_from_a_reconnect():
     assert hour_openings(events, sessions) == {4}
     assert hour_openings(events[:6], []) == {4}
     assert hour_openings([(1, "R", h + 1), (2, "A", h + 2)], []) == set()  # the first snapshot never is
+
+
+def test_book_at_an_instant_before_its_hours_first_event_is_the_last_hours_final_book(tmp_path):
+    """A quiet pair: the new hour's R + S comes only with its first message, so an instant before it has the
+    previous hour's final book (a gap when the feed was disconnected since)."""
+    ev = _hand_hour(T0, 1, [("S", "bid", 1, "10", "1"), ("S", "ask", 2, "11", "1"), ("A", "bid", 3, "10.5", "1")])
+    write_part(tmp_path, "book_events", "btcalpha", "BTC_USD", ev)
+    later = T0 + H + 250_000_000  # 0.25 s into the next hour, which has no event yet
+    book = B.book_at(tmp_path, "btcalpha", "BTC_USD", later)
+    assert book.orders == B.book_at(tmp_path, "btcalpha", "BTC_USD", T0 + H - 1).orders and not book.gap
+    assert [o for _, _, _, o in book.orders] == [3, 1, 2]
+    write_part(tmp_path, "sessions", "btcalpha", "BTC_USD", rows_table("sessions", [
+        dict(ts=T0 + H + 100_000_000, seq=100, session=1, stream="ws:book_BTC_USD", kind="disconnect")]))
+    assert B.book_at(tmp_path, "btcalpha", "BTC_USD", later).gap
+    assert not B.book_at(tmp_path, "btcalpha", "BTC_USD", T0 + H + 50_000_000).gap
+    with pytest.raises(B.ReplayError, match="no btcalpha BTC_USD book data"):
+        B.book_at(tmp_path, "btcalpha", "BTC_USD", T0 + 2 * source.DAY_NS)  # nothing in the day before
